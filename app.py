@@ -1,0 +1,152 @@
+"""Delula backlog — the Dash operations dashboard, the JSON API and the scheduler in one process.
+
+    python app.py [--host H] [--port P] [--database-url URL] [--no-scheduler]
+
+``server = app.server`` is the WSGI app for ``gunicorn app:server`` (start web workers with
+``DELULA_SCHEDULER=off`` and run ``python -m delula worker`` for the scheduler).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import dash
+
+from delula import api, auth, cli, demo, scheduler, simulator, storage
+from delula.config import ConfigError, Settings
+from delula.runtime import Runtime
+
+HERE = Path(__file__).parent
+BOOT_RETRY_S = 2.0
+log = logging.getLogger("delula.app")
+
+
+def boot(rt: Runtime) -> None:
+    """Migrate to head and, on an empty database, seed the demo data and the admin user."""
+    storage.upgrade(rt.store)
+    auth.ensure_system_user(rt)
+    if demo.is_empty(rt):
+        created = demo.seed(rt)
+        if created["adminPassword"]:
+            print(f"\n  Delula: ops user 'admin' created with password: {created['adminPassword']}\n",
+                  file=sys.stderr, flush=True)
+
+
+def create_app(rt: Runtime | None = None, *, start_scheduler: bool | None = None) -> dash.Dash:
+    """Build the Dash app on ``rt`` (default: from the environment) with API and simulator mounted."""
+    rt = rt or Runtime.from_settings(Settings.from_env())
+    boot(rt)
+    _forget_page_callbacks()
+    app = dash.Dash(
+        __name__,
+        use_pages=True,
+        pages_folder=str(HERE / "pages"),
+        assets_folder=str(HERE / "assets"),
+        title="Delula backlog",
+        suppress_callback_exceptions=True,
+        serve_locally=True,
+        external_stylesheets=[],
+        update_title=None,
+    )
+    server = app.server
+    server.extensions["delula"] = rt
+    server.secret_key = auth.secret_key(rt)
+    server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                         SESSION_COOKIE_NAME="delula_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+                         MAX_CONTENT_LENGTH=64 * 1024)
+    api.init_app(server, rt)
+    server.register_blueprint(simulator.create_blueprint(lambda: _simulator(rt)), url_prefix="/sim/fal")
+    from pages import layout as page_layout
+
+    page_layout.init_app(app, rt)
+    _warm(app)
+    if start_scheduler is None:
+        start_scheduler = rt.settings.scheduler
+    if start_scheduler:
+        scheduler.start_in_process(rt)
+    return app
+
+
+def create_app_when_the_database_answers(rt: Runtime | None = None) -> dash.Dash:
+    """:func:`create_app`, waiting for the database if it is down at start-up. A gunicorn worker
+    (re)started during a database outage must not fail to boot: gunicorn stops the whole server
+    when a worker fails to boot, so the outage would outlive the database's."""
+    rt = rt or Runtime.from_settings(Settings.from_env())
+    while True:
+        try:
+            return create_app(rt)
+        except storage.DatabaseUnavailable as e:
+            log.warning("database unavailable at start-up (%s); trying again in %g s", e, BOOT_RETRY_S)
+            time.sleep(BOOT_RETRY_S)
+
+
+def _warm(app: dash.Dash) -> None:
+    """Finish Dash's one-time server set-up before the app takes traffic.
+
+    Dash completes it on the first request, flagging it done before the callback map is filled, so
+    simultaneous first callbacks on a fresh gunicorn worker can find no callback and answer 500
+    (plotly/dash#3971). One request through the test client, here, in the process that serves
+    (each gunicorn worker imports ``app:server`` itself), runs it while nobody else is waiting.
+    """
+    with app.server.test_client() as client:
+        client.get("/_dash-dependencies")
+    if not app.callback_map:
+        raise RuntimeError("Dash set-up did not register the pages' callbacks")
+
+
+def _forget_page_callbacks() -> None:
+    """Dash executes every page module again for each app it builds, registering the pages'
+    callbacks anew in its global lists; callbacks left there by an earlier import (another app in
+    the same process, a test importing a page) belong to no app and would be served twice."""
+    from dash import _callback
+
+    _callback.GLOBAL_CALLBACK_LIST.clear()
+    _callback.GLOBAL_CALLBACK_MAP.clear()
+    _callback.GLOBAL_INLINE_SCRIPTS.clear()
+
+
+def _simulator(rt: Runtime):
+    provider = rt.provider
+    sim = getattr(provider, "simulator", None)
+    if sim is None:  # the fal provider is configured: still serve a simulator for tests
+        sim = simulator.Simulator(duration=rt.settings.simulator_duration,
+                                  failure_rate=rt.settings.simulator_failure_rate)
+    return sim
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(description="Delula backlog dashboard, API and scheduler")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--database-url")
+    p.add_argument("--no-scheduler", action="store_true")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    cli.configure_logging()
+    args = _parse(sys.argv[1:])
+    try:
+        settings = Settings.from_env(**({"database_url": args.database_url} if args.database_url else {}))
+        if args.no_scheduler:
+            settings = settings.replace(scheduler=False)
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        sys.exit(2)
+    app = create_app_when_the_database_answers(Runtime.from_settings(settings))
+    # No reloader: it would start a second process and, with it, a second scheduler.
+    app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+else:
+    # Imported by gunicorn (`gunicorn app:server`) or tests: build from the environment lazily
+    # only when `server` is asked for, so importing `create_app` stays side-effect free.
+    def __getattr__(name):
+        if name in ("app", "server"):
+            global app, server
+            app = create_app_when_the_database_answers()
+            server = app.server
+            return app if name == "app" else server
+        raise AttributeError(name)

@@ -1,0 +1,463 @@
+"""Instant claims near the database's limit, and no decay on a hot recipe.
+
+    python bench/claims.py --database-url postgresql://postgres@127.0.0.1/postgres --clients 8 --seconds 10
+    python bench/claims.py ... --http            # through gunicorn app:server (2 workers x 4 threads)
+    python bench/claims.py ... --hot --seconds 60  # every client on one recipe; claims/s per 10 s
+
+Seeds a pool (50 recipes x 2,000 items), 300,000 claimed history rows and 10,000 users, then runs
+``delula.claims.instant_claim`` from N parallel clients (threads spread over up to two processes,
+each with its own connection pool), or POSTs ``/api/generate/instant`` over HTTP (a keep-alive
+raw-socket client per thread, cheap enough not to starve the server of the two cores; the
+workers' and the database backends' CPU per request and the workers' peak RSS are printed too).
+Before and after our run, ``pgbench`` runs the equivalent raw transaction (claim with FOR UPDATE
+SKIP LOCKED + credit update + ledger insert) on the same data with the same number of clients;
+``ratio`` is ours over the mean of the two raw runs. Finally the invariants are checked on the whole database: no
+generation claimed twice, every claimed item owned by the user charged for it, every user's
+credits equal to the sum of their ledger. Prints JSON on stdout (progress on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import common
+from common import ROOT, log
+
+RAW_SCRIPT = """\\set u random(1, {users})
+\\set r {recipe}
+BEGIN;
+UPDATE generations SET user_id = 'u' || :u, updated_at = now(),
+       metadata = metadata || '{{"isInstant": true}}'::jsonb
+ WHERE id = (SELECT id FROM generations
+              WHERE recipe_id = :r AND user_id = 'system_backlog' AND status = 'completed'
+              ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id AS gid \\gset
+UPDATE users SET credits = credits - 1 WHERE id = 'u' || :u AND credits >= 1 RETURNING credits AS bal \\gset
+INSERT INTO credit_transactions (user_id, amount, balance_after, kind, generation_id, created_at)
+VALUES ('u' || :u, -1, :bal, 'instant_claim', :gid, now());
+END;
+"""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--database-url", default=common.DEFAULT_SERVER,
+                   help="a PostgreSQL server to create the benchmark database on")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--http", action="store_true", help="through the real API served by gunicorn")
+    p.add_argument("--hot", action="store_true", help="every client on recipe 1; claims/s per 10 s window")
+    p.add_argument("--recipes", type=int, default=50)
+    p.add_argument("--items", type=int, default=2000, help="pool items per recipe")
+    p.add_argument("--history", type=int, default=300_000, help="claimed generations already in the table")
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--no-raw", action="store_true", help="skip the pgbench runs")
+    p.add_argument("--naive", action="store_true",
+                   help="a naive schema first: a plain (recipe_id, status, created_at) index instead of the partial "
+                        "pool index, and default autovacuum/fillfactor (shows what they are for)")
+    p.add_argument("--db-name", default="delula_bench_claims", help="the benchmark database (dropped and created)")
+    p.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    return p.parse_args(argv)
+
+
+# --- seeding -----------------------------------------------------------------------------------------
+
+def seed(url: str, args) -> None:
+    t0 = time.perf_counter()
+    common.migrate(url)
+    if args.naive:
+        common.execute(url, "DROP INDEX ix_generations_pool",
+                       "CREATE INDEX ix_naive_pool ON generations (recipe_id, status, created_at, id)")
+        common.execute(url, "ALTER TABLE generations RESET (fillfactor, autovacuum_vacuum_scale_factor, "
+                            "autovacuum_vacuum_threshold, autovacuum_vacuum_insert_scale_factor, "
+                            "autovacuum_vacuum_insert_threshold, autovacuum_vacuum_cost_delay, "
+                            "autovacuum_analyze_scale_factor, autovacuum_analyze_threshold)")
+    common.seed_system_user(url)
+    common.seed_users(url, args.users, credits=1_000_000)
+    common.seed_recipes(url, args.recipes)
+    common.seed_generations(url, args.history, recipes=args.recipes, owner="users", users=args.users,
+                            spread="30 days", instant=True)
+    common.seed_generations(url, args.items * args.recipes, recipes=args.recipes, owner="system_backlog",
+                            spread="1 day")
+    if args.hot:  # enough for every client to claim from recipe 1 for the whole run
+        common.seed_generations(url, int(2500 * args.seconds), recipes=1, owner="system_backlog", spread="1 day")
+    if args.http:  # an API token per user: tok-<n>
+        common.execute(url, f"""INSERT INTO api_tokens (token_hash, user_id, created_at)
+                                SELECT encode(sha256(('tok-' || i)::bytea), 'hex'), 'u' || i, now()
+                                FROM generate_series(1, {args.users}) i""")
+    common.execute(url, "VACUUM ANALYZE")
+    log(f"seeded in {time.perf_counter() - t0:.1f} s")
+
+
+# --- our claims, in process --------------------------------------------------------------------------
+
+def _runtime(url: str, pool_size: int):
+    from delula.config import Settings
+    from delula.runtime import Runtime
+
+    settings = Settings.from_env(database_url=url, instant_cooldown_s=0, scheduler=False)
+    return Runtime.from_settings(settings, pool_size=pool_size)
+
+
+def _drive(threads, start_at, deadline, users, recipes, hot, make_attempt) -> list[tuple[float, float, str]]:
+    """``threads`` clients from ``start_at`` to ``deadline``; each thread calls the function
+    ``make_attempt()`` returned, as ``attempt(recipe_id, user_number) -> outcome``, in a loop.
+    Samples are ``(finished at, latency ms, outcome)``."""
+    samples: list[tuple[float, float, str]] = []
+    lock = threading.Lock()
+
+    def client(seed):
+        rnd, attempt, mine = random.Random(seed), make_attempt(), []
+        while time.time() < start_at:
+            time.sleep(0.001)
+        while True:
+            t0 = time.perf_counter()
+            if time.time() >= deadline:
+                break
+            outcome = attempt(1 if hot else rnd.randint(1, recipes), rnd.randint(1, users))
+            mine.append((time.time(), (time.perf_counter() - t0) * 1000.0, outcome))
+        with lock:
+            samples.extend(mine)
+
+    ts = [threading.Thread(target=client, args=(os.getpid() * 1000 + i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return samples
+
+
+def _claim_worker(url, threads, start_at, deadline, users, recipes, hot, out):
+    from delula import claims
+
+    rt = _runtime(url, pool_size=threads)
+    with rt.store.begin() as s:  # the pool's first connections before the clock starts
+        s.connection()
+
+    def make_attempt():
+        return lambda recipe_id, u: claims.instant_claim(rt, recipe_id=recipe_id, user_id=f"u{u}").outcome.value
+
+    samples = _drive(threads, start_at, deadline, users, recipes, hot, make_attempt)
+    rt.close()
+    out.put(samples)
+
+
+class KeepAliveClient:
+    """A minimal HTTP/1.1 client on one persistent socket: the load generator shares the two
+    cores with the server and the database, so it must cost little (``requests`` spent about
+    as much CPU per request as the server's Flask view). Reads the status line, the headers and
+    a ``Content-Length`` body; reconnects when the server closes the connection."""
+
+    def __init__(self, base: str):
+        host, _, port = base.removeprefix("http://").partition(":")
+        self.address = (host, int(port))
+        self.host = base.removeprefix("http://")
+        self.sock = None
+        self.buffer = b""
+
+    def post_json(self, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body
+        for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: once more
+            try:
+                if self.sock is None:
+                    self.sock = socket.create_connection(self.address, timeout=30)
+                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.buffer = b""
+                self.sock.sendall(request)
+                return self._response()
+            except (ConnectionError, EOFError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def _response(self) -> tuple[int, bytes]:
+        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+        length = int(fields.get("content-length", "0"))
+        while len(self.buffer) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buffer += chunk
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        return status, body
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+
+def _http_worker(base, threads, start_at, deadline, users, recipes, hot, out):
+    def make_attempt():
+        http = KeepAliveClient(base)
+
+        def attempt(recipe_id, u):
+            status, _ = http.post_json("/api/generate/instant", b'{"recipeId": %d}' % recipe_id,
+                                       {"Authorization": f"Bearer tok-{u}"})
+            return str(status)
+        return attempt
+
+    out.put(_drive(threads, start_at, deadline, users, recipes, hot, make_attempt))
+
+
+def run_clients(target, endpoint, args) -> tuple[list, float, float]:
+    """N clients as threads over up to two processes (the machine has two cores)."""
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    procs_n = max(1, min(2, args.clients))
+    per = [args.clients // procs_n + (1 if i < args.clients % procs_n else 0) for i in range(procs_n)]
+    start_at = time.time() + 3.0
+    deadline = start_at + args.seconds
+    procs = [ctx.Process(target=target, args=(endpoint, n, start_at, deadline, args.users, args.recipes,
+                                              args.hot, out)) for n in per]
+    for p in procs:
+        p.start()
+    samples = []
+    for _ in procs:
+        samples.extend(out.get())
+    for p in procs:
+        p.join()
+    return samples, start_at, deadline
+
+
+def summarise(samples, start_at, deadline, ok: str, hot: bool) -> dict:
+    done = [s for s in samples if s[2] == ok]
+    elapsed = deadline - start_at
+    result = {
+        "attempts": len(samples),
+        "claims": len(done),
+        "claimsPerSecond": round(len(done) / elapsed, 1),
+        "latencyMs": common.latency_summary([s[1] for s in done]),
+        "outcomes": {k: sum(1 for s in samples if s[2] == k) for k in sorted({s[2] for s in samples})},
+    }
+    if hot:
+        windows = []
+        t = start_at
+        while t < deadline - 1e-6:
+            end = min(t + 10.0, deadline)
+            windows.append(round(sum(1 for s in done if t <= s[0] < end) / (end - t), 1))
+            t = end
+        result["claimsPerSecondBy10s"] = windows
+        result["lastOverFirst"] = round(windows[-1] / windows[0], 3) if windows and windows[0] else None
+    return result
+
+
+# --- through HTTP --------------------------------------------------------------------------------------
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (on this machine)."""
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def database_cpu_seconds(url: str) -> float | None:
+    """CPU seconds of the server processes serving the benchmark database (a local server only)."""
+    try:
+        with common.psycopg.connect(common.libpq_url(url), autocommit=True) as conn:
+            pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                               "AND pid <> pg_backend_pid()")]
+    except common.psycopg.Error:
+        return None
+    return cpu_seconds(pids) if pids and Path(f"/proc/{pids[0]}").exists() else None
+
+
+class Gunicorn:
+    """``gunicorn app:server`` with 2 workers x 4 threads on a free port, scheduler off."""
+
+    def __init__(self, url: str):
+        self.port = common.free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "DELULA_DATABASE_URL": url, "DELULA_SCHEDULER": "off",
+               "DELULA_INSTANT_COOLDOWN_S": "0", "DELULA_ADMIN_PASSWORD": "bench-admin-password",
+               "DELULA_SECRET_KEY": "bench-secret"}
+        self.proc = subprocess.Popen(
+            [shutil.which("gunicorn") or "gunicorn", "app:server", "-w", "2", "--threads", "4",
+             "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.peak_rss: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
+
+    def __enter__(self):
+        common.wait_http(f"{self.base}/healthz", timeout=90)
+        time.sleep(1.0)  # both workers booted (each builds the app before it takes traffic)
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def _pids(self) -> list[int]:
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [self.proc.pid, *map(int, children)]
+
+    def _sample_rss(self):
+        while not self._stop.is_set():
+            for pid in self._pids():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                m = re.search(r"VmRSS:\s+(\d+) kB", status)
+                if m:
+                    self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), int(m.group(1)) * 1024)
+            self._stop.wait(0.25)
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """User + system CPU seconds used so far by each worker process."""
+        return {pid: cpu_seconds([pid]) for pid in self._pids() if pid != self.proc.pid}
+
+    def memory(self) -> dict:
+        workers = {pid: rss for pid, rss in self.peak_rss.items() if pid != self.proc.pid}
+        return {"peakWorkerRssMB": round(max(workers.values(), default=0) / 2**20, 1),
+                "peakMasterRssMB": round(self.peak_rss.get(self.proc.pid, 0) / 2**20, 1)}
+
+
+# --- pgbench --------------------------------------------------------------------------------------------
+
+def pgbench_binary() -> str | None:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
+    return str(candidates[-1]) if candidates else None
+
+
+def run_pgbench(url: str, args) -> dict | None:
+    binary = pgbench_binary()
+    if binary is None or args.no_raw or args.hot:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(RAW_SCRIPT.format(users=args.users,
+                                  recipe=1 if args.hot else f"random(1, {args.recipes})"))
+        script = f.name
+    try:
+        cmd = [binary, "-n", "-c", str(args.clients), "-j", str(min(args.clients, 2)), "-T", str(int(args.seconds)),
+               "-f", script, "-P", "10" if args.hot else str(max(1, int(args.seconds))),
+               common.libpq_url(url)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
+    finally:
+        os.unlink(script)
+    text = proc.stdout + proc.stderr
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", text)
+    lat = re.search(r"latency average = ([\d.]+) ms", text)
+    if proc.returncode != 0 or tps is None:
+        raise RuntimeError(f"pgbench failed ({proc.returncode}):\n{text[-2000:]}")
+    result = {"claimsPerSecond": round(float(tps.group(1)), 1),
+              "latencyAverageMs": float(lat.group(1)) if lat else None}
+    progress = [float(x) for x in re.findall(r"progress: [\d.]+ s, ([\d.]+) tps", text)]
+    if args.hot and progress:
+        result["claimsPerSecondBy10s"] = progress
+        result["lastOverFirst"] = round(progress[-1] / progress[0], 3) if progress[0] else None
+    return result
+
+
+# --- invariants ------------------------------------------------------------------------------------------
+
+def invariants(url: str) -> dict:
+    q = {
+        "claimedTwice": """SELECT count(*) FROM (SELECT generation_id FROM credit_transactions
+                           WHERE kind = 'instant_claim' GROUP BY generation_id HAVING count(*) > 1) d""",
+        "eventsClaimedTwice": """SELECT count(*) FROM (SELECT generation_id FROM claim_events
+                                 WHERE outcome = 'claimed' GROUP BY generation_id HAVING count(*) > 1) d""",
+        "ownerIsNotPayer": """SELECT count(*) FROM credit_transactions c JOIN generations g ON g.id = c.generation_id
+                              WHERE c.kind = 'instant_claim' AND g.user_id <> c.user_id""",
+        "claimedButStillInPool": """SELECT count(*) FROM credit_transactions c JOIN generations g ON g.id = c.generation_id
+                                    WHERE c.kind = 'instant_claim' AND g.user_id = 'system_backlog'""",
+        "ledgerMismatches": """SELECT count(*) FROM users u LEFT JOIN (SELECT user_id, sum(amount) s
+                               FROM credit_transactions GROUP BY user_id) l ON l.user_id = u.id
+                               WHERE u.credits <> coalesce(l.s, 0)""",
+        "negativeBalances": "SELECT count(*) FROM users WHERE credits < 0 AND role <> 'system'",
+    }
+    found = {k: common.scalar(url, sql) for k, sql in q.items()}
+    found["violations"] = sum(found.values())
+    return found
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    mode = "http" if args.http else "in-process"
+    log(f"claims benchmark: {mode}, {args.clients} clients, {args.seconds:g} s{' (hot recipe)' if args.hot else ''}")
+    with common.throwaway_database(args.database_url, args.db_name, keep=args.keep) as url:
+        seed(url, args)
+        raw_before = run_pgbench(url, args)
+        if raw_before:
+            log(f"pgbench (before): {raw_before['claimsPerSecond']} tx/s")
+        if args.http:
+            with Gunicorn(url) as server:
+                cpu_before = server.cpu_seconds()
+                samples, start_at, deadline = run_clients(_http_worker, server.base, args)
+                per_worker = [t - cpu_before.get(pid, 0.0) for pid, t in server.cpu_seconds().items()]
+                cpu = sum(per_worker)
+                db_cpu = database_cpu_seconds(url)  # the pool's backends: all started for this run
+                memory = server.memory()
+            ours = summarise(samples, start_at, deadline, "200", args.hot)
+            ours["fiveHundreds"] = sum(1 for s in samples if s[2].startswith("5"))
+            ours["workerCpuMsPerRequest"] = round(cpu * 1000 / len(samples), 2) if samples else None
+            # how evenly the keep-alive connections spread over the workers (shares of their CPU)
+            ours["workerCpuShares"] = sorted((round(t / cpu, 2) for t in per_worker), reverse=True) if cpu else []
+            ours["databaseCpuMsPerRequest"] = round(db_cpu * 1000 / len(samples), 2) if samples and db_cpu else None
+            ours.update(memory)
+        else:
+            samples, start_at, deadline = run_clients(_claim_worker, url, args)
+            ours = summarise(samples, start_at, deadline, "claimed", args.hot)
+        log(f"ours: {ours['claimsPerSecond']} claims/s, p99 {ours['latencyMs']['p99']} ms")
+        raw_after = run_pgbench(url, args)
+        raws = [r["claimsPerSecond"] for r in (raw_before, raw_after) if r]
+        raw_mean = sum(raws) / len(raws) if raws else None
+        result = {
+            "benchmark": "claims", "mode": mode, "hot": args.hot, "naive": args.naive,
+            "clients": args.clients, "seconds": args.seconds, "cores": os.cpu_count(),
+            "data": {"recipes": args.recipes, "poolItemsPerRecipe": args.items, "history": args.history,
+                     "users": args.users},
+            "ours": ours,
+            "raw": {"before": raw_before, "after": raw_after, "meanClaimsPerSecond": raw_mean},
+            "ratio": round(ours["claimsPerSecond"] / raw_mean, 3) if raw_mean else None,
+            "invariants": invariants(url),
+        }
+    common.emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

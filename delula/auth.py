@@ -1,0 +1,176 @@
+"""Users, roles, API tokens, passwords and credit grants.
+
+API tokens are random, shown once, and stored only as their SHA-256 hash. Passwords use
+werkzeug's salted hashes. Every credit change is a ledger row (``storage.accounts.change_credits``).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .storage import SYSTEM_BACKLOG_USER_ID, Conflict, accounts
+
+ROLES = ("user", "product", "ops")
+STAFF_ROLES = ("product", "ops")
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MAX_GRANT = 1_000_000_000
+# Verified against when the username is unknown, so a miss costs as much as a hit.
+_DUMMY_HASH = generate_password_hash("not-a-password")
+
+
+class AuthError(ValueError):
+    """A refused account operation; the message is for the person who asked."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def user_json(user) -> dict:
+    return {"id": user.id, "username": user.username, "role": user.role, "credits": user.credits}
+
+
+def create_user(rt, username: str, *, role: str = "user", credits: int = 0, password: str | None = None,
+                user_id: str | None = None, with_token: bool = True) -> tuple[object, str | None]:
+    """Create a user with an initial grant (a ledger row) and, by default, a fresh API token."""
+    if not isinstance(username, str) or not USERNAME.match(username):
+        raise AuthError("username must be 1-64 letters, digits or . _ - @")
+    if role not in ROLES + ("system",):
+        raise AuthError(f"role must be one of {', '.join(ROLES)}")
+    _check_amount(credits, allow_zero=True)
+    now = rt.now()
+    token = secrets.token_urlsafe(32) if with_token else None
+    with rt.store.begin() as s:
+        try:
+            user = accounts.add_user(s, id=user_id or f"u_{uuid.uuid4().hex[:20]}", username=username, role=role,
+                                     password_hash=generate_password_hash(password) if password else None, now=now)
+        except Conflict as e:
+            raise AuthError(str(e)) from None
+        if credits:
+            accounts.change_credits(s, user.id, credits, kind="grant", now=now)
+            user.credits = credits
+        if token:
+            accounts.add_token(s, user.id, hash_token(token), now)
+    return user, token
+
+
+def issue_token(rt, username: str) -> str:
+    token = secrets.token_urlsafe(32)
+    with rt.store.begin() as s:
+        user = _require_user(s, username)
+        accounts.add_token(s, user.id, hash_token(token), rt.now())
+    return token
+
+
+def authenticate_token(rt, token: str | None):
+    """The user behind a bearer token, or ``None`` (unknown, revoked, or the system user)."""
+    if not token or len(token) > 512:
+        return None
+    with rt.store.single_statement() as s:
+        user = accounts.user_for_token(s, hash_token(token), rt.now())
+    if user is None or user.role == "system":
+        return None
+    return user
+
+
+def check_password(rt, username: str, password: str):
+    """The user if the password matches, else ``None`` (the system user never signs in)."""
+    if not isinstance(username, str) or not isinstance(password, str) or len(password) > 1024:
+        return None
+    with rt.store.begin() as s:
+        user = accounts.get_user_by_name(s, username)
+    if user is None or not user.password_hash or user.role == "system":
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    return user if check_password_hash(user.password_hash, password) else None
+
+
+def set_password(rt, username: str, password: str) -> None:
+    with rt.store.begin() as s:
+        user = _require_user(s, username)
+        accounts.set_password_hash(s, user.id, generate_password_hash(password))
+
+
+def grant(rt, username: str, amount: int) -> int:
+    """Add credits (a ``grant`` ledger row); returns the new balance."""
+    _check_amount(amount, allow_zero=False)
+    with rt.store.begin() as s:
+        user = _require_user(s, username)
+        accounts.lock_user(s, user.id)
+        balance = accounts.change_credits(s, user.id, amount, kind="grant", now=rt.now())
+    rt.invalidate()
+    return balance
+
+
+def revoke_tokens(rt, username: str) -> int:
+    with rt.store.begin() as s:
+        user = _require_user(s, username)
+        return accounts.revoke_tokens(s, user.id, rt.now())
+
+
+def get_user(rt, *, user_id: str | None = None, username: str | None = None):
+    with rt.store.begin() as s:
+        if user_id is not None:
+            return accounts.get_user(s, user_id)
+        return accounts.get_user_by_name(s, username)
+
+
+def list_users(rt, roles: tuple[str, ...] | None = None) -> list:
+    with rt.store.begin() as s:
+        return accounts.list_users(s, roles)
+
+
+def usernames(rt, user_ids) -> dict[str, str]:
+    with rt.store.begin() as s:
+        return accounts.usernames(s, user_ids)
+
+
+def ensure_system_user(rt) -> None:
+    with rt.store.begin() as s:
+        if accounts.get_user(s, SYSTEM_BACKLOG_USER_ID) is not None:
+            return
+    try:
+        create_user(rt, SYSTEM_BACKLOG_USER_ID, role="system", user_id=SYSTEM_BACKLOG_USER_ID, with_token=False)
+    except AuthError:
+        pass  # created meanwhile by another process
+
+
+def ensure_admin(rt) -> str | None:
+    """Create the ops user ``admin`` if missing; returns the password when one was generated."""
+    if get_user(rt, username="admin") is not None:
+        return None
+    password = rt.settings.admin_password
+    generated = password is None
+    if generated:
+        password = secrets.token_urlsafe(12)
+    try:
+        create_user(rt, "admin", role="ops", password=password, with_token=False)
+    except AuthError:
+        return None
+    return password if generated else None
+
+
+def secret_key(rt) -> str:
+    """``DELULA_SECRET_KEY``, else one generated once and kept in the database."""
+    if rt.settings.secret_key:
+        return rt.settings.secret_key
+    with rt.store.begin() as s:
+        return accounts.put_setting_once(s, "flask_secret_key", secrets.token_hex(32))
+
+
+def _require_user(s, username: str):
+    user = accounts.get_user_by_name(s, username)
+    if user is None or user.role == "system":
+        raise AuthError(f"no user named {username!r}")
+    return user
+
+
+def _check_amount(amount, *, allow_zero: bool) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise AuthError("credits must be a whole number")
+    if amount < 0 or amount > MAX_GRANT or (amount == 0 and not allow_zero):
+        raise AuthError(f"credits must be between {0 if allow_zero else 1} and {MAX_GRANT}")

@@ -1,0 +1,145 @@
+"""The backlog service (BacklogRetainMinimumService): keep finished generations ready to claim.
+
+Per active recipe:
+
+- ``completed`` — claimable items (finished, owned by ``system_backlog``);
+- ``inFlight`` — backlog jobs pending or processing. They count towards the target, so a slow
+  provider never makes a pass order the same items twice;
+- ``target`` — ``max(minimum, min(DELULA_MAX_BACKLOG, ceil(claim_rate × lead_time × 1.5)))``:
+  enough items to cover the claims expected while a refill is on its way, never below the
+  recipe's minimum (its override, else ``DELULA_MIN_BACKLOG``);
+- ``deficit = max(0, target − completed − inFlight)``.
+
+A pass (:func:`maintain`) creates ``deficit`` pending backlog generations per recipe with a fixed
+handful of statements whatever the number of recipes, and passes are serialised (an advisory
+transaction lock on PostgreSQL, the write lock on SQLite) with the counting done after the lock,
+so two passes at once never overshoot.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from datetime import timedelta
+
+from . import forms
+from .generations import BACKLOG_PRIORITY
+from .storage import SYSTEM_BACKLOG_USER_ID, catalog, jobs, stats
+
+log = logging.getLogger(__name__)
+
+CLAIM_WINDOW = timedelta(hours=1)      # claim rate: successful claims per minute over this window
+LEAD_TIME_WINDOW = timedelta(days=1)   # lead time: median over backlog jobs completed in this window
+DEFAULT_LEAD_TIME_MIN = 2.0            # lead time when no backlog job completed in the window
+SAFETY_FACTOR = 1.5
+FAILED_RETENTION = timedelta(days=1)   # failed backlog jobs older than this are deleted ...
+FAILED_KEEP = 10                       # ... except the newest this many per recipe
+
+
+def target_for(minimum: int, claim_rate_per_min: float, lead_time_min: float, max_backlog: int) -> int:
+    """``max(minimum, min(max_backlog, ceil(rate × lead × 1.5)))`` (SPEC §5)."""
+    demand = max(0.0, claim_rate_per_min) * max(0.0, lead_time_min) * SAFETY_FACTOR
+    # round first: 0.1 × 20 × 1.5 is 3.0000000000000004 in floating point, and means 3
+    return max(minimum, min(max_backlog, math.ceil(round(demand, 9))))
+
+
+def _rows(s, rt) -> tuple[list, list[dict]]:
+    """Active recipes and their status rows; four queries whatever the number of recipes."""
+    settings, now = rt.settings, rt.now()
+    recipes = catalog.list_recipes(s, active_only=True)
+    counts = stats.backlog_counts(s)
+    claims = stats.claims_since(s, now - CLAIM_WINDOW)
+    lead_per_recipe, lead_overall = stats.backlog_lead_times(s, now - LEAD_TIME_WINDOW)
+    window_min = CLAIM_WINDOW.total_seconds() / 60
+    rows = []
+    for r in recipes:
+        c = counts.get(r.id, {"completed": 0, "inFlight": 0})
+        minimum = r.min_backlog if r.min_backlog is not None else settings.min_backlog
+        rate = claims.get(r.id, 0) / window_min
+        lead = lead_per_recipe.get(r.id, lead_overall if lead_overall is not None else DEFAULT_LEAD_TIME_MIN)
+        target = target_for(minimum, rate, lead, settings.max_backlog)
+        rows.append({
+            "recipeId": r.id, "name": r.name,
+            "completed": c["completed"], "inFlight": c["inFlight"],
+            "target": target, "deficit": max(0, target - c["completed"] - c["inFlight"]),
+            "minimum": minimum, "claimRatePerMin": round(rate, 3), "leadTimeMin": round(lead, 2),
+            "belowMinimum": c["completed"] < minimum,
+        })
+    return recipes, rows
+
+
+def status(rt) -> list[dict]:
+    """Per active recipe: completed, inFlight, target, deficit, minimum, claim rate and lead time."""
+    with rt.store.begin() as s:
+        return _rows(s, rt)[1]
+
+
+def maintain(rt, *, rng: random.Random | None = None) -> dict:
+    """One pass: create the missing backlog jobs of every active recipe, clean up old failures.
+
+    Returns ``{"created": {recipe_id: n}, "createdTotal", "cleanedUp", "recipes": [status rows
+    after the pass]}``.
+    """
+    rng = rng or random.Random()
+    now = rt.now()
+    created: dict[int, int] = {}
+    with rt.store.begin() as s:
+        jobs.lock_backlog_pass(s)  # count only after any concurrent pass has committed
+        recipes, rows = _rows(s, rt)
+        wanted = {row["recipeId"]: row["deficit"] for row in rows if row["deficit"] > 0}
+        usage = catalog.usage_statistics(s, wanted) if wanted else {}
+        new = []
+        for recipe in recipes:
+            for _ in range(wanted.get(recipe.id, 0)):
+                try:
+                    form_data = forms.weighted_form(recipe.variables, usage.get(recipe.id, {}), rng)
+                except (forms.FormError, forms.SchemaError) as e:
+                    log.error("backlog: recipe %s (%s) has a schema no valid form fits, skipped: %s",
+                              recipe.id, recipe.name, e)
+                    break
+                new.append(dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe.id, form_data=form_data,
+                                meta={"source": "backlog", "isInstant": False, "recipeName": recipe.name},
+                                priority=BACKLOG_PRIORITY))
+                created[recipe.id] = created.get(recipe.id, 0) + 1
+        jobs.add_generations(s, new, now)
+        cleaned = jobs.delete_failed_backlog(s, older_than=now - FAILED_RETENTION, keep=FAILED_KEEP)
+    for row in rows:
+        n = created.get(row["recipeId"], 0)
+        row["inFlight"] += n
+        row["deficit"] -= n
+    if created or cleaned:
+        rt.invalidate()
+    total = sum(created.values())
+    if total:
+        log.info("backlog: created %d job(s): %s", total,
+                 ", ".join(f"recipe {rid} +{n}" for rid, n in sorted(created.items())))
+    return {"created": created, "createdTotal": total, "cleanedUp": cleaned, "recipes": rows}
+
+
+def record_sample(rt) -> dict:
+    """Write one ``queue_samples`` row (queue and backlog totals) and return it."""
+    with rt.store.begin() as s:
+        live = stats.status_counts(s)
+        _, rows = _rows(s, rt)
+        sample = dict(pending=live["pending"], processing=live["processing"],
+                      backlog=sum(r["completed"] for r in rows),
+                      backlog_in_flight=sum(r["inFlight"] for r in rows),
+                      recipes_below_minimum=sum(1 for r in rows if r["belowMinimum"]))
+        stats.add_queue_sample(s, now=rt.now(), **sample)
+    return sample
+
+
+class BacklogRetainMinimumService:
+    """The seed design's service object, delegating to the module's functions."""
+
+    def __init__(self, rt):
+        self.rt = rt
+
+    def check_backlog_status(self) -> list[dict]:
+        return status(self.rt)
+
+    def generate_missing_backlog_videos(self) -> dict:
+        return maintain(self.rt)
+
+    def run(self) -> dict:
+        return maintain(self.rt)

@@ -1,0 +1,297 @@
+"""``python -m delula``: the same operations as the dashboard and the API, from a terminal.
+
+Exit status: 0 success, 1 a refused operation (e.g. no backlog), 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ConfigError, Settings
+
+
+class Refused(Exception):
+    """The operation was refused; printed as JSON ``{"message"}`` with exit status 1."""
+
+
+def _print(data, as_json: bool = True) -> None:
+    if as_json or not isinstance(data, str):
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(data)
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    widths = [max(len(title), *(len(str(r.get(key, ""))) for r in rows)) for key, title in columns]
+    lines = ["  ".join(title.ljust(w) for (_, title), w in zip(columns, widths))]
+    for r in rows:
+        lines.append("  ".join(str(r.get(key, "")).ljust(w) for (key, _), w in zip(columns, widths)))
+    return "\n".join(lines)
+
+
+def _runtime(args):
+    from .runtime import Runtime
+
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    return Runtime.from_settings(Settings.from_env(**overrides))
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def cmd_db_upgrade(rt, args):
+    from . import storage
+
+    storage.upgrade(rt.store)
+    _print({"revision": storage.current_revision(rt.store)})
+
+
+def cmd_demo_seed(rt, args):
+    from . import demo
+
+    created = demo.seed(rt)
+    if created["adminPassword"]:
+        print(f"ops user 'admin' created with password: {created['adminPassword']}", file=sys.stderr)
+    _print({"recipes": created["recipes"], "users": created["users"]})
+
+
+def cmd_users_create(rt, args):
+    from . import auth
+
+    try:
+        user, token = auth.create_user(rt, args.name, role=args.role, credits=args.credits, password=args.password)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({**auth.user_json(user), "token": token})
+
+
+def cmd_users_grant(rt, args):
+    from . import auth
+
+    try:
+        balance = auth.grant(rt, args.name, args.amount)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "granted": args.amount, "credits": balance})
+
+
+def cmd_users_revoke_token(rt, args):
+    from . import auth
+
+    try:
+        n = auth.revoke_tokens(rt, args.name)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "revoked": n})
+
+
+def cmd_recipes_create(rt, args):
+    from . import recipes
+
+    try:
+        variables = json.loads(args.variables) if args.variables else []
+    except ValueError as e:
+        raise Refused(f"--variables is not valid JSON: {e}") from None
+    try:
+        recipe = recipes.create_recipe(rt, name=args.name, credit_cost=args.credit_cost, variables=variables,
+                                       model_id=args.model_id, min_backlog=args.min_backlog,
+                                       is_active=not args.inactive, description=args.description or "")
+    except recipes.RecipeError as e:
+        raise Refused(str(e)) from None
+    _print(recipes.recipe_json(recipe))
+
+
+def cmd_backlog_status(rt, args):
+    from . import backlog
+
+    rows = backlog.status(rt)
+    if args.json:
+        _print({"recipes": rows})
+    else:
+        print(_table(rows, [("recipeId", "ID"), ("name", "RECIPE"), ("completed", "READY"),
+                            ("inFlight", "IN FLIGHT"), ("target", "TARGET"), ("deficit", "DEFICIT")]))
+
+
+def cmd_backlog_maintain(rt, args):
+    from . import backlog
+
+    _print(backlog.maintain(rt))
+
+
+def cmd_backlog_prefill(rt, args):
+    from tqdm import tqdm
+
+    from . import queue
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="backlog prefill", unit="job", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        summary = queue.prefill(rt, recipe_id=args.recipe, count=args.count, timeout=args.timeout,
+                                on_progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    _print(summary)
+    if summary.get("timedOut") or summary.get("failed"):
+        raise SystemExit(1)
+
+
+def cmd_queue_status(rt, args):
+    from . import queue
+
+    data = queue.status(rt)
+    if args.json:
+        _print(data)
+    else:
+        print(queue.format_status(data))
+
+
+def cmd_queue_tick(rt, args):
+    from . import queue
+
+    _print(queue.tick(rt))
+
+
+def cmd_instant(rt, args):
+    from . import auth, claims
+
+    user = auth.get_user(rt, username=args.user)
+    if user is None or user.role == "system":
+        raise Refused(f"no user named {args.user!r}")
+    result = claims.instant_claim(rt, recipe_id=args.recipe_id, user_id=user.id)
+    status, body = result.response()
+    _print(body)
+    if status != 200:
+        raise SystemExit(1)
+
+
+def cmd_worker(rt, args):
+    from . import scheduler
+
+    scheduler.run_worker(rt)
+
+
+def cmd_simulator(rt, args):
+    from . import simulator
+
+    settings = rt.settings
+    sim = simulator.Simulator(duration=settings.simulator_duration, failure_rate=settings.simulator_failure_rate)
+    simulator.serve(args.host, args.port, sim)
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m delula", description="Delula backlog operations.")
+    p.add_argument("--database-url", help="SQLAlchemy URL (default: DELULA_DATABASE_URL or sqlite:///delula.db)")
+    sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def group(name, help_):
+        g = sub.add_parser(name, help=help_)
+        return g.add_subparsers(dest="command", required=True, metavar="ACTION")
+
+    db = group("db", "schema migrations")
+    db.add_parser("upgrade", help="create/upgrade the schema (idempotent)").set_defaults(func=cmd_db_upgrade)
+
+    demo = group("demo", "demo data")
+    demo.add_parser("seed", help="demo recipes, usage stats, test users (idempotent)").set_defaults(
+        func=cmd_demo_seed)
+
+    users = group("users", "users, credits and API tokens")
+    c = users.add_parser("create", help="create a user and print its API token")
+    c.add_argument("name")
+    c.add_argument("--role", default="user", choices=["user", "product", "ops"])
+    c.add_argument("--credits", type=int, default=0)
+    c.add_argument("--password")
+    c.set_defaults(func=cmd_users_create)
+    g = users.add_parser("grant", help="add credits (a ledger row)")
+    g.add_argument("name")
+    g.add_argument("amount", type=int)
+    g.set_defaults(func=cmd_users_grant)
+    r = users.add_parser("revoke-token", help="revoke every API token of the user")
+    r.add_argument("name")
+    r.set_defaults(func=cmd_users_revoke_token)
+
+    recipes = group("recipes", "recipes")
+    rc = recipes.add_parser("create", help="create a recipe, print its JSON")
+    rc.add_argument("--name", required=True)
+    rc.add_argument("--credit-cost", type=int, required=True)
+    rc.add_argument("--variables", help="JSON list of fields (SPEC §4)")
+    rc.add_argument("--model-id", default="fal-ai/veo3/fast")
+    rc.add_argument("--min-backlog", type=int)
+    rc.add_argument("--description")
+    rc.add_argument("--inactive", action="store_true")
+    rc.set_defaults(func=cmd_recipes_create)
+
+    backlog = group("backlog", "the backlog of ready generations")
+    bs = backlog.add_parser("status", help="per recipe: completed, in flight, target, deficit")
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(func=cmd_backlog_status)
+    backlog.add_parser("maintain", help="one maintenance pass; prints what it created").set_defaults(
+        func=cmd_backlog_maintain)
+    bp = backlog.add_parser("prefill", help="create and run N backlog jobs per recipe until done")
+    bp.add_argument("--recipe", type=int, help="only this recipe id (default: every active recipe)")
+    bp.add_argument("--count", type=int, default=3)
+    bp.add_argument("--timeout", type=float, default=600.0)
+    bp.set_defaults(func=cmd_backlog_prefill)
+
+    queue = group("queue", "the generation queue")
+    qs = queue.add_parser("status", help="counts, oldest pending, slots in use, next polls")
+    qs.add_argument("--json", action="store_true")
+    qs.set_defaults(func=cmd_queue_status)
+    queue.add_parser("tick", help="one queue tick").set_defaults(func=cmd_queue_tick)
+
+    i = sub.add_parser("instant", help="one instant claim, prints the API's JSON body")
+    i.add_argument("recipe_id", type=int)
+    i.add_argument("--user", required=True)
+    i.set_defaults(func=cmd_instant)
+
+    sub.add_parser("worker", help="run the scheduler (no web server) until stopped").set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("simulator", help="serve the fal-compatible simulator alone")
+    s.add_argument("--port", type=int, default=8060)
+    s.add_argument("--host", default="127.0.0.1")
+    s.set_defaults(func=cmd_simulator)
+    return p
+
+
+def configure_logging() -> None:
+    """INFO to stderr for the app, the worker and the CLI; Alembic only when something goes wrong
+    (it is run on every start and would otherwise narrate its plugin set-up each time)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        rt = _runtime(args)
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+    from . import storage
+
+    try:
+        if args.func is not cmd_db_upgrade and args.func is not cmd_simulator:
+            storage.upgrade(rt.store)
+        args.func(rt, args)
+    except Refused as e:
+        _print({"message": str(e)})
+        return 1
+    except storage.DatabaseUnavailable as e:
+        print(f"database unavailable: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        rt.close()
+    return 0

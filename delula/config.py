@@ -1,0 +1,176 @@
+"""Configuration: every environment variable of SPEC §3, read once, typed and validated.
+
+``Settings.from_env()`` raises :class:`ConfigError` naming the variable at fault, so a typo in a
+deployment fails at start-up with a sentence, not deep inside a job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PROVIDERS = ("simulator", "fal")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///delula.db"
+    secret_key: str | None = None
+    scheduler: bool = True
+    min_backlog: int = 3
+    max_backlog: int = 30
+    max_concurrent_jobs: int = 3
+    poll_schedule: tuple[float, ...] = (15.0, 30.0, 60.0, 30.0, 15.0)
+    job_timeout_s: float = 480.0
+    max_attempts: int = 3
+    maintenance_interval_s: float = 60.0
+    instant_cooldown_s: float = 10.0
+    provider: str = "simulator"
+    fal_key: str | None = None
+    fal_queue_url: str = "https://queue.fal.run"
+    provider_timeout_s: float = 10.0
+    simulator_duration: tuple[float, float] = (5.0, 40.0)
+    simulator_failure_rate: float = 0.05
+    admin_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        values = dict(
+            database_url=r.text("DELULA_DATABASE_URL", cls.database_url),
+            secret_key=r.text("DELULA_SECRET_KEY", None),
+            scheduler=r.switch("DELULA_SCHEDULER", True),
+            min_backlog=r.integer("DELULA_MIN_BACKLOG", cls.min_backlog, minimum=0),
+            max_backlog=r.integer("DELULA_MAX_BACKLOG", cls.max_backlog, minimum=0),
+            max_concurrent_jobs=r.integer("DELULA_MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=1),
+            poll_schedule=r.schedule("DELULA_POLL_SCHEDULE", cls.poll_schedule),
+            job_timeout_s=r.number("DELULA_JOB_TIMEOUT_S", cls.job_timeout_s, minimum=0.001),
+            max_attempts=r.integer("DELULA_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            maintenance_interval_s=r.number("DELULA_MAINTENANCE_INTERVAL_S", cls.maintenance_interval_s, minimum=0.1),
+            instant_cooldown_s=r.number("DELULA_INSTANT_COOLDOWN_S", cls.instant_cooldown_s, minimum=0),
+            provider=r.choice("DELULA_PROVIDER", cls.provider, PROVIDERS),
+            fal_key=r.text("FAL_KEY", None),
+            fal_queue_url=r.text("DELULA_FAL_QUEUE_URL", cls.fal_queue_url).rstrip("/"),
+            provider_timeout_s=r.number("DELULA_PROVIDER_TIMEOUT_S", cls.provider_timeout_s, minimum=0.1),
+            simulator_duration=r.duration("DELULA_SIMULATOR_DURATION", cls.simulator_duration),
+            simulator_failure_rate=r.number("DELULA_SIMULATOR_FAILURE_RATE", cls.simulator_failure_rate,
+                                            minimum=0, maximum=1),
+            admin_password=r.text("DELULA_ADMIN_PASSWORD", None),
+        )
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def replace(self, **changes) -> "Settings":
+        settings = dataclasses.replace(self, **changes)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.max_backlog < self.min_backlog:
+            raise ConfigError(
+                f"DELULA_MAX_BACKLOG ({self.max_backlog}) must not be below DELULA_MIN_BACKLOG ({self.min_backlog})")
+        if self.provider == "fal" and not self.fal_key:
+            raise ConfigError("FAL_KEY must be set when DELULA_PROVIDER=fal")
+        if not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ConfigError(
+                f"DELULA_DATABASE_URL must be a sqlite:// or postgresql+psycopg:// URL, got {self.database_url!r}")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name, default):
+        raw = self._raw(name)
+        return default if raw is None else raw
+
+    def switch(self, name, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("on", "1", "true", "yes"):
+            return True
+        if lowered in ("off", "0", "false", "no"):
+            return False
+        raise ConfigError(f"{name} must be 'on' or 'off', got {raw!r}")
+
+    def integer(self, name, default: int, *, minimum: int | None = None) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, name, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        value = _float(name, raw)
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {raw}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {raw}")
+        return value
+
+    def choice(self, name, default: str, choices: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    def schedule(self, name, default: tuple[float, ...]) -> tuple[float, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        parts = [p.strip() for p in raw.split(",")]
+        values = tuple(_float(name, p) for p in parts)
+        if not values or any(v <= 0 for v in values):
+            raise ConfigError(f"{name} must be a comma-separated list of positive seconds, got {raw!r}")
+        return values
+
+    def duration(self, name, default: tuple[float, float]) -> tuple[float, float]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        low, sep, high = raw.partition("-")
+        lo = _float(name, low)
+        hi = _float(name, high) if sep else lo
+        if lo < 0 or hi < lo:
+            raise ConfigError(f"{name} must be seconds or a range like 5-40, got {raw!r}")
+        return (lo, hi)
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value

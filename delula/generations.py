@@ -1,0 +1,128 @@
+"""Generations: creating a user's (normal) generation, reading them, their JSON shape.
+
+A user generation is validated against its recipe's schema, charged, queued as a pending job and
+counted in the recipe's usage statistics in one transaction.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from . import forms
+from .storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
+
+USER_PRIORITY = 0
+BACKLOG_PRIORITY = 10
+STAFF_ROLES = ("product", "ops")
+
+
+def isoformat(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def generation_json(gen) -> dict:
+    """The generation object of SPEC §6."""
+    return {
+        "id": gen.id,
+        "recipeId": gen.recipe_id,
+        "userId": gen.user_id,
+        "status": gen.status,
+        "formData": gen.form_data or {},
+        "assetUrl": gen.asset_url,
+        "thumbnailUrl": gen.thumbnail_url,
+        "metadata": gen.meta or {},
+        "error": gen.error,
+        "createdAt": isoformat(gen.created_at),
+        "updatedAt": isoformat(gen.updated_at),
+        "completedAt": isoformat(gen.completed_at),
+    }
+
+
+class Refusal(str, enum.Enum):
+    RECIPE_NOT_FOUND = "recipe_not_found"
+    INVALID = "invalid"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    status_code: int
+    body: dict
+    refusal: Refusal | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def generation(self) -> dict | None:
+        return self.body.get("generation")
+
+    def response(self) -> tuple[int, dict]:
+        return self.status_code, self.body
+
+
+def create_user_generation(rt, *, user_id: str, recipe_id: int, form_data) -> CreateResult:
+    """Validate, charge and queue a normal generation (202 on success, SPEC §6)."""
+    now = rt.now()
+    with rt.store.begin() as s:
+        recipe = catalog.get_recipe(s, recipe_id)
+        if recipe is None or not recipe.is_active:
+            return CreateResult(404, {"message": "Recipe not found"}, Refusal.RECIPE_NOT_FOUND)
+        try:
+            clean = forms.validate(recipe.variables, form_data)
+        except forms.FormError as e:
+            return CreateResult(400, {"message": "Invalid form data", "errors": e.errors}, Refusal.INVALID)
+        user = accounts.lock_user(s, user_id)
+        if user is None or user_id == SYSTEM_BACKLOG_USER_ID:  # backlog jobs are the maintenance's, uncharged
+            problem = "no such user" if user is None else "must not be the system user"
+            return CreateResult(400, {"message": "Invalid request", "errors": {"userId": problem}},
+                                Refusal.INVALID)
+        cost = recipe.credit_cost
+        if user.credits < cost and user.role != "system":
+            return CreateResult(400, {"message": "Insufficient credits", "required": cost,
+                                      "available": user.credits}, Refusal.INSUFFICIENT_CREDITS)
+        gen = jobs.add_generation(s, user_id=user_id, recipe_id=recipe_id, form_data=clean,
+                                  meta={"source": "user", "isInstant": False, "recipeName": recipe.name},
+                                  priority=USER_PRIORITY, credits_charged=cost, now=now)
+        balance = accounts.change_credits(s, user_id, -cost, kind="generation", now=now, generation_id=gen.id,
+                                          allow_debit=user.role == "system")
+        catalog.record_choices(s, recipe_id, clean)
+        catalog.bump_usage_count(s, recipe_id)
+        body = {"generation": generation_json(gen), "creditsCharged": cost, "creditsRemaining": balance}
+    rt.invalidate()
+    return CreateResult(202, body)
+
+
+def can_view(gen, viewer_id: str, viewer_role: str) -> bool:
+    return gen.user_id == viewer_id or viewer_role in STAFF_ROLES
+
+
+def get_generation(rt, generation_id: int, *, viewer_id: str | None = None, viewer_role: str | None = None):
+    """The generation if it exists and the viewer may see it (staff see all), else ``None``."""
+    with rt.store.begin() as s:
+        gen = jobs.get_generation(s, generation_id)
+    if gen is None:
+        return None
+    if viewer_id is not None and not can_view(gen, viewer_id, viewer_role or "user"):
+        return None
+    return gen
+
+
+def list_generations(rt, user_id: str, limit: int = 100) -> list:
+    with rt.store.begin() as s:
+        return jobs.list_for_user(s, user_id, limit)
+
+
+def list_jobs(rt, *, statuses: tuple[str, ...] | None = None, recipe_id: int | None = None,
+              source: str | None = None, limit: int = 500) -> list:
+    """Generations for the queue page, newest first (``source`` is "backlog", "user" or None)."""
+    with rt.store.begin() as s:
+        return jobs.list_jobs(s, statuses=statuses, recipe_id=recipe_id, source=source, limit=limit)
+
+
+def is_backlog(gen) -> bool:
+    return gen.user_id == SYSTEM_BACKLOG_USER_ID or (gen.meta or {}).get("source") == "backlog"

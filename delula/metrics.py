@@ -1,0 +1,123 @@
+"""Prometheus metrics, computed from the database at scrape time.
+
+Every number comes from the shared database, never from process-local counters, so each gunicorn
+worker (and each host) reports the same values and a restart loses nothing. The windowed series
+(claims, finished jobs, job durations) cover the last hour on indexed timestamps, so a scrape
+stays cheap however long the history grows; the rendered text is cached for a few seconds.
+
+Series (all gauges; the durations are a gauge histogram over the window):
+
+- ``delula_backlog_ready{recipe_id,recipe}`` claimable generations; ``delula_backlog_in_flight``,
+  ``delula_backlog_target``, ``delula_backlog_minimum``, ``delula_backlog_deficit`` alike
+- ``delula_queue_jobs{status}`` generations pending / processing now
+- ``delula_jobs_finished_last_hour{status}`` completed / failed / cancelled in the window
+- ``delula_instant_claims_last_hour{outcome}`` instant attempts by outcome in the window
+- ``delula_job_duration_seconds{source}`` processing time (start → completion) of jobs completed
+  in the window, by ``source`` (user / backlog)
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry, exposition, generate_latest
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import backlog
+from .storage import CLAIM_OUTCOMES, stats
+
+# The classic text format that ``generate_latest`` writes (every Prometheus version reads it).
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", "text/plain; version=0.0.4; charset=utf-8")
+WINDOW = timedelta(hours=1)
+CACHE_TTL_S = 5.0
+DURATION_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 480.0)
+MAX_DURATION_SAMPLES = 20_000
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def snapshot(rt) -> dict:
+    """Everything the metrics show, read in two short transactions (backlog, then the rest)."""
+    since = rt.now() - WINDOW
+    backlog_rows = backlog.status(rt)
+    with rt.store.begin() as s:
+        live = stats.status_counts(s, ("pending", "processing"))
+        finished = stats.finished_since(s, since)
+        outcomes = stats.claim_outcomes_since(s, since)
+        durations = stats.processing_durations_since(s, since, limit=MAX_DURATION_SAMPLES)
+    return {"backlog": backlog_rows, "queue": live, "finished": finished, "claims": outcomes,
+            "durations": durations}
+
+
+def histogram(values: list[float], buckets: tuple[float, ...] = DURATION_BUCKETS) -> list[tuple[str, int]]:
+    """Cumulative ``(le, count)`` pairs for ``values``, ending with ``+Inf``."""
+    out = [(_le(b), sum(1 for v in values if v <= b)) for b in buckets]
+    out.append(("+Inf", len(values)))
+    return out
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+class DelulaCollector(Collector):
+    """Turns one :func:`snapshot` into metric families."""
+
+    def __init__(self, snap: dict):
+        self.snap = snap
+
+    def collect(self):
+        snap = self.snap
+        labels = ["recipe_id", "recipe"]
+        per_recipe = {
+            "ready": ("completed", "Claimable finished backlog generations"),
+            "in_flight": ("inFlight", "Backlog generations pending or processing"),
+            "target": ("target", "Backlog target (dynamic, at least the minimum)"),
+            "minimum": ("minimum", "Backlog minimum (recipe override or DELULA_MIN_BACKLOG)"),
+            "deficit": ("deficit", "Backlog generations still to be created to reach the target"),
+        }
+        for suffix, (key, doc) in per_recipe.items():
+            family = GaugeMetricFamily(f"delula_backlog_{suffix}", doc, labels=labels)
+            for row in snap["backlog"]:
+                if key in row:
+                    family.add_metric([str(row["recipeId"]), str(row["name"])], float(row[key]))
+            yield family
+
+        family = GaugeMetricFamily("delula_queue_jobs", "Generations pending or processing now", labels=["status"])
+        for status, n in sorted(snap["queue"].items()):
+            family.add_metric([status], float(n))
+        yield family
+
+        family = GaugeMetricFamily("delula_jobs_finished_last_hour",
+                                   "Generations that completed, failed or were cancelled in the last hour",
+                                   labels=["status"])
+        for status in FINISHED:
+            family.add_metric([status], float(snap["finished"].get(status, 0)))
+        yield family
+
+        family = GaugeMetricFamily("delula_instant_claims_last_hour",
+                                   "Instant claim attempts in the last hour by outcome", labels=["outcome"])
+        for outcome in CLAIM_OUTCOMES:
+            family.add_metric([outcome], float(snap["claims"].get(outcome, 0)))
+        yield family
+
+        family = GaugeHistogramMetricFamily(
+            "delula_job_duration_seconds",
+            "Processing time (start to completion) of generations completed in the last hour",
+            labels=["source"])
+        for source in ("backlog", "user"):
+            values = [secs for src, secs in snap["durations"] if src == source]
+            family.add_metric([source], histogram(values), gsum_value=float(sum(values)))
+        yield family
+
+
+def render(rt) -> bytes:
+    """The Prometheus text exposition, cached for :data:`CACHE_TTL_S` seconds.
+
+    Raises :class:`delula.storage.DatabaseUnavailable` when the database is down.
+    """
+    def build() -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(DelulaCollector(snapshot(rt)))
+        return generate_latest(registry)
+
+    return rt.cache("metrics", ttl=CACHE_TTL_S, maxsize=1).get_or_compute("text", build)

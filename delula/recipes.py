@@ -1,0 +1,90 @@
+"""Recipes: creating them (with a validated variable schema) and reading them."""
+from __future__ import annotations
+
+import re
+
+from . import forms
+from .storage import Conflict, catalog, pool, stats
+
+DEFAULT_MODEL = "fal-ai/veo3/fast"
+MAX_COST = 1_000_000
+
+
+class RecipeError(ValueError):
+    """A refused recipe operation; the message says which value is wrong."""
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:200] or "recipe"
+
+
+def recipe_json(recipe) -> dict:
+    return {"id": recipe.id, "name": recipe.name, "slug": recipe.slug, "description": recipe.description,
+            "creditCost": recipe.credit_cost, "isActive": recipe.is_active, "modelId": recipe.model_id,
+            "variables": recipe.variables, "minBacklog": recipe.min_backlog, "usageCount": recipe.usage_count}
+
+
+def create_recipe(rt, *, name: str, credit_cost: int, variables=None, model_id: str = DEFAULT_MODEL,
+                  min_backlog: int | None = None, is_active: bool = True, description: str = "",
+                  slug: str | None = None):
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise RecipeError("name must be 1-200 characters")
+    if not isinstance(credit_cost, int) or isinstance(credit_cost, bool) or not 0 <= credit_cost <= MAX_COST:
+        raise RecipeError(f"credit cost must be a whole number from 0 to {MAX_COST}")
+    if min_backlog is not None and (not isinstance(min_backlog, int) or not 0 <= min_backlog <= 1000):
+        raise RecipeError("min backlog must be a whole number from 0 to 1000")
+    if not isinstance(model_id, str) or not re.match(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$", model_id):
+        raise RecipeError("model id must look like owner/app[/path], e.g. fal-ai/veo3/fast")
+    try:
+        variables = forms.check_schema(variables if variables is not None else [])
+    except forms.SchemaError as e:
+        raise RecipeError(f"variables: {e}") from None
+    with rt.store.begin() as s:
+        try:
+            recipe = catalog.add_recipe(s, name=name.strip(), slug=slug or slugify(name), description=description,
+                                        credit_cost=credit_cost, model_id=model_id, variables=variables,
+                                        min_backlog=min_backlog, is_active=is_active, now=rt.now())
+        except Conflict as e:
+            raise RecipeError(str(e)) from None
+    rt.invalidate()
+    return recipe
+
+
+def get_recipe(rt, recipe_id: int):
+    with rt.store.begin() as s:
+        return catalog.get_recipe(s, recipe_id)
+
+
+def list_recipes(rt, *, active_only: bool = True) -> list:
+    with rt.store.begin() as s:
+        return catalog.list_recipes(s, active_only=active_only)
+
+
+def set_min_backlog(rt, recipe_id: int, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000):
+        raise RecipeError("min backlog must be a whole number from 0 to 1000, or empty for the default")
+    with rt.store.begin() as s:
+        if not catalog.set_min_backlog(s, recipe_id, value):
+            raise RecipeError(f"no recipe {recipe_id}")
+    rt.invalidate()
+
+
+def list_with_availability(rt) -> list[dict]:
+    """Active recipes as JSON with ``instantAvailable`` (ready items), cached for a few seconds.
+
+    Claims, completions and maintenance call ``rt.invalidate()``, so a user never sees an item
+    as available right after claiming it in this process.
+    """
+    def load():
+        with rt.store.begin() as s:
+            active = catalog.list_recipes(s, active_only=True)
+            counts = stats.backlog_counts(s)
+        return [{**recipe_json(r), "instantAvailable": counts.get(r.id, {}).get("completed", 0)} for r in active]
+
+    return rt.cache("recipes", ttl=5).get_or_compute("active", load)
+
+
+def available_count(rt, recipe_id: int) -> int:
+    with rt.store.begin() as s:
+        return pool.count_items(s, recipe_id)

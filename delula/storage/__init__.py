@@ -1,0 +1,22 @@
+"""The ground layer: every SQL statement of Delula lives in this package.
+
+Nothing outside ``delula.storage`` imports SQLAlchemy. Modules by area:
+
+- ``db``        engine, transactions (:class:`Store`), migrations (:func:`upgrade`)
+- ``models``    the typed schema
+- ``accounts``  users, API tokens, the credits ledger, app settings
+- ``catalog``   recipes and their usage statistics
+- ``pool``      the instant claim's statements, claim events, idempotency keys
+- ``jobs``      generation rows as queue jobs
+- ``stats``     counts and aggregates for backlog, API and dashboard
+- ``schedule``  scheduler runs and leader
+"""
+from .db import Conflict, DatabaseUnavailable, Store, current_revision, upgrade
+from .models import (CLAIM_OUTCOMES, LEDGER_KINDS, ROLES, STATUSES, SYSTEM_BACKLOG_USER_ID, ApiToken, ClaimEvent,
+                     CreditTransaction, Generation, QueueSample, Recipe, User)
+
+__all__ = [
+    "Store", "DatabaseUnavailable", "Conflict", "upgrade", "current_revision",
+    "SYSTEM_BACKLOG_USER_ID", "ROLES", "STATUSES", "LEDGER_KINDS", "CLAIM_OUTCOMES",
+    "User", "ApiToken", "Recipe", "Generation", "CreditTransaction", "ClaimEvent", "QueueSample",
+]

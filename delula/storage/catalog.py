@@ -1,0 +1,87 @@
+"""Recipes and their usage statistics (``recipe_usage_options``)."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from .db import insert_unique, is_postgres
+from .models import Recipe, RecipeUsageOption
+
+
+def add_recipe(s: Session, *, name: str, slug: str, description: str, credit_cost: int, model_id: str,
+               variables: list, min_backlog: int | None, is_active: bool, now: datetime) -> Recipe:
+    recipe = Recipe(name=name, slug=slug, description=description, credit_cost=credit_cost, model_id=model_id,
+                    variables=variables, min_backlog=min_backlog, is_active=is_active, usage_count=0,
+                    created_at=now)
+    return insert_unique(s, recipe, f"a recipe with slug {slug!r} already exists")
+
+
+def get_recipe(s: Session, recipe_id: int) -> Recipe | None:
+    return s.get(Recipe, recipe_id)
+
+
+def get_recipe_by_slug(s: Session, slug: str) -> Recipe | None:
+    return s.scalar(select(Recipe).where(Recipe.slug == slug))
+
+
+def list_recipes(s: Session, *, active_only: bool = True) -> list[Recipe]:
+    q = select(Recipe).order_by(Recipe.id)
+    if active_only:
+        q = q.where(Recipe.is_active.is_(True))
+    return list(s.scalars(q))
+
+
+def set_min_backlog(s: Session, recipe_id: int, value: int | None) -> bool:
+    return bool(s.execute(update(Recipe).where(Recipe.id == recipe_id).values(min_backlog=value)).rowcount)
+
+
+def set_active(s: Session, recipe_id: int, active: bool) -> bool:
+    return bool(s.execute(update(Recipe).where(Recipe.id == recipe_id).values(is_active=active)).rowcount)
+
+
+def bump_usage_count(s: Session, recipe_id: int) -> None:
+    s.execute(update(Recipe).where(Recipe.id == recipe_id).values(usage_count=Recipe.usage_count + 1))
+
+
+def record_choices(s: Session, recipe_id: int, form_data: dict, weight: int = 1) -> None:
+    """Count each chosen value of a user generation (one upsert for the whole form)."""
+    rows = [{"recipe_id": recipe_id, "variable_id": k, "value": encode_value(v), "count": weight}
+            for k, v in sorted(form_data.items())]
+    if not rows:
+        return
+    insert = pg_insert if is_postgres(s) else sqlite_insert
+    stmt = insert(RecipeUsageOption).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["recipe_id", "variable_id", "value"],
+        set_={"count": RecipeUsageOption.count + stmt.excluded.count})
+    s.execute(stmt)
+
+
+def usage_statistics(s: Session, recipe_ids: Iterable[int]) -> dict[int, dict[str, dict]]:
+    """``{recipe_id: {variable_id: {value: count}}}`` for many recipes in one query."""
+    ids = list(recipe_ids)
+    out: dict[int, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
+    if not ids:
+        return {}
+    q = select(RecipeUsageOption).where(RecipeUsageOption.recipe_id.in_(ids), RecipeUsageOption.count > 0)
+    for row in s.scalars(q):
+        out[row.recipe_id][row.variable_id][decode_value(row.value)] = row.count
+    return {k: dict(v) for k, v in out.items()}
+
+
+def encode_value(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)[:500]
+
+
+def decode_value(raw: str):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw

@@ -1,0 +1,220 @@
+"""Engine, sessions and transactions.
+
+PostgreSQL goes through psycopg 3; a pooled connection is checked before use without a round trip
+(:func:`_check_socket`); SQLite runs in WAL mode with a busy
+timeout, and every transaction there starts with ``BEGIN IMMEDIATE`` so that a read-then-write
+transaction (the claim) holds the database write lock from its first statement.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, exc, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def is_postgres(s: Session) -> bool:
+    """Whether the session is bound to PostgreSQL (else SQLite): where the SQL differs."""
+    return s.get_bind().dialect.name == "postgresql"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached (down, restarting, network). Callers answer 503."""
+
+
+class Conflict(RuntimeError):
+    """A uniqueness rule was broken (e.g. a username that exists)."""
+
+
+def insert_unique(s: Session, row, conflict: str):
+    """Insert ``row`` in a savepoint: a unique violation raises :class:`Conflict` with the message
+    ``conflict`` and leaves the surrounding transaction usable."""
+    s.add(row)
+    try:
+        with s.begin_nested():
+            s.flush()
+    except exc.IntegrityError as e:
+        raise Conflict(conflict) from e
+    return row
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here, never psycopg2."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Store:
+    """One database: its engine and a way to run a transaction on it."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False):
+        self.url = normalise_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = create_engine(self.url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
+            _configure_sqlite(self.engine)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                self.url, echo=echo, pool_size=pool_size, max_overflow=max_overflow,
+                pool_recycle=1800,
+                # psycopg prepares a statement after 5 runs; PostgreSQL may then switch to a generic
+                # plan, blind to the parameters, e.g. a time window's bound: a count over the last
+                # 24 h planned as over all time. Keep the saved parse, plan with the real values.
+                connect_args={"connect_timeout": 5, "application_name": "delula",
+                              "options": "-c plan_cache_mode=force_custom_plan"})
+            event.listen(self.engine, "checkout", _check_socket)
+        else:
+            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql+psycopg")
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """A transaction: commits when the block ends, rolls back on any exception.
+
+        Connection-level failures surface as :class:`DatabaseUnavailable`.
+        """
+        with _unavailable_on_disconnect(), self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def single_statement(self) -> Iterator[Session]:
+        """A session for ONE statement that is atomic by itself (e.g. a call of a SQL function).
+
+        On PostgreSQL the connection is in autocommit mode: the statement is its own transaction,
+        without the round trips of ``BEGIN`` and ``COMMIT`` (the instant claim is one function
+        call: 2 round trips instead of 4, counting the pool's ping). Two statements in this
+        session would be two transactions, so use :meth:`begin` for anything more. On SQLite it
+        is :meth:`begin` (``BEGIN IMMEDIATE`` takes the write lock the claim's steps need).
+        """
+        if not self.is_postgres:
+            with self.begin() as session:
+                yield session
+            return
+        with _unavailable_on_disconnect(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            with Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
+                yield session
+
+    def ping(self) -> bool:
+        try:
+            with self.begin() as s:
+                s.execute(text("SELECT 1"))
+            return True
+        except (DatabaseUnavailable, exc.SQLAlchemyError):
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _check_socket(dbapi_conn, _record, _proxy) -> None:
+    """Pessimistic disconnect handling without the round trip of ``pool_pre_ping``.
+
+    An idle pooled connection has nothing to read: the server only writes to it when it goes
+    away (a restart or shutdown sends "terminating connection" and closes it, a crashed server's
+    socket reads as end of file). So a readable (or broken) socket means the connection is
+    stale: :class:`exc.DisconnectionError` makes the pool discard it and connect a fresh one,
+    which is what the ping did, minus a round trip on every checkout (a third of the database
+    round trips of an authenticated API claim).
+    """
+    import select
+
+    if dbapi_conn.closed or dbapi_conn.broken:
+        raise exc.DisconnectionError("connection closed")
+    try:
+        poller = select.poll()  # not select.select: no limit on the descriptor's number
+        poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLPRI)
+        events = poller.poll(0)
+    except (OSError, ValueError) as e:
+        raise exc.DisconnectionError(str(e)) from e
+    if events:  # data, end of file, an error or a hang-up: not usable as it is
+        raise exc.DisconnectionError("the server closed the connection")
+
+
+@contextmanager
+def _unavailable_on_disconnect() -> Iterator[None]:
+    """Connection-level failures surface as :class:`DatabaseUnavailable`."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError) as e:
+        if _is_disconnect(e):
+            raise DatabaseUnavailable(_short(e)) from e
+        raise
+    except exc.DBAPIError as e:
+        if e.connection_invalidated:
+            raise DatabaseUnavailable(_short(e)) from e
+        raise
+
+
+def _is_disconnect(e: exc.DBAPIError) -> bool:
+    if e.connection_invalidated:
+        return True
+    msg = str(e.orig).lower() if e.orig is not None else str(e).lower()
+    needles = ("connection", "server closed", "terminating", "could not connect", "shutting down",
+               "starting up", "recovery", "no such host", "timeout expired", "the database system is")
+    return isinstance(e, exc.InterfaceError) or any(n in msg for n in needles)
+
+
+def _short(e: Exception) -> str:
+    text_ = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return text_[0] if text_ else type(e).__name__
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade(store: Store, revision: str = "head") -> None:
+    """Run Alembic migrations to ``revision``; safe when several processes start at once."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
+    with _unavailable_on_disconnect(), store.engine.connect() as conn:
+        if store.is_postgres:
+            conn.execute(text("SELECT pg_advisory_lock(hashtext('delula:migrations'))"))
+            conn.commit()
+        try:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            conn.commit()
+        finally:
+            if store.is_postgres:
+                conn.execute(text("SELECT pg_advisory_unlock(hashtext('delula:migrations'))"))
+                conn.commit()
+
+
+def current_revision(store: Store) -> str | None:
+    with store.engine.connect() as conn:
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except exc.DBAPIError:
+            return None

@@ -1,0 +1,348 @@
+"""Generation rows: creating them and reading them back.
+
+The queue service's state transitions (start, poll, complete, fail, retry, refund, recover) are
+statements in this module too.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import func, insert, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from .db import is_postgres
+from .models import Generation, Recipe
+
+
+def add_generation(s: Session, *, user_id: str, recipe_id: int, form_data: dict, meta: dict, priority: int,
+                   credits_charged: int, now: datetime, status: str = "pending") -> Generation:
+    gen = Generation(user_id=user_id, recipe_id=recipe_id, status=status, form_data=form_data, meta=meta,
+                     priority=priority, credits_charged=credits_charged, attempts=0, poll_count=0,
+                     refunded=False, created_at=now, updated_at=now)
+    s.add(gen)
+    s.flush()
+    return gen
+
+
+def add_generations(s: Session, rows: list[dict], now: datetime) -> int:
+    """Bulk insert of many pending generations in one statement; returns how many."""
+    if not rows:
+        return 0
+    defaults = dict(status="pending", attempts=0, poll_count=0, refunded=False, credits_charged=0,
+                    created_at=now, updated_at=now)
+    s.execute(insert(Generation), [{**defaults, **row} for row in rows])
+    return len(rows)
+
+
+def get_generation(s: Session, generation_id: int) -> Generation | None:
+    return s.get(Generation, generation_id)
+
+
+def list_jobs(s: Session, *, statuses: tuple[str, ...] | None = None, recipe_id: int | None = None,
+              source: str | None = None, limit: int = 500) -> list[Generation]:
+    """Newest generations first, filtered; bounded by ``limit`` (the queue page's grid)."""
+    from .models import SYSTEM_BACKLOG_USER_ID
+
+    q = select(Generation).order_by(Generation.id.desc()).limit(limit)
+    if statuses:
+        q = q.where(Generation.status.in_(statuses))
+    if recipe_id is not None:
+        q = q.where(Generation.recipe_id == recipe_id)
+    if source == "backlog":
+        q = q.where(Generation.meta["source"].as_string() == "backlog")
+    elif source == "user":
+        q = q.where(Generation.user_id != SYSTEM_BACKLOG_USER_ID,
+                    Generation.meta["source"].as_string() != "backlog")
+    return list(s.scalars(q))
+
+
+def list_for_user(s: Session, user_id: str, limit: int = 100) -> list[Generation]:
+    return list(s.scalars(select(Generation).where(Generation.user_id == user_id)
+                          .order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)))
+
+
+# Key of the transaction-level advisory lock that serialises backlog maintenance passes.
+BACKLOG_PASS_LOCK_KEY = 0x64656C756C62
+
+
+def lock_backlog_pass(s: Session) -> None:
+    """Serialise backlog maintenance passes: the caller counts and inserts after this.
+
+    PostgreSQL: ``pg_advisory_xact_lock`` held until the transaction ends. SQLite: nothing to do,
+    the transaction already holds the database write lock (``BEGIN IMMEDIATE``).
+    """
+    if is_postgres(s):
+        from sqlalchemy import text
+
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BACKLOG_PASS_LOCK_KEY})
+
+
+def delete_failed_backlog(s: Session, *, older_than: datetime, keep: int) -> int:
+    """Delete failed backlog generations created before ``older_than``, except the newest
+    ``keep`` failed ones of each recipe (kept for diagnosis); returns how many went."""
+    from sqlalchemy import delete, func
+
+    from .models import SYSTEM_BACKLOG_USER_ID
+
+    ranked = (select(Generation.id, Generation.created_at,
+                     func.row_number().over(partition_by=Generation.recipe_id,
+                                            order_by=(Generation.created_at.desc(), Generation.id.desc()))
+                     .label("rn"))
+              .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == "failed")
+              .subquery())
+    doomed = select(ranked.c.id).where(ranked.c.rn > keep, ranked.c.created_at < older_than)
+    return s.execute(delete(Generation).where(Generation.id.in_(doomed))
+                     .execution_options(synchronize_session=False)).rowcount or 0
+
+
+# --- the queue service (``delula.queue``) ----------------------------------------------------
+#
+# Every transition of a job is one conditional statement on ``(id, status, attempts)``: the
+# attempt number names the submission a caller saw, so a poller, a timeout and an ops action
+# racing on the same job change it once and the others find nothing to update.
+
+# Key of the transaction-level advisory lock around "count processing, claim pending".
+QUEUE_START_LOCK_KEY = 0x64656C75_7173
+
+_NO_SYNC = {"synchronize_session": False}
+
+
+def _meta_with(s: Session, patch: dict):
+    """``metadata`` merged with ``patch`` in SQL (no read-modify-write of the JSON document)."""
+    if is_postgres(s):
+        return Generation.meta.op("||")(literal(patch, JSONB))
+    return func.json_patch(Generation.meta, json.dumps(patch))
+
+
+def _once(picked):
+    """``SELECT id FROM (picked)`` evaluated exactly once: a materialised CTE. As a plain
+    ``IN (subquery)`` PostgreSQL may re-run a ``LIMIT … FOR UPDATE SKIP LOCKED`` subquery per
+    row and, skipping the rows this very statement just updated, take more than the limit."""
+    cte = picked.cte("picked").prefix_with("MATERIALIZED")
+    return select(cte.c.id)
+
+
+def _on_attempt(generation_id: int, attempt: int):
+    return (Generation.id == generation_id, Generation.status == "processing", Generation.attempts == attempt)
+
+
+def lock_queue_start(s: Session) -> None:
+    """Serialise "count processing jobs, claim pending ones" across processes, so the
+    concurrency cap holds with any number of pollers. PostgreSQL: ``pg_advisory_xact_lock``
+    until the transaction ends; SQLite: the transaction already holds the write lock."""
+    if is_postgres(s):
+        from sqlalchemy import text
+
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": QUEUE_START_LOCK_KEY})
+
+
+def count_processing(s: Session) -> int:
+    return s.scalar(select(func.count()).select_from(Generation).where(Generation.status == "processing")) or 0
+
+
+def claim_pending(s: Session, *, limit: int, now: datetime) -> list[Generation]:
+    """Mark up to ``limit`` due pending jobs ``processing`` (attempts + 1, ``started_at``), by
+    priority then age; rows locked by another claimer are skipped (``FOR UPDATE SKIP LOCKED``).
+    Returned in start order."""
+    if limit <= 0:
+        return []
+    due = (select(Generation.id)
+           .where(Generation.status == "pending",
+                  or_(Generation.next_attempt_at.is_(None), Generation.next_attempt_at <= now))
+           .order_by(Generation.priority, Generation.created_at, Generation.id)
+           .limit(limit).with_for_update(skip_locked=True))
+    stmt = (update(Generation).where(Generation.id.in_(_once(due)), Generation.status == "pending")
+            .values(status="processing", attempts=Generation.attempts + 1, started_at=now, poll_count=0,
+                    next_poll_at=None, next_attempt_at=None, provider_request_id=None, updated_at=now)
+            .returning(Generation).execution_options(**_NO_SYNC))
+    rows = list(s.scalars(stmt))
+    return sorted(rows, key=lambda g: (g.priority, g.created_at, g.id))
+
+
+def store_submission(s: Session, generation_id: int, attempt: int, *, request_id: str, provider: dict,
+                     next_poll_at: datetime, now: datetime) -> bool:
+    """Record the provider's request id and URLs of a job's current attempt; ``False`` when the
+    job moved on meanwhile (cancelled, timed out, or submitted by someone else)."""
+    stmt = (update(Generation).where(*_on_attempt(generation_id, attempt), Generation.provider_request_id.is_(None))
+            .values(provider_request_id=request_id, meta=_meta_with(s, {"provider": provider}), poll_count=0,
+                    next_poll_at=next_poll_at, updated_at=now)
+            .execution_options(**_NO_SYNC))
+    return bool(s.execute(stmt).rowcount)
+
+
+def lease_due_polls(s: Session, *, now: datetime, lease_until: datetime, limit: int) -> list[Generation]:
+    """Submitted jobs whose poll is due, soonest first; their ``next_poll_at`` moves to
+    ``lease_until`` so no other poller takes them meanwhile (nor after a crash mid-poll)."""
+    due = (select(Generation.id)
+           .where(Generation.status == "processing", Generation.next_poll_at <= now,
+                  Generation.provider_request_id.is_not(None))
+           .order_by(Generation.next_poll_at, Generation.id)
+           .limit(limit).with_for_update(skip_locked=True))
+    stmt = (update(Generation).where(Generation.id.in_(_once(due)), Generation.status == "processing")
+            .values(next_poll_at=lease_until)
+            .returning(Generation).execution_options(**_NO_SYNC))
+    return sorted(s.scalars(stmt), key=lambda g: g.id)
+
+
+def record_poll(s: Session, generation_id: int, attempt: int, poll_count: int, *, next_poll_at: datetime,
+                meta_patch: dict, now: datetime) -> bool:
+    """One more poll of the current attempt done; the next one is due at ``next_poll_at``."""
+    stmt = (update(Generation).where(*_on_attempt(generation_id, attempt), Generation.poll_count == poll_count)
+            .values(poll_count=poll_count + 1, next_poll_at=next_poll_at, meta=_meta_with(s, meta_patch),
+                    updated_at=now)
+            .execution_options(**_NO_SYNC))
+    return bool(s.execute(stmt).rowcount)
+
+
+def complete(s: Session, generation_id: int, attempt: int, *, asset_url: str, thumbnail_url: str | None,
+             meta_patch: dict, now: datetime) -> bool:
+    stmt = (update(Generation).where(*_on_attempt(generation_id, attempt))
+            .values(status="completed", asset_url=asset_url, thumbnail_url=thumbnail_url, completed_at=now,
+                    poll_count=Generation.poll_count + 1, next_poll_at=None, error=None,
+                    meta=_meta_with(s, meta_patch), updated_at=now)
+            .execution_options(**_NO_SYNC))
+    return bool(s.execute(stmt).rowcount)
+
+
+def fail_attempt(s: Session, generation_id: int, attempt: int, *, error: str, retry_at: datetime | None,
+                 now: datetime) -> Generation | None:
+    """End the current attempt: back to ``pending`` until ``retry_at``, or ``failed`` for good
+    when ``retry_at`` is None. Returns the updated row, ``None`` if the job moved on meanwhile."""
+    values = dict(error=error, next_poll_at=None, meta=_meta_with(s, {"lastError": error}), updated_at=now)
+    if retry_at is None:
+        values.update(status="failed", next_attempt_at=None)
+    else:
+        values.update(status="pending", next_attempt_at=retry_at, provider_request_id=None, poll_count=0)
+    stmt = (update(Generation).where(*_on_attempt(generation_id, attempt)).values(**values)
+            .returning(Generation).execution_options(**_NO_SYNC))
+    return s.scalars(stmt).first()
+
+
+def mark_refunded(s: Session, generation_id: int) -> bool:
+    """Set ``refunded`` unless it is set already: ``True`` for exactly one caller, however many race."""
+    stmt = (update(Generation).where(Generation.id == generation_id, Generation.refunded.is_(False))
+            .values(refunded=True).returning(Generation.id).execution_options(**_NO_SYNC))
+    return s.scalar(stmt) is not None
+
+
+def timed_out(s: Session, *, started_before: datetime, limit: int) -> list[Generation]:
+    """Processing jobs started before ``started_before`` (read only; the transition is conditional)."""
+    return list(s.scalars(select(Generation)
+                          .where(Generation.status == "processing", Generation.started_at < started_before)
+                          .order_by(Generation.started_at, Generation.id).limit(limit)))
+
+
+def repoll_submitted(s: Session, now: datetime) -> int:
+    """Recovery: every submitted processing job is due for a poll now."""
+    stmt = (update(Generation)
+            .where(Generation.status == "processing", Generation.provider_request_id.is_not(None))
+            .values(next_poll_at=now, updated_at=now).execution_options(**_NO_SYNC))
+    return s.execute(stmt).rowcount or 0
+
+
+def restart_unsubmitted(s: Session, now: datetime) -> list[Generation]:
+    """Recovery: processing jobs that never got a request id (the process died between marking
+    them and storing the submission); their attempt restarts now, to be submitted again."""
+    stmt = (update(Generation)
+            .where(Generation.status == "processing", Generation.provider_request_id.is_(None))
+            .values(started_at=now, poll_count=0, next_poll_at=None, updated_at=now)
+            .returning(Generation).execution_options(**_NO_SYNC))
+    return sorted(s.scalars(stmt), key=lambda g: (g.priority, g.created_at, g.id))
+
+
+def reset_for_retry(s: Session, generation_id: int, now: datetime) -> Generation | None:
+    """Ops retry: a failed or cancelled job back to ``pending`` with a fresh set of attempts."""
+    stmt = (update(Generation)
+            .where(Generation.id == generation_id, Generation.status.in_(("failed", "cancelled")))
+            .values(status="pending", attempts=0, poll_count=0, error=None, provider_request_id=None,
+                    next_poll_at=None, next_attempt_at=None, started_at=None, completed_at=None,
+                    meta=_meta_with(s, {"retriedAt": now.isoformat()}), updated_at=now)
+            .returning(Generation).execution_options(**_NO_SYNC))
+    return s.scalars(stmt).first()
+
+
+def cancel_job(s: Session, generation_id: int, *, error: str, now: datetime) -> Generation | None:
+    """Ops cancel: a pending or processing job becomes ``cancelled`` (its request id is kept, so
+    the caller can cancel it at the provider too)."""
+    stmt = (update(Generation)
+            .where(Generation.id == generation_id, Generation.status.in_(("pending", "processing")))
+            .values(status="cancelled", error=error, next_poll_at=None, next_attempt_at=None, updated_at=now)
+            .returning(Generation).execution_options(**_NO_SYNC))
+    return s.scalars(stmt).first()
+
+
+def statuses_of(s: Session, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return {gid: st for gid, st in s.execute(select(Generation.id, Generation.status).where(Generation.id.in_(ids)))}
+
+
+def next_wakeup(s: Session, now: datetime) -> datetime | None:
+    """The soonest moment a tick has new work: a poll falling due or a retry backoff ending."""
+    poll = s.scalar(select(func.min(Generation.next_poll_at)).where(Generation.status == "processing"))
+    retry = s.scalar(select(func.min(Generation.next_attempt_at))
+                     .where(Generation.status == "pending", Generation.next_attempt_at > now))
+    times = [t for t in (poll, retry) if t is not None]
+    if not times:
+        return None
+    # MIN() bypasses the column type on SQLite: normalise to an aware UTC datetime
+    return min(_as_utc(t) for t in times)
+
+
+def _as_utc(value) -> datetime:
+    from datetime import timezone
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def count_by_status(s: Session, finished_since: datetime) -> dict[str, int]:
+    """Jobs per status: pending and processing all (their partial indexes are small), the
+    finished statuses only those that ended since ``finished_since`` (a bounded range of the
+    ``(status, updated_at)`` index) — never a count over the whole table."""
+    from .models import STATUSES
+
+    out = {st: 0 for st in STATUSES}
+    for st in STATUSES:
+        q = select(func.count()).select_from(Generation).where(Generation.status == st)
+        if st not in ("pending", "processing"):
+            q = q.where(Generation.updated_at >= finished_since)
+        out[st] = s.scalar(q) or 0
+    return out
+
+
+def oldest_pending(s: Session) -> Generation | None:
+    return s.scalar(select(Generation).where(Generation.status == "pending")
+                    .order_by(Generation.created_at, Generation.id).limit(1))
+
+
+def next_polls(s: Session, limit: int = 5) -> list[tuple[Generation, str]]:
+    """The soonest polls: ``(generation, recipe name)``."""
+    q = (select(Generation, Recipe.name).join(Recipe, Recipe.id == Generation.recipe_id)
+         .where(Generation.status == "processing", Generation.next_poll_at.is_not(None))
+         .order_by(Generation.next_poll_at, Generation.id).limit(limit))
+    return [(g, name) for g, name in s.execute(q)]
+
+
+def processing_seconds(s: Session, since: datetime, limit: int = 50_000) -> tuple[float | None, float | None]:
+    """Mean and 95th percentile (linear interpolation, as ``percentile_cont``) of
+    ``completed_at - started_at`` over jobs completed since ``since`` (``completed_at`` index)."""
+    window = (Generation.status == "completed", Generation.completed_at >= since,
+              Generation.started_at.is_not(None))
+    if is_postgres(s):
+        secs = func.extract("epoch", Generation.completed_at - Generation.started_at)
+        avg, p95 = s.execute(select(func.avg(secs), func.percentile_cont(0.95).within_group(secs))
+                             .where(*window)).one()
+        return (None if avg is None else float(avg)), (None if p95 is None else float(p95))
+    rows = s.execute(select(Generation.started_at, Generation.completed_at).where(*window)
+                     .order_by(Generation.completed_at.desc()).limit(limit))
+    values = sorted(max(0.0, (done - started).total_seconds()) for started, done in rows)
+    if not values:
+        return None, None
+    pos = 0.95 * (len(values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return sum(values) / len(values), values[lo] + (values[hi] - values[lo]) * (pos - lo)

@@ -1,0 +1,285 @@
+"""SQLAlchemy 2 typed models: the schema of SPEC §4.
+
+The Alembic migrations under ``migrations/versions`` create exactly this schema (a test compares
+them). Timestamps are timezone-aware UTC on both PostgreSQL and SQLite.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index,
+                        Integer, MetaData, String, Text, text)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+SYSTEM_BACKLOG_USER_ID = "system_backlog"
+
+ROLES = ("user", "product", "ops", "system")
+STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+LEDGER_KINDS = ("instant_claim", "generation", "refund", "grant")
+CLAIM_OUTCOMES = ("claimed", "no_backlog", "race", "insufficient_credits", "rate_limited", "invalid")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict: JSONDoc, list: JSONDoc}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    credits: Mapped[int] = mapped_column(Integer, default=0)
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    instant_cooldown_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Recipe(Base):
+    __tablename__ = "recipes"
+    __table_args__ = (CheckConstraint("credit_cost >= 0", name="credit_cost"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    credit_cost: Mapped[int] = mapped_column(Integer)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    model_id: Mapped[str] = mapped_column(String(200))
+    variables: Mapped[list] = mapped_column(default=list)
+    min_backlog: Mapped[int | None] = mapped_column(Integer)
+    usage_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        # The claimable pool: oldest first per recipe. Partial, so it stays small however large
+        # the table grows; `id` makes the scan order total.
+        Index("ix_generations_pool", "recipe_id", "created_at", "id",
+              postgresql_where=text("user_id = 'system_backlog' AND status = 'completed'"),
+              sqlite_where=text("user_id = 'system_backlog' AND status = 'completed'")),
+        # Work the queue service looks for: pending by priority then age, processing by next poll.
+        Index("ix_generations_pending", "priority", "created_at", "id",
+              postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+        Index("ix_generations_processing", "next_poll_at",
+              postgresql_where=text("status = 'processing'"), sqlite_where=text("status = 'processing'")),
+        Index("ix_generations_user_id_created_at", "user_id", "created_at"),
+        Index("ix_generations_recipe_id_status", "recipe_id", "status"),
+        Index("ix_generations_status_updated_at", "status", "updated_at"),
+        Index("ix_generations_created_at", "created_at"),
+        # The dashboard's bounded aggregates (migration 0003): the oldest pending job; completions
+        # with their processing time, index-only (it replaced a plain completed_at index, so a
+        # claim writes no more index entries than before); users' own jobs by creation time.
+        Index("ix_generations_pending_age", "created_at", "id",
+              postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+        Index("ix_generations_finished", "completed_at", "started_at",
+              postgresql_where=text("status = 'completed'"), sqlite_where=text("status = 'completed'")),
+        Index("ix_generations_user_jobs", "created_at",
+              postgresql_where=text("(metadata ->> 'source') = 'user' AND user_id <> 'system_backlog'"),
+              sqlite_where=text("json_extract(metadata, '$.source') = 'user' AND user_id <> 'system_backlog'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    recipe_id: Mapped[int] = mapped_column(ForeignKey("recipes.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    form_data: Mapped[dict] = mapped_column(default=dict)
+    meta: Mapped[dict] = mapped_column("metadata", default=dict)
+    # Lower runs first: user jobs (0) before backlog refills (10).
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    provider_request_id: Mapped[str | None] = mapped_column(String(512))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    poll_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_poll_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    asset_url: Mapped[str | None] = mapped_column(Text)
+    thumbnail_url: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    credits_charged: Mapped[int] = mapped_column(Integer, default=0)
+    refunded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CreditTransaction(Base):
+    __tablename__ = "credit_transactions"
+    __table_args__ = (
+        CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        Index("ix_credit_transactions_user_id_id", "user_id", "id"),
+        Index("ix_credit_transactions_generation_id", "generation_id"),
+        # A generation is refunded at most once, whatever races.
+        Index("uq_credit_transactions_refund", "generation_id", unique=True,
+              postgresql_where=text("kind = 'refund'"), sqlite_where=text("kind = 'refund'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    amount: Mapped[int] = mapped_column(Integer)
+    balance_after: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    generation_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime]
+
+
+class RecipeUsageOption(Base):
+    __tablename__ = "recipe_usage_options"
+
+    recipe_id: Mapped[int] = mapped_column(ForeignKey("recipes.id", ondelete="CASCADE"), primary_key=True)
+    variable_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The chosen value, JSON-encoded so strings, numbers and booleans keep their type.
+    value: Mapped[str] = mapped_column(String(500), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClaimEvent(Base):
+    __tablename__ = "claim_events"
+    __table_args__ = (
+        CheckConstraint(_in("outcome", CLAIM_OUTCOMES), name="outcome"),
+        # outcome in the keys: the dashboard's claim series are index-only scans (migration 0003)
+        Index("ix_claim_events_created_at_outcome", "created_at", "outcome"),
+        Index("ix_claim_events_recipe_id_created_at_outcome", "recipe_id", "created_at", "outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    # No foreign key: an attempt on an unknown recipe is recorded too.
+    recipe_id: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32))
+    generation_id: Mapped[int | None] = mapped_column(BigId)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime]
+
+
+class QueueSample(Base):
+    __tablename__ = "queue_samples"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    pending: Mapped[int] = mapped_column(Integer)
+    processing: Mapped[int] = mapped_column(Integer)
+    backlog: Mapped[int] = mapped_column(Integer)  # claimable items, all recipes
+    backlog_in_flight: Mapped[int] = mapped_column(Integer, default=0)
+    recipes_below_minimum: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StatCount(Base):
+    """Counts rolled up from ``claim_events`` and ``generations`` (``dashboard.add_rolled``), so
+    a day or a week on the overview reads thousands of rows instead of millions.
+
+    ``metric``/``key``: ``claim``/outcome, ``failed``/``backlog`` or ``user``, ``normal``/``""``
+    (a user's own job created) per quarter hour starting ``at``; ``completed``/whole seconds
+    from start to completion (``-`` without a start) per hour. ``recipe_id`` 0 holds the sum
+    over every recipe, -1 the claims of no recipe.
+    """
+
+    __tablename__ = "stat_counts"
+
+    at: Mapped[datetime] = mapped_column(primary_key=True)
+    recipe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict]
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SchedulerRun(Base):
+    __tablename__ = "scheduler_runs"
+    __table_args__ = (Index("ix_scheduler_runs_job_started_at", "job", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(16))  # running | ok | error
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict | None]
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SchedulerLeader(Base):
+    """Who holds the scheduler lock now (one row per lock name), for the dashboard."""
+
+    __tablename__ = "scheduler_leader"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+
+
+class AppSetting(Base):
+    """Small key/value store: the generated Flask secret key, shared by every web process."""
+
+    __tablename__ = "app_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

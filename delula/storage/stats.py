@@ -1,0 +1,142 @@
+"""Counts and aggregates: backlog levels, queue sizes, claim rates.
+
+Every query here is bounded: by a partial index (the pool, pending, processing) or by a time
+window on an indexed timestamp, never an exact ``COUNT(*)`` over the whole history.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .db import is_postgres
+from .models import SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation
+
+
+def backlog_counts(s: Session) -> dict[int, dict[str, int]]:
+    """``{recipe_id: {"completed": n, "inFlight": m}}`` for every recipe with backlog rows, one query."""
+    q = (select(Generation.recipe_id, Generation.status, func.count())
+         .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID,
+                Generation.status.in_(("completed", "pending", "processing")))
+         .group_by(Generation.recipe_id, Generation.status))
+    out: dict[int, dict[str, int]] = defaultdict(lambda: {"completed": 0, "inFlight": 0})
+    for recipe_id, status, n in s.execute(q):
+        out[recipe_id]["completed" if status == "completed" else "inFlight"] += n
+    return dict(out)
+
+
+def status_counts(s: Session, statuses: tuple[str, ...] = ("pending", "processing")) -> dict[str, int]:
+    """Counts of the live statuses (each served by its partial index)."""
+    out = {st: 0 for st in statuses}
+    for st in statuses:
+        out[st] = s.scalar(select(func.count()).select_from(Generation).where(Generation.status == st)) or 0
+    return out
+
+
+def claims_since(s: Session, since: datetime) -> dict[int, int]:
+    """Successful claims per recipe since ``since`` (the demand side of the backlog target)."""
+    q = (select(ClaimEvent.recipe_id, func.count())
+         .where(ClaimEvent.created_at >= since, ClaimEvent.outcome == "claimed")
+         .group_by(ClaimEvent.recipe_id))
+    return {rid: n for rid, n in s.execute(q) if rid is not None}
+
+
+def backlog_lead_times(s: Session, since: datetime, sample: int = 2000) -> tuple[dict[int, float], float | None]:
+    """Median minutes from creation to completion of backlog jobs completed since ``since``:
+    ``({recipe_id: median}, overall median or None)``, one query.
+
+    Bounded: only the backlog jobs among the newest ``sample`` completions of the window are
+    looked at (a backward scan of the partial index ``ix_generations_finished`` — ``completed_at``
+    of completed generations — that stops after ``sample`` rows; the source filter sits outside
+    the limit, so neither planner trades that scan for a sort of the whole window), so the cost
+    stays flat however large the pool. PostgreSQL
+    computes the medians (``percentile_cont`` over grouping sets); SQLite has no percentile
+    function, so it returns the sample's durations and Python takes the medians.
+    """
+    import statistics
+
+    from sqlalchemy import tuple_
+
+    if is_postgres(s):
+        minutes = func.extract("epoch", Generation.completed_at - Generation.created_at) / 60.0
+    else:
+        minutes = (func.julianday(Generation.completed_at) - func.julianday(Generation.created_at)) * 1440.0
+    newest = (select(Generation.recipe_id, Generation.status, minutes.label("minutes"),
+                     Generation.meta["source"].as_string().label("source"))
+              .where(Generation.status == "completed", Generation.completed_at >= since)
+              .order_by(Generation.completed_at.desc()).limit(sample).subquery())
+    recent = (select(newest.c.recipe_id, newest.c.minutes)
+              .where(newest.c.source == "backlog").subquery())
+    if is_postgres(s):
+        q = (select(recent.c.recipe_id, func.percentile_cont(0.5).within_group(recent.c.minutes))
+             .group_by(func.grouping_sets(tuple_(recent.c.recipe_id), tuple_())))
+        per_recipe, overall = {}, None
+        for rid, median in s.execute(q):
+            if rid is None:
+                overall = float(median) if median is not None else None
+            elif median is not None:
+                per_recipe[rid] = float(median)
+        return per_recipe, overall
+    durations: dict[int, list[float]] = defaultdict(list)
+    for rid, m in s.execute(select(recent.c.recipe_id, recent.c.minutes)):
+        if m is not None:
+            durations[rid].append(max(0.0, round(float(m), 6)))  # julianday arithmetic is inexact
+    everything = [m for ms in durations.values() for m in ms]
+    return ({rid: statistics.median(ms) for rid, ms in durations.items()},
+            statistics.median(everything) if everything else None)
+
+
+def add_queue_sample(s: Session, *, now: datetime, pending: int, processing: int, backlog: int,
+                     backlog_in_flight: int, recipes_below_minimum: int) -> None:
+    """One ``queue_samples`` row (the scheduler writes one every 30 s)."""
+    from .models import QueueSample
+
+    s.add(QueueSample(created_at=now, pending=pending, processing=processing, backlog=backlog,
+                      backlog_in_flight=backlog_in_flight, recipes_below_minimum=recipes_below_minimum))
+    s.flush()
+
+
+def prune_queue_samples(s: Session, before: datetime) -> int:
+    """Delete samples older than ``before`` (keeps the table bounded); returns how many went."""
+    from sqlalchemy import delete
+
+    from .models import QueueSample
+
+    return s.execute(delete(QueueSample).where(QueueSample.created_at < before)).rowcount or 0
+
+
+# --- metrics (``delula.metrics``) ------------------------------------------------------------
+
+def claim_outcomes_since(s: Session, since: datetime) -> dict[str, int]:
+    """Instant claim attempts since ``since`` by outcome (``claim_events.created_at`` index)."""
+    q = (select(ClaimEvent.outcome, func.count()).where(ClaimEvent.created_at >= since)
+         .group_by(ClaimEvent.outcome))
+    return {outcome: n for outcome, n in s.execute(q)}
+
+
+def finished_since(s: Session, since: datetime) -> dict[str, int]:
+    """Generations that completed (by ``completed_at``) or failed / were cancelled (by
+    ``updated_at``) since ``since``, by status. A later claim of a completed item moves its
+    ``updated_at``, not its ``completed_at``, so claims are not counted as completions."""
+    from sqlalchemy import and_, or_
+
+    q = (select(Generation.status, func.count())
+         .where(or_(and_(Generation.status == "completed", Generation.completed_at >= since),
+                    and_(Generation.status.in_(("failed", "cancelled")), Generation.updated_at >= since)))
+         .group_by(Generation.status))
+    return {status: n for status, n in s.execute(q)}
+
+
+def processing_durations_since(s: Session, since: datetime, limit: int = 20_000) -> list[tuple[str, float]]:
+    """``(source, seconds from started_at to completed_at)`` of generations completed since
+    ``since``, newest first, at most ``limit``; ``source`` is "backlog" or "user" (a claimed
+    backlog item stays "backlog")."""
+    source = Generation.meta["source"].as_string()
+    q = (select(source, Generation.started_at, Generation.completed_at)
+         .where(Generation.status == "completed", Generation.completed_at >= since,
+                Generation.started_at.is_not(None))
+         .order_by(Generation.completed_at.desc()).limit(limit))
+    return [("backlog" if src == "backlog" else "user", max(0.0, (done - started).total_seconds()))
+            for src, started, done in s.execute(q)]

@@ -1,0 +1,84 @@
+"""The benchmark scripts run end to end on tiny data and print the JSON the README quotes.
+
+No figure is asserted (timings belong to the scripts' output, not to tests): only that each
+script parses its arguments, creates, seeds and drops its own database, and reports the keys
+and invariants it promises.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("claims", "dashboard", "maintenance")
+
+pytestmark = pytest.mark.postgres
+
+
+def _run(script: str, *args: str, timeout: float = 300) -> dict:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _exists(admin: str, name: str) -> bool:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_describe_their_options(script):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--database-url" in proc.stdout and "--keep" in proc.stdout
+
+
+def test_maintenance_counts_statements_for_both_sizes(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_maint"
+    out = _run("maintenance", "--database-url", pg_admin, "--db-name", name, "--recipes", "20", "--small", "5",
+               "--runs", "1")
+    assert out["benchmark"] == "maintenance"
+    assert out["pass"]["recipes"] == 20 and out["small"]["recipes"] == 5
+    assert out["pass"]["statements"] and out["small"]["statements"]
+    assert out["pass"]["jobsCreated"] > 0
+    assert out["statementsIndependentOfRecipes"] is True
+    assert not _exists(pg_admin, name)
+
+
+def test_claims_in_process_keeps_every_invariant(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_claims"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "1",
+               "--recipes", "3", "--items", "200", "--history", "500", "--users", "50", "--no-raw")
+    assert out["mode"] == "in-process" and out["clients"] == 2
+    assert out["ours"]["claims"] > 0 and set(out["ours"]["latencyMs"]) >= {"p50", "p95", "p99"}
+    assert out["invariants"]["violations"] == 0, out["invariants"]
+    assert not _exists(pg_admin, name)
+
+
+def test_dashboard_explains_every_statement(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_dash"
+    out = _run("dashboard", "--database-url", pg_admin, "--db-name", name, "--generations", "20000",
+               "--events", "5000", "--recipes", "5", "--users", "20", "--repeat", "1")
+    assert set(out["pagesMs"]) == {"overview-1h", "overview-24h", "overview-7d", "recipes", "queue", "maintenance"}
+    assert out["statementsExplained"] > 0
+    assert isinstance(out["seqScansOfGenerations"], list)  # tiny tables: a seq scan may be right here
+    assert not _exists(pg_admin, name)
+
+
+def test_claims_through_gunicorn_reports_memory_and_cpu(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_http"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "1",
+               "--recipes", "2", "--items", "100", "--history", "100", "--users", "20", "--no-raw", "--http")
+    assert out["mode"] == "http"
+    assert out["ours"]["claims"] > 0 and out["ours"]["fiveHundreds"] == 0
+    assert out["ours"]["peakWorkerRssMB"] > 0 and out["ours"]["workerCpuMsPerRequest"] is not None
+    assert out["invariants"]["violations"] == 0, out["invariants"]
+    assert not _exists(pg_admin, name)

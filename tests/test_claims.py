@@ -1,0 +1,326 @@
+"""The instant claim: every outcome on both databases, and its invariants under parallel load."""
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from delula import auth, claims, recipes
+from delula.clock import ManualClock
+from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
+from delula.storage.models import ClaimEvent, CreditTransaction, Generation
+from tests.conftest import add_pool_items
+
+
+def _recipe(rt, cost=2, **kw):
+    return recipes.create_recipe(rt, name=kw.pop("name", f"Recipe {random.random()}"), credit_cost=cost, **kw)
+
+
+def _events(rt) -> list[ClaimEvent]:
+    with rt.store.begin() as s:
+        return list(s.query(ClaimEvent).order_by(ClaimEvent.id))
+
+
+def _ledger(rt, user_id) -> list[CreditTransaction]:
+    with rt.store.begin() as s:
+        return list(s.query(CreditTransaction).filter_by(user_id=user_id).order_by(CreditTransaction.id))
+
+
+def test_claim_moves_the_oldest_item_and_charges_in_one_go(rt):
+    recipe = _recipe(rt, cost=3)
+    ids = add_pool_items(rt, recipe.id, 3)
+    user, _ = auth.create_user(rt, "ana", credits=10)
+
+    result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id)
+
+    assert result.ok and result.status_code == 200
+    body = result.body
+    assert body["creditsCharged"] == 3 and body["creditsRemaining"] == 7
+    gen = body["generation"]
+    assert gen["id"] == min(ids)  # oldest first
+    assert gen["userId"] == user.id and gen["status"] == "completed"
+    assert gen["metadata"]["isInstant"] is True and gen["metadata"]["claimedAt"].endswith("Z")
+    assert gen["metadata"]["source"] == "backlog"  # the patch keeps existing metadata
+    with rt.store.begin() as s:
+        assert accounts.get_user(s, user.id).credits == 7
+        assert catalog.get_recipe(s, recipe.id).usage_count == 1
+        stored = jobs.get_generation(s, gen["id"])
+        assert stored.user_id == user.id and stored.meta["isInstant"] is True
+        assert accounts.ledger_mismatches(s) == []
+    ledger = _ledger(rt, user.id)
+    assert [(t.kind, t.amount, t.balance_after, t.generation_id) for t in ledger] == [
+        ("grant", 10, 10, None), ("instant_claim", -3, 7, gen["id"])]
+    [event] = _events(rt)
+    assert (event.outcome, event.user_id, event.recipe_id, event.generation_id) == (
+        "claimed", user.id, recipe.id, gen["id"])
+    assert event.latency_ms > 0
+
+
+def test_empty_pool_is_404_with_fallback_and_changes_nothing_but_the_event(rt):
+    recipe = _recipe(rt)
+    user, _ = auth.create_user(rt, "ben", credits=10)
+    result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id)
+    assert result.response() == (404, {"message": "No instant generation available", "fallbackToModal": True})
+    assert [e.outcome for e in _events(rt)] == ["no_backlog"]
+    assert len(_ledger(rt, user.id)) == 1
+    assert auth.get_user(rt, user_id=user.id).credits == 10
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_unknown_or_inactive_recipe_is_404(rt, active):
+    user, _ = auth.create_user(rt, "cai", credits=10)
+    recipe_id = 424242
+    if not active:
+        recipe = _recipe(rt, is_active=False)
+        add_pool_items(rt, recipe.id, 2)
+        recipe_id = recipe.id
+    result = claims.instant_claim(rt, recipe_id=recipe_id, user_id=user.id)
+    assert result.response() == (404, {"message": "Recipe not found"})
+    assert result.outcome is claims.Outcome.RECIPE_NOT_FOUND
+    assert [e.outcome for e in _events(rt)] == ["invalid"]
+
+
+def test_insufficient_credits_reports_required_and_available(rt):
+    recipe = _recipe(rt, cost=5)
+    add_pool_items(rt, recipe.id, 1)
+    user, _ = auth.create_user(rt, "dee", credits=4)
+    result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id)
+    assert result.response() == (400, {"message": "Insufficient credits", "required": 5, "available": 4})
+    assert recipes.available_count(rt, recipe.id) == 1
+    assert auth.get_user(rt, user_id=user.id).credits == 4
+    assert [e.outcome for e in _events(rt)] == ["insufficient_credits"]
+
+
+def test_system_role_may_go_below_zero(rt):
+    recipe = _recipe(rt, cost=5)
+    add_pool_items(rt, recipe.id, 1)
+    auth.create_user(rt, "qa_system", role="system", credits=0, with_token=False)
+    system = auth.get_user(rt, username="qa_system")
+    result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=system.id)
+    assert result.ok and result.body["creditsRemaining"] == -5
+    with rt.store.begin() as s:
+        assert accounts.ledger_mismatches(s) == []
+
+
+def test_unknown_target_user_is_invalid(rt):
+    recipe = _recipe(rt)
+    add_pool_items(rt, recipe.id, 1)
+    result = claims.instant_claim(rt, recipe_id=recipe.id, user_id="u_nobody")
+    assert result.status_code == 400 and result.body["errors"] == {"targetUserId": "no such user"}
+    assert recipes.available_count(rt, recipe.id) == 1
+
+
+def test_cooldown_starts_with_a_successful_claim_and_passes(db_url, make_runtime):
+    clock = ManualClock()
+    rt = make_runtime(db_url, clock=clock, instant_cooldown_s=10)
+    auth.ensure_system_user(rt)
+    recipe = _recipe(rt, cost=1)
+    add_pool_items(rt, recipe.id, 3)
+    user, _ = auth.create_user(rt, "eve", credits=10)
+
+    assert claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id).ok
+    clock.advance(3.2)
+    limited = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id)
+    assert limited.status_code == 429 and limited.retry_after == 7
+    assert set(limited.body) == {"message", "retryAfter"}
+    clock.advance(7)
+    assert claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id).ok
+    assert [e.outcome for e in _events(rt)] == ["claimed", "rate_limited", "claimed"]
+    assert auth.get_user(rt, user_id=user.id).credits == 8
+
+
+def test_refused_claims_do_not_start_the_cooldown(db_url, make_runtime):
+    rt = make_runtime(db_url, instant_cooldown_s=10)
+    auth.ensure_system_user(rt)
+    recipe = _recipe(rt, cost=1)
+    user, _ = auth.create_user(rt, "fay", credits=10)
+    assert claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id).status_code == 404
+    add_pool_items(rt, recipe.id, 1)
+    assert claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id).ok
+
+
+def test_staff_claim_for_a_test_user_charges_the_target(rt):
+    recipe = _recipe(rt, cost=2)
+    add_pool_items(rt, recipe.id, 1)
+    staff, _ = auth.create_user(rt, "pm", role="product", credits=0)
+    target, _ = auth.create_user(rt, "tester", credits=5)
+    result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=target.id, actor_id=staff.id)
+    assert result.ok and result.generation["userId"] == target.id
+    assert auth.get_user(rt, user_id=target.id).credits == 3
+    assert auth.get_user(rt, user_id=staff.id).credits == 0
+
+
+def test_idempotency_key_replays_the_first_response(rt):
+    recipe = _recipe(rt, cost=1)
+    add_pool_items(rt, recipe.id, 3)
+    user, _ = auth.create_user(rt, "gus", credits=10)
+    first = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id, idempotency_key="abc-1")
+    again = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id, idempotency_key="abc-1")
+    assert again.replayed and again.response() == first.response()
+    assert auth.get_user(rt, user_id=user.id).credits == 9
+    assert recipes.available_count(rt, recipe.id) == 2
+    other = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id, idempotency_key="abc-2")
+    assert other.ok and other.generation["id"] != first.generation["id"]
+
+
+@pytest.mark.postgres
+def test_locked_pool_row_is_a_race_not_an_empty_pool(pg_rt):
+    """With SKIP LOCKED, a pool whose rows are all being claimed answers 409, not 404."""
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    [item] = add_pool_items(rt, recipe.id, 1)
+    user, _ = auth.create_user(rt, "hal", credits=5)
+    with rt.store.begin() as s:
+        s.query(Generation).filter_by(id=item).with_for_update().one()  # another claim in flight
+        result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id)
+    assert result.response() == (409, {"message": "No instant generation available (race condition)",
+                                       "fallbackToModal": True})
+    assert auth.get_user(rt, user_id=user.id).credits == 5
+    assert [e.outcome for e in _events(rt)] == ["race"]
+
+
+def _hammer(rt, recipe_id: int, user_ids: list[str], attempts: int, threads: int):
+    results: list[claims.ClaimResult] = []
+    lock = threading.Lock()
+    todo = iter(range(attempts))
+    rng = random.Random(7)
+    start = threading.Barrier(threads)
+
+    def worker():
+        start.wait()
+        while True:
+            with lock:
+                if next(todo, None) is None:
+                    return
+                uid = rng.choice(user_ids)
+            r = claims.instant_claim(rt, recipe_id=recipe_id, user_id=uid)
+            with lock:
+                results.append((uid, r))
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(120)
+    return results
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("credits_each, expected", [(6, 50), (2, 40)])
+def test_parallel_claims_keep_every_invariant(pg_rt, credits_each, expected):
+    """24 threads with their own connections claim from a pool of 50; users have limited credits."""
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    pool_ids = set(add_pool_items(rt, recipe.id, 50))
+    users = [auth.create_user(rt, f"par{i}", credits=credits_each)[0].id for i in range(20)]
+    attempts = 400
+
+    results = _hammer(rt, recipe.id, users, attempts, threads=24)
+
+    assert len(results) == attempts
+    won = [(uid, r.generation["id"]) for uid, r in results if r.ok]
+    assert len(won) == expected  # min(pool, affordable)
+    claimed_ids = [gid for _, gid in won]
+    assert len(set(claimed_ids)) == len(claimed_ids), "a generation was claimed twice"
+    assert set(claimed_ids) <= pool_ids
+    assert {r.outcome for _, r in results} <= {claims.Outcome.CLAIMED, claims.Outcome.NO_BACKLOG,
+                                               claims.Outcome.RACE, claims.Outcome.INSUFFICIENT_CREDITS}
+    for _, r in results:
+        if r.outcome in (claims.Outcome.NO_BACKLOG, claims.Outcome.RACE):
+            assert r.body["fallbackToModal"] is True
+    wins_by_user = Counter(uid for uid, _ in won)
+    with rt.store.begin() as s:
+        assert accounts.ledger_mismatches(s) == []
+        for uid in users:
+            assert accounts.get_user(s, uid).credits == credits_each - wins_by_user[uid] >= 0
+        owners = {g.id: g.user_id for g in s.query(Generation).filter(Generation.id.in_(pool_ids))}
+        charges = Counter(t.generation_id for t in s.query(CreditTransaction).filter_by(kind="instant_claim"))
+        events = Counter(e.outcome for e in s.query(ClaimEvent))
+        usage = catalog.get_recipe(s, recipe.id).usage_count
+    for uid, gid in won:
+        assert owners[gid] == uid
+    assert sum(1 for o in owners.values() if o == SYSTEM_BACKLOG_USER_ID) == 50 - expected
+    assert set(charges.values()) == {1} and set(charges) == set(claimed_ids)
+    assert sum(events.values()) == attempts and events["claimed"] == expected
+    assert Counter(r.outcome.event for _, r in results) == events
+    assert usage == expected
+
+
+@pytest.mark.postgres
+def test_racing_duplicates_with_one_idempotency_key_claim_once(pg_rt):
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    add_pool_items(rt, recipe.id, 10)
+    user, _ = auth.create_user(rt, "dup", credits=10)
+    results = []
+    barrier = threading.Barrier(12)
+
+    def go():
+        barrier.wait()
+        results.append(claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id, idempotency_key="same"))
+
+    threads = [threading.Thread(target=go) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 12
+    assert {r.response()[0] for r in results} == {200}
+    assert len({r.generation["id"] for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    assert auth.get_user(rt, user_id=user.id).credits == 9
+    assert recipes.available_count(rt, recipe.id) == 9
+
+
+def test_claim_events_keep_latency_and_time(db_url, make_runtime):
+    clock = ManualClock()
+    rt = make_runtime(db_url, clock=clock)
+    auth.ensure_system_user(rt)
+    recipe = _recipe(rt)
+    user, _ = auth.create_user(rt, "ivy", credits=1)
+    claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id)
+    [event] = _events(rt)
+    assert event.created_at == clock.now() and event.created_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.postgres
+def test_two_keys_of_one_user_in_flight_at_once_do_not_deadlock(pg_rt):
+    """Two claims by one user with different Idempotency-Keys, each past its key insert when the
+    other takes the user's row. The key row's foreign key holds a KEY SHARE lock on the user; a
+    ``FOR UPDATE`` of the user (which conflicts with KEY SHARE) made each wait for the other: a
+    deadlock, answered 500 under load. ``FOR NO KEY UPDATE`` does not conflict with KEY SHARE."""
+    from delula.storage import pool
+
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    add_pool_items(rt, recipe.id, 2)
+    user, _ = auth.create_user(rt, "twokeys", credits=5)
+    now = rt.now()
+    done: dict[str, object] = {}
+    patch = {"isInstant": True, "claimedAt": now.isoformat()}
+
+    with rt.store.begin() as a, rt.store.begin() as b:
+        assert pool.reserve_key(a, user.id, "key-a", now) and pool.reserve_key(b, user.id, "key-b", now)
+
+        def claim_b():
+            try:
+                done["b"] = pool.claim(b, recipe_id=recipe.id, user_id=user.id, now=now, meta_patch=patch,
+                                       cooldown_s=0).outcome
+                b.commit()
+            except Exception as e:  # a deadlock surfaces here (or in the other claim)
+                done["b"] = e
+
+        other = threading.Thread(target=claim_b)
+        other.start()
+        other.join(1.0)  # with FOR UPDATE, b now waits for a's KEY SHARE on the user
+        done["a"] = pool.claim(a, recipe_id=recipe.id, user_id=user.id, now=now, meta_patch=patch,
+                               cooldown_s=0).outcome
+        a.commit()
+        other.join(30)
+    assert done == {"a": "claimed", "b": "claimed"}
+    assert auth.get_user(rt, user_id=user.id).credits == 3
+    with rt.store.begin() as s:
+        assert accounts.ledger_mismatches(s) == []

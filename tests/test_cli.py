@@ -1,0 +1,95 @@
+"""``python -m delula`` as a user runs it: real subprocesses on a real database file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from delula.config import Settings
+from delula.runtime import Runtime
+from tests.conftest import add_pool_items
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {**os.environ, "DELULA_DATABASE_URL": url, "DELULA_INSTANT_COOLDOWN_S": "0", "PYTHONPATH": str(ROOT)}
+
+    def run(*args, expect=0):
+        proc = subprocess.run([sys.executable, "-m", "delula", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == expect, proc.stdout + proc.stderr
+        return proc
+
+    run.url = url
+    return run
+
+
+def _json(proc):
+    return json.loads(proc.stdout)
+
+
+def test_users_create_prints_a_token_that_is_stored_hashed(cli):
+    created = _json(cli("users", "create", "alice", "--credits", "5"))
+    assert set(created) == {"id", "username", "role", "credits", "token"}
+    assert created["username"] == "alice" and created["role"] == "user" and created["credits"] == 5
+    assert len(created["token"]) >= 32
+    rt = Runtime.from_settings(Settings(database_url=cli.url))
+    with rt.store.engine.connect() as conn:
+        stored = [r[0] for r in conn.exec_driver_sql("SELECT token_hash FROM api_tokens")]
+    rt.close()
+    assert created["token"] not in stored and len(stored) == 1 and len(stored[0]) == 64
+    cli("users", "create", "alice", expect=1)  # taken
+
+
+def test_instant_refuses_cleanly_then_claims(cli):
+    cli("db", "upgrade")
+    cli("demo", "seed")
+    user = _json(cli("users", "create", "alice", "--credits", "5"))
+    refused = cli("instant", "1", "--user", "alice", expect=1)
+    assert _json(refused) == {"message": "No instant generation available", "fallbackToModal": True}
+
+    rt = Runtime.from_settings(Settings(database_url=cli.url))
+    add_pool_items(rt, 1, 2)
+    rt.close()
+    claimed = _json(cli("instant", "1", "--user", "alice"))
+    assert claimed["generation"]["userId"] == user["id"] and claimed["creditsCharged"] == 3
+    assert claimed["creditsRemaining"] == 2
+    assert _json(cli("instant", "1", "--user", "alice", expect=1)) == {
+        "message": "Insufficient credits", "required": 3, "available": 2}
+    assert _json(cli("instant", "999", "--user", "alice", expect=1)) == {"message": "Recipe not found"}
+    assert "no user" in _json(cli("instant", "1", "--user", "nobody", expect=1))["message"]
+
+
+def test_grant_recipes_and_revoke(cli):
+    cli("users", "create", "bob")
+    assert _json(cli("users", "grant", "bob", "12"))["credits"] == 12
+    assert "credits" in _json(cli("users", "grant", "bob", "-3", expect=1))["message"]
+    assert _json(cli("users", "revoke-token", "bob"))["revoked"] == 1
+    variables = json.dumps([{"id": "mood", "label": "Mood", "type": "radio", "required": True,
+                             "options": [{"label": "Calm", "value": "calm"}]}])
+    recipe = _json(cli("recipes", "create", "--name", "Calm Sea", "--credit-cost", "2", "--variables", variables,
+                       "--min-backlog", "4"))
+    assert recipe["id"] >= 1 and recipe["slug"] == "calm-sea" and recipe["minBacklog"] == 4
+    assert "variables" in _json(cli("recipes", "create", "--name", "Bad", "--credit-cost", "1",
+                                    "--variables", '[{"id": "x", "type": "video"}]', expect=1))["message"]
+    assert "JSON" in _json(cli("recipes", "create", "--name", "Bad", "--credit-cost", "1",
+                               "--variables", "{nope", expect=1))["message"]
+
+
+def test_bad_usage_exits_2(cli):
+    assert cli("users", "create", expect=2).stderr
+    assert cli("instant", "abc", "--user", "x", expect=2).stderr
+    assert cli("frobnicate", expect=2).stderr
+
+
+def test_bad_configuration_exits_2_naming_the_variable(cli, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "delula", "db", "upgrade"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "DELULA_MIN_BACKLOG": "lots", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "DELULA_MIN_BACKLOG" in proc.stderr

@@ -1,0 +1,43 @@
+"""Configuration: defaults of SPEC §3, parsing, and errors that name the variable."""
+import pytest
+
+from delula.config import ConfigError, Settings
+
+
+def test_defaults_match_the_spec():
+    s = Settings.from_env({})
+    assert s.database_url == "sqlite:///delula.db"
+    assert (s.min_backlog, s.max_backlog, s.max_concurrent_jobs) == (3, 30, 3)
+    assert s.poll_schedule == (15, 30, 60, 30, 15)
+    assert (s.job_timeout_s, s.max_attempts, s.maintenance_interval_s) == (480, 3, 60)
+    assert s.instant_cooldown_s == 10 and s.scheduler is True
+    assert s.provider == "simulator" and s.fal_queue_url == "https://queue.fal.run"
+    assert s.simulator_duration == (5, 40) and s.simulator_failure_rate == 0.05
+
+
+def test_values_are_parsed():
+    s = Settings.from_env({
+        "DELULA_DATABASE_URL": "postgresql+psycopg://u@h/db", "DELULA_SCHEDULER": "off",
+        "DELULA_POLL_SCHEDULE": "0.05", "DELULA_SIMULATOR_DURATION": "0", "DELULA_MIN_BACKLOG": "5",
+        "DELULA_INSTANT_COOLDOWN_S": "0", "DELULA_PROVIDER": "fal", "FAL_KEY": "k",
+        "DELULA_FAL_QUEUE_URL": "http://127.0.0.1:9/sim/fal/", "DELULA_PROVIDER_TIMEOUT_S": "2.5"})
+    assert s.scheduler is False and s.poll_schedule == (0.05,) and s.simulator_duration == (0, 0)
+    assert s.min_backlog == 5 and s.instant_cooldown_s == 0 and s.is_postgres
+    assert s.fal_queue_url == "http://127.0.0.1:9/sim/fal" and s.provider_timeout_s == 2.5
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DELULA_MIN_BACKLOG", "three"), ("DELULA_MIN_BACKLOG", "-1"), ("DELULA_MAX_CONCURRENT_JOBS", "0"),
+    ("DELULA_POLL_SCHEDULE", "15,,30"), ("DELULA_POLL_SCHEDULE", "15,-3"), ("DELULA_SCHEDULER", "maybe"),
+    ("DELULA_PROVIDER", "openai"), ("DELULA_SIMULATOR_DURATION", "40-5"), ("DELULA_SIMULATOR_FAILURE_RATE", "1.5"),
+    ("DELULA_JOB_TIMEOUT_S", "nan"), ("DELULA_DATABASE_URL", "mysql://x"), ("DELULA_MAX_BACKLOG", "1"),
+    ("DELULA_PROVIDER_TIMEOUT_S", "0"),
+])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_fal_needs_a_key():
+    with pytest.raises(ConfigError, match="FAL_KEY"):
+        Settings.from_env({"DELULA_PROVIDER": "fal"})

@@ -1,0 +1,78 @@
+"""The shortcuts the benchmarks led to keep their promises.
+
+- ``Store.single_statement``: on PostgreSQL the keyless instant claim runs in autocommit (one
+  function call, no BEGIN/COMMIT); it commits on its own and sees what other transactions did.
+- The pool's check of a connection before use (instead of a ``SELECT 1`` per checkout): a
+  connection the server terminated while it sat in the pool is replaced, not handed out.
+"""
+from __future__ import annotations
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from delula import auth, claims, recipes
+from delula.storage.models import ClaimEvent, Generation
+from tests.conftest import add_pool_items
+
+pytestmark = pytest.mark.postgres
+
+
+def test_keyless_claim_commits_by_itself_and_keyed_claim_still_replays(pg_rt):
+    recipe = recipes.create_recipe(pg_rt, name="Fast", credit_cost=2)
+    ids = sorted(add_pool_items(pg_rt, recipe.id, 3))  # oldest first
+    user, _ = auth.create_user(pg_rt, "fast", credits=10, with_token=False)
+    first = claims.instant_claim(pg_rt, recipe_id=recipe.id, user_id=user.id)
+    assert first.ok and first.generation["id"] == ids[0] and first.body["creditsRemaining"] == 8
+    keyed = claims.instant_claim(pg_rt, recipe_id=recipe.id, user_id=user.id, idempotency_key="k-1")
+    again = claims.instant_claim(pg_rt, recipe_id=recipe.id, user_id=user.id, idempotency_key="k-1")
+    assert keyed.ok and again.replayed and again.body == keyed.body
+    with pg_rt.store.begin() as s:  # another session sees both claims: they were committed
+        owners = dict(s.execute(text("SELECT id, user_id FROM generations WHERE id = ANY(:ids)"),
+                                {"ids": ids}).all())
+        assert owners == {ids[0]: user.id, ids[1]: user.id, ids[2]: "system_backlog"}
+        assert s.query(ClaimEvent).filter_by(outcome="claimed").count() == 2
+        assert s.get(Generation, ids[0]).meta["isInstant"] is True
+    assert auth.get_user(pg_rt, user_id=user.id).credits == 6
+
+
+def _autocommit(s) -> bool:
+    return s.connection().connection.dbapi_connection.autocommit
+
+
+def test_single_statement_is_autocommit_on_postgres_only(pg_url, pg_rt):
+    with pg_rt.store.single_statement() as s:
+        assert _autocommit(s) is True
+        s.execute(text("INSERT INTO app_settings (key, value) VALUES ('probe', 'x')"))
+        with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as other:
+            # committed when the statement ended, before the block did
+            assert other.execute("SELECT value FROM app_settings WHERE key = 'probe'").fetchone() == ("x",)
+    for _ in range(3):  # the pooled connection went back to transactions
+        with pg_rt.store.begin() as s:
+            assert _autocommit(s) is False
+
+
+def test_single_statement_on_sqlite_is_a_transaction(sqlite_url, make_runtime):
+    lite = make_runtime(sqlite_url)
+    with lite.store.single_statement() as s:
+        assert s.in_transaction()
+        assert s.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_a_connection_terminated_in_the_pool_is_replaced_before_use(pg_url, make_runtime):
+    rt = make_runtime(pg_url, pool_size=1)
+    with rt.store.begin() as s:
+        pid = s.execute(text("SELECT pg_backend_pid()")).scalar()
+    other = make_runtime(pg_url, pool_size=1)
+    with other.store.begin() as s:
+        assert s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar() is True
+    for _ in range(3):  # no DatabaseUnavailable: the dead connection is never handed out
+        with rt.store.begin() as s:
+            assert s.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+
+
+def test_recipes_leave_room_for_the_usage_counter(pg_rt):
+    """Migration 0004: a hot recipe's counter updates stay on their page (HOT)."""
+    with pg_rt.store.begin() as s:
+        options = s.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'recipes'")).scalar()
+    assert "fillfactor=10" in options and "autovacuum_vacuum_scale_factor=0" in options

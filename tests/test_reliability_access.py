@@ -1,0 +1,202 @@
+"""Access control beyond ``test_access.py``: what a hand-made callback or other traffic must not
+get around. Each scenario checks the data afterwards, not only the status.
+
+* the dashboard acts for test users only — never for ``system_backlog``, whose "claim" would
+  leave the item in the pool, charged, to be claimed and charged again (a bug, fixed in
+  ``claims.instant_claim`` / ``generations.create_user_generation``);
+* every state-changing callback checks the role itself: called directly in a request of a role
+  ``user`` (or ``product`` for ops actions) session, past the gate, it refuses;
+* sign-in failures are counted across other writes (a claim used to empty every cache, the
+  failure counts too — fixed with a ``keep`` cache) and per address over many usernames.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from contextlib import contextmanager
+from contextvars import copy_context
+
+import pytest
+
+from delula import auth, claims, generations, recipes
+from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, jobs
+from delula.storage.models import CreditTransaction
+from tests.conftest import add_pool_items
+from tests.test_access import _login, _signed_in, world  # noqa: F401  (world is a fixture)
+from tests.test_api import db_snapshot
+
+
+@pytest.fixture
+def plain(world):
+    """A recipe without form fields, three items in its pool, and a failed charged user job."""
+    rt, dash_app, users, failed = world
+    recipe = recipes.create_recipe(rt, name="Plain", credit_cost=2)
+    add_pool_items(rt, recipe.id, 3)
+    return rt, dash_app, users, recipe, failed
+
+
+def _instant_body(dash_app, recipe_id: int, acting_as: str) -> dict:
+    key = next(k for k in dash_app.callback_map if "recipes-instant-modal.is_open" in k and "recipes-claim.data" in k)
+    outputs = [{"id": p.rsplit(".", 1)[0], "property": p.rsplit(".", 1)[1]} for p in key.strip(".").split("...")]
+    clicked = json.dumps({"recipe": recipe_id, "type": "instant-btn"}, separators=(",", ":"))
+    return {"output": key, "outputs": outputs,
+            "inputs": [[{"id": {"type": "instant-btn", "recipe": recipe_id}, "property": "n_clicks", "value": 1}],
+                       [{"id": {"type": "generate-btn", "recipe": recipe_id}, "property": "n_clicks", "value": None}]],
+            "state": [{"id": "recipes-acting-as", "property": "value", "value": acting_as}],
+            "changedPropIds": [clicked + ".n_clicks"]}
+
+
+def _charges_per_generation(rt) -> dict[int, int]:
+    with rt.store.begin() as s:
+        counts: dict[int, int] = {}
+        for t in s.query(CreditTransaction).filter(CreditTransaction.kind.in_(("instant_claim", "generation"))):
+            counts[t.generation_id] = counts.get(t.generation_id, 0) + 1
+        return counts
+
+
+def test_the_dashboard_never_claims_or_queues_for_the_system_user(plain):
+    """A product session posts the Instant callback with ``acting_as = system_backlog`` (the
+    page never offers it). Before the fix the item was "claimed" by its own pool owner: charged
+    to the system user (who may go negative), left in the pool, and claimable — and charged —
+    again. Now the claim is refused as invalid (and counted as such) and nothing else changes."""
+    rt, dash_app, users, recipe, _ = plain
+    before = db_snapshot(rt)
+    client = _signed_in(dash_app, "product")
+    r = client.post("/_dash-update-component", json=_instant_body(dash_app, recipe.id, SYSTEM_BACKLOG_USER_ID))
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    view = r.get_json()["response"]["recipes-claim"]["data"]
+    assert view["kind"] == "error" and view["title"] == "Claim refused"
+    after = db_snapshot(rt)
+    assert after.pop("events") == before.pop("events") + 1            # one attempt, recorded as invalid
+    assert after == before
+    assert recipes.available_count(rt, recipe.id) == 3
+
+    # the domain refuses it for every face (CLI, dashboard, API), and a queued job too
+    result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=SYSTEM_BACKLOG_USER_ID)
+    assert result.status_code == 400 and result.body["errors"] == {"targetUserId": "must not be the system user"}
+    queued = generations.create_user_generation(rt, user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe.id, form_data={})
+    assert queued.status_code == 400 and queued.body["errors"] == {"userId": "must not be the system user"}
+    with rt.store.begin() as s:
+        assert accounts.get_user(s, SYSTEM_BACKLOG_USER_ID).credits == 0
+        assert accounts.ledger_mismatches(s) == []
+
+    # a test user acting through the same callback claims once and is charged once
+    user = users["user"][0]
+    r = client.post("/_dash-update-component", json=_instant_body(dash_app, recipe.id, user.id))
+    assert r.get_json()["response"]["recipes-claim"]["data"]["kind"] == "success"
+    assert recipes.available_count(rt, recipe.id) == 2
+    assert set(_charges_per_generation(rt).values()) == {1}
+
+
+# --- the callbacks' own role checks, past the gate ----------------------------------------------------
+
+@contextmanager
+def _session_of(dash_app, username: str):
+    """A request of ``username``'s signed-in session, as the callback sees it — the gate is not
+    in the way, so only the callback's own check can refuse."""
+    from flask import session
+
+    user = auth.get_user(dash_app.server.extensions["delula"], username=username)
+    with dash_app.server.test_request_context("/_dash-update-component", method="POST"):
+        session["uid"] = user.id
+        yield user
+
+
+def _in_callback_context(func, *args, triggered: list[dict], states_list=None):
+    from dash._callback_context import context_value
+    from dash._utils import AttributeDict
+
+    def run():
+        context_value.set(AttributeDict(triggered_inputs=triggered, states_list=states_list or []))
+        return func(*args)
+
+    return copy_context().run(run)
+
+
+def _actions(recipe_id: int, acting_as: str, job: int) -> dict:
+    """Every dashboard callback that changes data, called as Dash would call it after a click.
+    Value: (the call, the roles allowed)."""
+    rpages = importlib.import_module("pages.recipes")
+    qpages = importlib.import_module("pages.queue")
+    mpages = importlib.import_module("pages.maintenance")
+    save_clicked = [{"prop_id": json.dumps({"recipe": recipe_id, "type": "mt-min-save"}, separators=(",", ":"))
+                     + ".n_clicks", "value": 1}]
+    min_ids = [[{"id": {"type": "mt-min-input", "recipe": recipe_id}, "property": "value"}]]
+    staff, ops = ("product", "ops"), ("ops",)
+    return {
+        "instant claim": (lambda: rpages.respond("instant", recipe_id, acting_as), staff),
+        "generate": (lambda: rpages.submit_generation(1, recipe_id, acting_as, [], [], []), staff),
+        "top up": (lambda: rpages.top_up(1, acting_as), staff),
+        "queue retry": (lambda: qpages.act(1, {"action": "retry", "id": job}), ops),
+        "queue cancel": (lambda: qpages.act(1, {"action": "cancel", "id": job}), ops),
+        "run maintenance": (lambda: mpages.run_maintenance(1, 0), ops),
+        "save minimum": (lambda: _in_callback_context(mpages.save_minimum, [1], [None], [7], 0,
+                                                      triggered=save_clicked, states_list=min_ids), ops),
+    }
+
+
+def test_every_dashboard_action_checks_the_role_in_the_callback_itself(plain):
+    from pages.access import AccessDenied
+
+    rt, dash_app, users, recipe, _ = plain
+    user = users["user"][0]
+    with rt.store.begin() as s:   # one failed and one pending job for the queue actions
+        failed = jobs.add_generation(s, user_id=user.id, recipe_id=recipe.id, form_data={}, meta={}, priority=0,
+                                     credits_charged=0, now=rt.now(), status="failed").id
+        pending = jobs.add_generation(s, user_id=user.id, recipe_id=recipe.id, form_data={}, meta={}, priority=0,
+                                      credits_charged=0, now=rt.now(), status="pending").id
+    actions = _actions(recipe.id, user.id, failed)
+    actions["queue cancel"] = (_actions(recipe.id, user.id, pending)["queue cancel"][0], ("ops",))
+    before = db_snapshot(rt)
+    refused = []
+    for role in ("user", "product"):
+        for name, (call, allowed) in actions.items():
+            if role in allowed:
+                continue
+            with _session_of(dash_app, f"acc_{role}"), pytest.raises(AccessDenied):
+                call()
+            refused.append((role, name))
+    assert len(refused) == 7 + 4
+    assert db_snapshot(rt) == before
+    assert recipe.min_backlog is None and recipes.get_recipe(rt, recipe.id).min_backlog is None
+
+    # the same calls by a role that may: they do what they say
+    with _session_of(dash_app, "acc_ops"):
+        assert actions["queue retry"][0]()[2] == "success"
+        assert actions["queue cancel"][0]()[2] == "success"
+        assert actions["save minimum"][0]()[0].color == "success"
+    with _session_of(dash_app, "acc_product"):
+        assert actions["instant claim"][0]()["claim"]["kind"] == "success"
+    assert generations.get_generation(rt, failed).status == "pending"
+    assert generations.get_generation(rt, pending).status == "cancelled"
+    assert recipes.get_recipe(rt, recipe.id).min_backlog == 7
+
+
+# --- sign-in failures ---------------------------------------------------------------------------------
+
+def test_sign_in_failures_survive_other_traffic(plain):
+    """Five wrong passwords block the name; a claim by anyone meanwhile (which empties the
+    in-process caches) used to forget the count and let the guessing go on."""
+    rt, dash_app, users, recipe, _ = plain
+    client = dash_app.server.test_client()
+    for _ in range(5):
+        assert _login(client, "acc_product", "wrong").status_code == 401
+    api = dash_app.server.test_client()
+    r = api.post("/api/generate/instant", json={"recipeId": recipe.id},
+                 headers={"Authorization": f"Bearer {users['user'][1]}"})
+    assert r.status_code == 200                                  # a write: caches were invalidated
+    r = _login(client, "acc_product", "pw-product-123")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "300"
+    assert client.post("/_dash-update-component", json={}).status_code == 401   # still signed out
+
+
+def test_sign_in_failures_are_limited_per_address_over_many_names(plain):
+    """Twenty failures from one address over twenty names, then even a right password for a
+    name never tried before is 429 from that address."""
+    rt, dash_app, _, _, _ = plain
+    client = dash_app.server.test_client()
+    for i in range(20):
+        assert _login(client, f"guess_{i}", "wrong").status_code == 401
+    r = _login(client, "acc_ops", "pw-ops-123")
+    assert r.status_code == 429
+    assert client.get("/_dash-layout").status_code == 401

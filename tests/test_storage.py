@@ -1,0 +1,170 @@
+"""The schema: migrations equal the models, indexes exist, timestamps are aware UTC."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from delula import auth, storage
+from delula.storage import accounts
+from delula.storage.models import Base, QueueSample
+
+
+def test_migrations_create_exactly_the_models(rt):
+    with rt.store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_is_idempotent_and_at_head(rt):
+    storage.upgrade(rt.store)
+    storage.upgrade(rt.store)
+    assert storage.current_revision(rt.store) is not None
+    names = set(inspect(rt.store.engine).get_table_names())
+    assert {"users", "api_tokens", "recipes", "generations", "credit_transactions", "recipe_usage_options",
+            "claim_events", "queue_samples", "idempotency_keys", "scheduler_runs", "scheduler_leader"} <= names
+
+
+def test_pool_index_is_partial(rt):
+    indexes = {ix["name"]: ix for ix in inspect(rt.store.engine).get_indexes("generations")}
+    assert indexes["ix_generations_pool"]["column_names"] == ["recipe_id", "created_at", "id"]
+    with rt.store.engine.connect() as conn:
+        if rt.store.is_postgres:
+            ddl = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_generations_pool'")).scalar()
+        else:
+            ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_generations_pool'")).scalar()
+    assert "system_backlog" in ddl and "completed" in ddl and "WHERE" in ddl.upper()
+
+
+def test_timestamps_come_back_aware_utc(rt):
+    local = datetime(2026, 5, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
+    with rt.store.begin() as s:
+        s.add(QueueSample(created_at=local, pending=1, processing=2, backlog=3))
+    with rt.store.begin() as s:
+        sample = s.query(QueueSample).one()
+    assert sample.created_at == local
+    assert sample.created_at.tzinfo is not None and sample.created_at.utcoffset() == timedelta(0)
+    assert sample.created_at.hour == 12
+
+
+def test_naive_datetimes_are_refused(rt):
+    with pytest.raises(Exception, match="naive"):
+        with rt.store.begin() as s:
+            s.add(QueueSample(created_at=datetime(2026, 1, 1), pending=0, processing=0, backlog=0))
+
+
+def test_every_credit_change_is_a_ledger_row(rt):
+    user, token = auth.create_user(rt, "led", credits=7)
+    assert auth.grant(rt, "led", 5) == 12
+    with rt.store.begin() as s:
+        rows = accounts.ledger(s, user.id)
+        assert [(r.kind, r.amount, r.balance_after) for r in reversed(rows)] == [("grant", 7, 7), ("grant", 5, 12)]
+        assert accounts.ledger_mismatches(s) == []
+
+
+def test_conditional_debit_never_goes_below_zero(rt):
+    user, _ = auth.create_user(rt, "poor", credits=3)
+    with rt.store.begin() as s:
+        assert accounts.change_credits(s, user.id, -5, kind="generation", now=rt.now()) is None
+        assert accounts.change_credits(s, user.id, -3, kind="generation", now=rt.now()) == 0
+    with rt.store.begin() as s:
+        assert accounts.get_user(s, user.id).credits == 0
+        assert accounts.ledger_mismatches(s) == []
+
+
+def test_unreachable_database_is_reported_as_unavailable():
+    store = storage.Store("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    with pytest.raises(storage.DatabaseUnavailable):
+        with store.begin() as s:
+            s.execute(text("SELECT 1"))
+    assert store.ping() is False
+    store.dispose()
+
+
+def test_secret_key_is_generated_once_and_shared(rt, make_runtime):
+    first = auth.secret_key(rt)
+    other = make_runtime(rt.settings.database_url)
+    assert auth.secret_key(other) == first and len(first) == 64
+
+
+@pytest.mark.postgres
+def test_postgres_sessions_plan_with_the_real_parameters(pg_rt):
+    """psycopg prepares repeated statements; a generic plan would ignore e.g. a time window."""
+    with pg_rt.store.begin() as s:
+        assert s.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+
+
+@pytest.mark.postgres
+def test_the_claim_function_keeps_its_plans(pg_rt):
+    """Sessions force custom plans (time windows); the claim function, all key lookups, must not
+    pay for planning its statements on every call (migration 0007)."""
+    with pg_rt.store.begin() as s:
+        assert s.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+        config = s.execute(text("SELECT proconfig FROM pg_proc WHERE proname = 'delula_instant_claim'")).scalar()
+    assert config == ["plan_cache_mode=auto"]
+
+
+def test_migration_0002_tunes_the_hot_tables(pg_rt):
+    with pg_rt.store.begin() as s:
+        options = dict(s.execute(text("SELECT relname, array_to_string(reloptions, ',') FROM pg_class "
+                                      "WHERE relname IN ('generations', 'users')")).all())
+        assert s.execute(text("SELECT count(*) FROM pg_proc WHERE proname = 'delula_instant_claim'")).scalar() == 1
+    assert "autovacuum_vacuum_scale_factor=0" in options["generations"] and "fillfactor=90" in options["generations"]
+    assert "fillfactor=80" in options["users"]
+
+
+@pytest.mark.postgres
+def test_migration_0005_locks_the_user_for_no_key_update_and_goes_back(pg_rt):
+    from alembic import command
+    from alembic.config import Config
+
+    from delula.storage.db import MIGRATIONS
+
+    def user_lock() -> str:
+        with pg_rt.store.begin() as s:
+            body = s.execute(text("SELECT prosrc FROM pg_proc WHERE proname = 'delula_instant_claim'")).scalar_one()
+        return "no key" if "p_user_id FOR NO KEY UPDATE;" in body else "update" if "p_user_id FOR UPDATE;" in body else "?"
+
+    assert user_lock() == "no key"
+    head = storage.current_revision(pg_rt.store)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
+    with pg_rt.store.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+        conn.commit()
+    assert user_lock() == "update"
+    storage.upgrade(pg_rt.store)
+    assert user_lock() == "no key" and storage.current_revision(pg_rt.store) == head
+
+
+def test_a_token_is_marked_used_at_most_once_a_minute(db_url, make_runtime):
+    """The lookup marks the token used when the mark is older than a minute (on PostgreSQL in
+    the same statement); a revoked token finds nobody and is not touched."""
+    from delula.clock import ManualClock
+    from delula.storage.models import ApiToken
+
+    clock = ManualClock()
+    rt = make_runtime(db_url, clock=clock)
+    user, token = auth.create_user(rt, "toucher")
+
+    def last_used():
+        with rt.store.begin() as s:
+            return s.query(ApiToken.last_used_at).filter_by(user_id=user.id).scalar()
+
+    assert last_used() is None
+    first = clock.now()
+    assert auth.authenticate_token(rt, token).id == user.id and last_used() == first
+    clock.advance(59)
+    assert auth.authenticate_token(rt, token).id == user.id and last_used() == first   # no write
+    clock.advance(2)
+    assert auth.authenticate_token(rt, token).id == user.id and last_used() == clock.now()
+    auth.revoke_tokens(rt, "toucher")
+    clock.advance(120)
+    marked = last_used()
+    assert auth.authenticate_token(rt, token) is None and last_used() == marked
+    assert auth.authenticate_token(rt, "not-a-token") is None
