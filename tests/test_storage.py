@@ -1,6 +1,8 @@
 """The schema: migrations equal the models, indexes exist, timestamps are aware UTC."""
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,7 +12,8 @@ from sqlalchemy import inspect, text
 
 from delula import auth, storage
 from delula.storage import accounts
-from delula.storage.models import Base, QueueSample
+from delula.storage.db import insert_unique
+from delula.storage.models import AppSetting, Base, QueueSample
 
 
 def test_migrations_create_exactly_the_models(rt):
@@ -168,3 +171,86 @@ def test_a_token_is_marked_used_at_most_once_a_minute(db_url, make_runtime):
     marked = last_used()
     assert auth.authenticate_token(rt, token) is None and last_used() == marked
     assert auth.authenticate_token(rt, "not-a-token") is None
+
+
+def test_a_unique_conflict_leaves_the_transaction_usable(rt):
+    """``insert_unique`` catches a duplicate in its own savepoint: the surrounding transaction
+    carries on and commits its other work."""
+    with rt.store.begin() as s:
+        accounts.put_setting_once(s, "conflict_probe", "first")
+    with rt.store.begin() as s:
+        with pytest.raises(storage.Conflict):
+            insert_unique(s, AppSetting(key="conflict_probe", value="second"), "exists")
+        accounts.put_setting_once(s, "conflict_after", "kept")
+    with rt.store.begin() as s:
+        assert s.get(AppSetting, "conflict_probe").value == "first"
+        assert s.get(AppSetting, "conflict_after").value == "kept"
+
+
+@pytest.mark.postgres
+def test_two_first_starts_racing_for_a_setting_agree_on_one_value(pg_rt):
+    """Several web workers booting on a fresh database each generate a secret key: the second
+    insert waits on the first's uncommitted row, then must take the stored value (it used to
+    abort its transaction, the worker failed to boot and gunicorn stopped the whole server)."""
+    inserted, results = threading.Event(), {}
+
+    def first():
+        with pg_rt.store.begin() as s:
+            results["first"] = accounts.put_setting_once(s, "race_probe", "from-first")
+            inserted.set()
+            wait_until_blocked()
+
+    def second():
+        inserted.wait(10)
+        with pg_rt.store.begin() as s:
+            results["second"] = accounts.put_setting_once(s, "race_probe", "from-second")
+
+    def wait_until_blocked():
+        for _ in range(200):
+            with pg_rt.store.begin() as s:
+                if s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                  "AND datname = current_database()")).scalar():
+                    return
+            time.sleep(0.05)
+        raise AssertionError("the second insert never waited on the first")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {"first": "from-first", "second": "from-first"}
+
+
+@pytest.mark.postgres
+def test_workers_booting_at_once_on_a_fresh_database_seed_it_once(pg_url, make_runtime):
+    """What each of several gunicorn workers does on its first start, at the same moment on an
+    empty database: every boot succeeds, and the demo data, the admin and the secret key exist
+    once, shared by all."""
+    import app as app_module
+    from delula import demo
+    from delula.storage import catalog
+
+    runtimes = [make_runtime(pg_url, pool_size=2) for _ in range(4)]
+    start, keys, errors = threading.Barrier(len(runtimes)), [], []
+
+    def boot(rt):
+        try:
+            start.wait(10)
+            app_module.boot(rt)
+            keys.append(auth.secret_key(rt))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=boot, args=(rt,)) for rt in runtimes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(keys) == len(runtimes) and len(set(keys)) == 1
+    with runtimes[0].store.begin() as s:
+        names = [r.name for r in catalog.list_recipes(s, active_only=False)]
+        users = s.execute(text("SELECT username FROM users")).scalars().all()
+    assert sorted(names) == sorted(spec["name"] for spec in demo.RECIPES)
+    assert len(users) == len(set(users)) and users.count("admin") == 1
+    assert set(users) >= {name for name, _ in demo.TEST_USERS}

@@ -37,9 +37,11 @@ class Conflict(RuntimeError):
 def insert_unique(s: Session, row, conflict: str):
     """Insert ``row`` in a savepoint: a unique violation raises :class:`Conflict` with the message
     ``conflict`` and leaves the surrounding transaction usable."""
-    s.add(row)
     try:
+        # The savepoint first: adding the row before it would let the savepoint's own flush
+        # insert the row outside it, and a violation would then abort the whole transaction.
         with s.begin_nested():
+            s.add(row)
             s.flush()
     except exc.IntegrityError as e:
         raise Conflict(conflict) from e
