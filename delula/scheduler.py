@@ -267,7 +267,6 @@ class Scheduler:
 
     def _become_leader(self) -> None:
         now = self.rt.now()
-        self.is_leader, self.leader_since = True, now
         self._recovered.clear()
         try:
             from . import auth
@@ -277,6 +276,8 @@ class Scheduler:
                 store_schedule.claim_leadership(s, LEADER_NAME, host=self.host, pid=self.pid, now=now)
         except Exception as e:
             _log_failure("leadership", e)
+        # announced once the leader row says so too: whoever sees is_leader finds the row
+        self.is_leader, self.leader_since = True, now
         wall = datetime.now(timezone.utc)
         for spec in self.jobs:
             interval = spec.interval(self.rt.settings)

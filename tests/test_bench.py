@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_claims_in_process_keeps_every_invariant(pg_admin):
                "--recipes", "3", "--items", "200", "--history", "500", "--users", "50", "--no-raw")
     assert out["mode"] == "in-process" and out["clients"] == 2
     assert out["ours"]["claims"] > 0 and set(out["ours"]["latencyMs"]) >= {"p50", "p95", "p99"}
+    assert out["invariants"]["violations"] == 0, out["invariants"]
+    assert not _exists(pg_admin, name)
+
+
+def test_claims_hot_reports_the_rate_per_window_ours_and_the_functions(pg_admin):
+    if shutil.which("pgbench") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
+        pytest.skip("needs pgbench")
+    name = f"delula_t{os.getpid()}_bench_hot"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "2",
+               "--hot", "--recipes", "2", "--items", "50", "--history", "200", "--users", "20")
+    assert out["hot"] is True and out["ours"]["claimsPerSecondBy10s"] and out["ours"]["lastOverFirst"]
+    assert out["function"]["claimsPerSecond"] > 0 and out["raw"]["meanClaimsPerSecond"] is None
     assert out["invariants"]["violations"] == 0, out["invariants"]
     assert not _exists(pg_admin, name)
 

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from delula import auth, claims, recipes
 from delula.clock import ManualClock
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
-from delula.storage.models import ClaimEvent, CreditTransaction, Generation
+from delula.storage.models import ClaimEvent, CreditTransaction, Generation, Recipe
 from tests.conftest import add_pool_items
 
 
@@ -322,5 +324,180 @@ def test_two_keys_of_one_user_in_flight_at_once_do_not_deadlock(pg_rt):
         other.join(30)
     assert done == {"a": "claimed", "b": "claimed"}
     assert auth.get_user(rt, user_id=user.id).credits == 3
+    with rt.store.begin() as s:
+        assert accounts.ledger_mismatches(s) == []
+
+
+# --- the pool head (PostgreSQL, migration 0008) -----------------------------------------------------
+
+def _ready(rt, recipe_id: int, created: list, **row) -> list[int]:
+    """Pool items created at the given times (in that order), inserted ready; their ids."""
+    rows = [{**dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe_id, status="completed", form_data={},
+                    meta={"source": "backlog"}, priority=10, asset_url="/sim/fal/files/head/video.svg",
+                    completed_at=rt.now(), created_at=at), **row} for at in created]
+    with rt.store.begin() as s:
+        jobs.add_generations(s, rows, rt.now())
+        mine = {g.created_at: g.id for g in s.query(Generation).filter(Generation.recipe_id == recipe_id,
+                                                                     Generation.created_at.in_(created))}
+    return [mine[at] for at in created]
+
+
+def _head(rt, recipe_id: int):
+    with rt.store.begin() as s:
+        return s.query(Recipe.pool_head).filter(Recipe.id == recipe_id).scalar()
+
+
+def _below_head(rt, recipe_id: int) -> int:
+    """Claimable items the claim's scan would not see: must always be none."""
+    with rt.store.begin() as s:
+        return s.execute(text("""
+            SELECT count(*) FROM generations g JOIN recipes r ON r.id = g.recipe_id
+             WHERE g.recipe_id = :r AND g.user_id = 'system_backlog' AND g.status = 'completed'
+               AND g.created_at < r.pool_head"""), {"r": recipe_id}).scalar()
+
+
+def _claimed_id(rt, recipe_id: int, user_id: str):
+    result = claims.instant_claim(rt, recipe_id=recipe_id, user_id=user_id)
+    return result.body["generation"]["id"] if result.ok else str(result.status_code)
+
+
+@pytest.mark.postgres
+def test_the_claim_scans_from_the_pool_head_and_arrivals_below_it_lower_it(pg_rt):
+    """Claims raise the head to the oldest item left; an item entering the pool below it (a
+    backlog job that completes out of order, rows inserted ready) lowers it, so the order stays
+    strictly oldest-first."""
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    user, _ = auth.create_user(rt, "header", credits=100)
+    t0 = rt.now() - timedelta(hours=1)
+    items = _ready(rt, recipe.id, [t0 + timedelta(minutes=i) for i in range(5)])
+    assert _head(rt, recipe.id) is None                                  # unknown: the first claim scans all
+
+    assert [_claimed_id(rt, recipe.id, user.id) for _ in range(2)] == items[:2]
+    assert _head(rt, recipe.id) == t0 + timedelta(minutes=2)           # the oldest item left
+
+    # a backlog job created long before the head completes now
+    [late] = _ready(rt, recipe.id, [t0 - timedelta(minutes=10)], **{"status": "processing", "attempts": 1})
+    assert _head(rt, recipe.id) == t0 + timedelta(minutes=2)           # not in the pool yet
+    with rt.store.begin() as s:
+        assert jobs.complete(s, late, 1, asset_url="/sim/fal/files/late/video.svg", thumbnail_url=None,
+                             meta_patch={}, now=rt.now())
+    assert _head(rt, recipe.id) == t0 - timedelta(minutes=10)
+    assert _claimed_id(rt, recipe.id, user.id) == late
+
+    [old] = _ready(rt, recipe.id, [t0 - timedelta(days=1)])             # inserted ready, older still
+    assert _head(rt, recipe.id) == t0 - timedelta(days=1)
+    assert [_claimed_id(rt, recipe.id, user.id) for _ in range(5)] == [old, *items[2:], "404"]
+    assert _below_head(rt, recipe.id) == 0
+
+
+class _RolledBack(Exception):
+    pass
+
+
+@pytest.mark.postgres
+def test_a_claim_that_rolls_back_leaves_its_item_above_the_head(pg_rt):
+    """A claim in flight holds the oldest item; a second claim takes the next and, counting the
+    held item as still in the pool, computes its head, then waits for the first's lock on the
+    recipe row. The first rolls back: the head is below its item, which is the next claimed."""
+    from delula.storage import pool
+
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    user, _ = auth.create_user(rt, "roller", credits=100)
+    other_user, _ = auth.create_user(rt, "roller2", credits=100)
+    t0 = rt.now() - timedelta(hours=1)
+    a, b, c = _ready(rt, recipe.id, [t0 + timedelta(minutes=i) for i in range(3)])
+    patch = {"isInstant": True, "claimedAt": rt.now().isoformat()}
+    second: list = []
+    with pytest.raises(_RolledBack):
+        with rt.store.begin() as first:
+            held = pool.claim(first, recipe_id=recipe.id, user_id=user.id, meta_patch=patch, now=rt.now(),
+                              cooldown_s=0)
+            assert held.generation.id == a
+            other = threading.Thread(target=lambda: second.append(_claimed_id(rt, recipe.id, other_user.id)))
+            other.start()
+            _wait_for_a_lock_wait(rt)   # the second claim waits for the first's lock on the recipe row
+            raise _RolledBack
+    other.join(30)
+    assert second == [b] and _head(rt, recipe.id) == t0            # a counted as still in the pool
+    assert _below_head(rt, recipe.id) == 0
+    assert [_claimed_id(rt, recipe.id, user.id) for _ in range(3)] == [a, c, "404"]
+    assert auth.get_user(rt, user_id=user.id).credits == 98
+
+
+def _wait_for_a_lock_wait(rt, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.store.begin() as s:
+            if s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND datname = current_database()")).scalar():
+                return
+        time.sleep(0.02)
+    raise AssertionError("no claim waited for a lock")
+
+
+@pytest.mark.postgres
+def test_the_head_never_hides_an_item_under_parallel_claims_and_arrivals(pg_rt):
+    """Six connections claim from one recipe while another completes backlog jobs created long
+    ago (out of order) and inserts ready rows below the head, and a seventh checks, in snapshot
+    after snapshot, that no claimable item is below the head. At the end every item was claimed
+    exactly once and the pool is empty."""
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    users = [auth.create_user(rt, f"hp{i}", credits=10_000)[0] for i in range(6)]
+    t0 = rt.now() - timedelta(hours=2)
+    rng = random.Random(21)
+    ready = _ready(rt, recipe.id, [t0 + timedelta(seconds=i) for i in range(300)])
+    pending = _ready(rt, recipe.id, [t0 + timedelta(seconds=rng.uniform(-3600, 600), microseconds=i)
+                                     for i in range(120)], status="processing", attempts=1)
+    stop, claimed, violations, errors = threading.Event(), [], [], []
+    lock = threading.Lock()
+
+    def claimer(user_id):
+        while not stop.is_set():
+            got = _claimed_id(rt, recipe.id, user_id)
+            if isinstance(got, str):   # 404 or 409 while the pool is empty or all held
+                continue
+            with lock:
+                claimed.append(got)
+
+    def arrivals():
+        try:
+            late = list(pending)
+            rng.shuffle(late)
+            for n, gid in enumerate(late):
+                with rt.store.begin() as s:
+                    assert jobs.complete(s, gid, 1, asset_url="/sim/fal/files/p/video.svg", thumbnail_url=None,
+                                         meta_patch={}, now=rt.now())
+                if n % 20 == 0:
+                    inserted.extend(_ready(rt, recipe.id, [t0 - timedelta(hours=1, microseconds=n + k)
+                                                           for k in range(5)]))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    def checker():
+        while not stop.is_set():
+            n = _below_head(rt, recipe.id)
+            if n:
+                violations.append(n)
+
+    inserted: list[int] = []
+    workers = [threading.Thread(target=claimer, args=(u.id,)) for u in users]
+    workers += [threading.Thread(target=checker)]
+    feeder = threading.Thread(target=arrivals)
+    for t in [*workers, feeder]:
+        t.start()
+    feeder.join(120)
+    deadline = time.monotonic() + 60
+    while recipes.available_count(rt, recipe.id) and time.monotonic() < deadline:
+        time.sleep(0.05)   # the claimers drain the pool (an item hidden below the head would stay)
+    stop.set()
+    for t in workers:
+        t.join(60)
+    assert errors == [] and violations == []
+    everything = set(ready) | set(pending) | set(inserted)
+    assert len(claimed) == len(set(claimed)) and set(claimed) == everything
+    assert recipes.available_count(rt, recipe.id) == 0 and _below_head(rt, recipe.id) == 0
     with rt.store.begin() as s:
         assert accounts.ledger_mismatches(s) == []

@@ -121,11 +121,6 @@ def test_migration_0002_tunes_the_hot_tables(pg_rt):
 
 @pytest.mark.postgres
 def test_migration_0005_locks_the_user_for_no_key_update_and_goes_back(pg_rt):
-    from alembic import command
-    from alembic.config import Config
-
-    from delula.storage.db import MIGRATIONS
-
     def user_lock() -> str:
         with pg_rt.store.begin() as s:
             body = s.execute(text("SELECT prosrc FROM pg_proc WHERE proname = 'delula_instant_claim'")).scalar_one()
@@ -133,16 +128,46 @@ def test_migration_0005_locks_the_user_for_no_key_update_and_goes_back(pg_rt):
 
     assert user_lock() == "no key"
     head = storage.current_revision(pg_rt.store)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("path_separator", "os")
-    with pg_rt.store.engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004")
-        conn.commit()
+    _downgrade(pg_rt.store, "0004")
     assert user_lock() == "update"
     storage.upgrade(pg_rt.store)
     assert user_lock() == "no key" and storage.current_revision(pg_rt.store) == head
+
+
+def _downgrade(store, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from delula.storage.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
+    with store.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+        conn.commit()
+
+
+def test_migration_0008_the_pool_head_goes_back_and_forth(rt):
+    """Down to 0007: the columns, the triggers and the head in the claim go, the rest of the
+    claim stays as 0007 left it; up again: all back."""
+    def state():
+        with rt.store.begin() as s:
+            columns = {c["name"] for c in inspect(s.connection()).get_columns("recipes")}
+            if not storage.db.is_postgres(s):
+                return "pool_head" in columns, None, None
+            body, config = s.execute(text("SELECT prosrc, proconfig FROM pg_proc "
+                                          "WHERE proname = 'delula_instant_claim'")).one()
+            triggers = s.execute(text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'generations_pool_%'")).scalar()
+            return "pool_head" in columns, ("v_head" in body, "FOR NO KEY UPDATE" in body, config), triggers
+
+    postgres = rt.store.is_postgres
+    assert state() == ((True, (True, True, ["plan_cache_mode=auto"]), 2) if postgres else (True, None, None))
+    _downgrade(rt.store, "0007")
+    assert state() == ((False, (False, True, ["plan_cache_mode=auto"]), 0) if postgres else (False, None, None))
+    storage.upgrade(rt.store)
+    assert state()[0] is True and storage.current_revision(rt.store) == "0008"
 
 
 def test_a_token_is_marked_used_at_most_once_a_minute(db_url, make_runtime):

@@ -103,6 +103,11 @@ class Recipe(Base):
     min_backlog: Mapped[int | None] = mapped_column(Integer)
     usage_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
+    # PostgreSQL's claim keeps these (migration 0008): a lower bound of the created_at of the
+    # recipe's claimable items, where the claim's scan starts (NULL: unknown, scan from the
+    # start), and a count of items that entered the pool, which voids a claim's stale view.
+    pool_head: Mapped[datetime | None]
+    pool_arrivals: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Generation(Base):
