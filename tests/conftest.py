@@ -252,3 +252,18 @@ def add_pool_items(rt, recipe_id: int, n: int, *, form_data: dict | None = None)
         jobs.add_generations(s, rows, now)
         return [g.id for g in jobs.list_for_user(s, SYSTEM_BACKLOG_USER_ID, limit=100000)
                 if g.recipe_id == recipe_id and g.status == "completed"]
+
+
+def wait_for_a_lock_wait(rt, timeout: float = 10.0) -> None:
+    """Until a session of ``rt``'s PostgreSQL database waits for a lock (a transaction of the
+    test has made another block on it)."""
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.store.begin() as s:
+            if s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND datname = current_database()")).scalar():
+                return
+        time.sleep(0.02)
+    raise AssertionError("nobody waited for a lock")

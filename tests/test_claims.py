@@ -14,7 +14,7 @@ from delula import auth, claims, recipes
 from delula.clock import ManualClock
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation, Recipe
-from tests.conftest import add_pool_items
+from tests.conftest import add_pool_items, wait_for_a_lock_wait
 
 
 def _recipe(rt, cost=2, **kw):
@@ -417,24 +417,13 @@ def test_a_claim_that_rolls_back_leaves_its_item_above_the_head(pg_rt):
             assert held.generation.id == a
             other = threading.Thread(target=lambda: second.append(_claimed_id(rt, recipe.id, other_user.id)))
             other.start()
-            _wait_for_a_lock_wait(rt)   # the second claim waits for the first's lock on the recipe row
+            wait_for_a_lock_wait(rt)   # the second claim waits for the first's lock on the recipe row
             raise _RolledBack
     other.join(30)
     assert second == [b] and _head(rt, recipe.id) == t0            # a counted as still in the pool
     assert _below_head(rt, recipe.id) == 0
     assert [_claimed_id(rt, recipe.id, user.id) for _ in range(3)] == [a, c, "404"]
     assert auth.get_user(rt, user_id=user.id).credits == 98
-
-
-def _wait_for_a_lock_wait(rt, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with rt.store.begin() as s:
-            if s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                              "AND datname = current_database()")).scalar():
-                return
-        time.sleep(0.02)
-    raise AssertionError("no claim waited for a lock")
 
 
 @pytest.mark.postgres

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,6 +13,7 @@ from delula import auth, storage
 from delula.storage import accounts
 from delula.storage.db import insert_unique
 from delula.storage.models import AppSetting, Base, QueueSample
+from tests.conftest import wait_for_a_lock_wait
 
 
 def test_migrations_create_exactly_the_models(rt):
@@ -223,21 +223,12 @@ def test_two_first_starts_racing_for_a_setting_agree_on_one_value(pg_rt):
         with pg_rt.store.begin() as s:
             results["first"] = accounts.put_setting_once(s, "race_probe", "from-first")
             inserted.set()
-            wait_until_blocked()
+            wait_for_a_lock_wait(pg_rt)   # the second insert waits on this uncommitted row
 
     def second():
         inserted.wait(10)
         with pg_rt.store.begin() as s:
             results["second"] = accounts.put_setting_once(s, "race_probe", "from-second")
-
-    def wait_until_blocked():
-        for _ in range(200):
-            with pg_rt.store.begin() as s:
-                if s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                  "AND datname = current_database()")).scalar():
-                    return
-            time.sleep(0.05)
-        raise AssertionError("the second insert never waited on the first")
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for t in threads:

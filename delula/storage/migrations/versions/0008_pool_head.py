@@ -37,7 +37,9 @@ depends_on = None
 
 POOL = "user_id = 'system_backlog' AND status = 'completed'"
 
-CLAIM_FUNCTION = r"""
+# The claim function as 0007 left it, with the head; each fragment that differs is given as
+# (with the head, before) so the downgrade restores 0007's text exactly.
+_TEMPLATE = r"""
 CREATE OR REPLACE FUNCTION delula_instant_claim(
     p_recipe_id integer, p_user_id varchar, p_patch jsonb, p_now timestamptz, p_cooldown_s double precision)
 RETURNS TABLE (o_outcome text, o_generation jsonb, o_balance integer, o_cost integer, o_available integer,
@@ -46,14 +48,10 @@ LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
 DECLARE
     v_cost integer;
     v_active boolean;
-    v_head timestamptz;
-    v_arrivals bigint;
-    v_oldest timestamptz;
-    v_user users%ROWTYPE;
+{declare_head}    v_user users%ROWTYPE;
     v_gen generations%ROWTYPE;
 BEGIN
-    SELECT r.credit_cost, r.is_active, coalesce(r.pool_head, '-infinity'), r.pool_arrivals
-      INTO v_cost, v_active, v_head, v_arrivals FROM recipes r WHERE r.id = p_recipe_id;
+{read_recipe}
     IF NOT FOUND OR NOT v_active THEN
         o_outcome := 'recipe_not_found';
     ELSE
@@ -71,15 +69,14 @@ BEGIN
             UPDATE generations g
                SET user_id = p_user_id, metadata = g.metadata || p_patch, updated_at = p_now
              WHERE g.id = (SELECT p.id FROM generations p
-                            WHERE p.recipe_id = p_recipe_id AND p.user_id = 'system_backlog' AND p.status = 'completed'
-                              AND p.created_at >= v_head
+                            WHERE p.recipe_id = p_recipe_id AND p.user_id = 'system_backlog' AND p.status = 'completed'{from_head}
                             ORDER BY p.created_at, p.id LIMIT 1 FOR UPDATE SKIP LOCKED)
                AND g.user_id = 'system_backlog' AND g.status = 'completed'
             RETURNING g.* INTO v_gen;
             IF v_gen.id IS NULL THEN
                 o_outcome := CASE WHEN EXISTS (SELECT 1 FROM generations p
                                                WHERE p.recipe_id = p_recipe_id AND p.user_id = 'system_backlog'
-                                                 AND p.status = 'completed' AND p.created_at >= v_head)
+                                                 AND p.status = 'completed'{from_head})
                                   THEN 'race' ELSE 'no_backlog' END;
             ELSE
                 UPDATE users u
@@ -91,16 +88,7 @@ BEGIN
                 RETURNING u.credits INTO o_balance;
                 INSERT INTO credit_transactions (user_id, amount, balance_after, kind, generation_id, created_at)
                 VALUES (p_user_id, -v_cost, o_balance, 'instant_claim', v_gen.id, p_now);
-                -- the new head: the oldest item left, uncommitted claims of others included. It
-                -- misses what arrived since v_head was read, so it only stands if nothing did.
-                SELECT min(p.created_at) INTO v_oldest FROM generations p
-                 WHERE p.recipe_id = p_recipe_id AND p.user_id = 'system_backlog' AND p.status = 'completed'
-                   AND p.created_at >= v_head;
-                UPDATE recipes r
-                   SET usage_count = r.usage_count + 1,
-                       pool_head = CASE WHEN r.pool_arrivals = v_arrivals THEN coalesce(v_oldest, v_gen.created_at)
-                                        ELSE r.pool_head END
-                 WHERE r.id = p_recipe_id;
+{count_the_use}
                 o_outcome := 'claimed';
                 o_generation := to_jsonb(v_gen);
             END IF;
@@ -114,6 +102,32 @@ BEGIN
 END
 $$;
 """
+_FRAGMENTS = dict(
+    declare_head=("""\
+    v_head timestamptz;
+    v_arrivals bigint;
+    v_oldest timestamptz;
+""", ""),
+    read_recipe=("""\
+    SELECT r.credit_cost, r.is_active, coalesce(r.pool_head, '-infinity'), r.pool_arrivals
+      INTO v_cost, v_active, v_head, v_arrivals FROM recipes r WHERE r.id = p_recipe_id;""", """\
+    SELECT r.credit_cost, r.is_active INTO v_cost, v_active FROM recipes r WHERE r.id = p_recipe_id;"""),
+    from_head=(" AND p.created_at >= v_head", ""),
+    count_the_use=("""\
+                -- the new head: the oldest item left, uncommitted claims of others included. It
+                -- misses what arrived since v_head was read, so it only stands if nothing did.
+                SELECT min(p.created_at) INTO v_oldest FROM generations p
+                 WHERE p.recipe_id = p_recipe_id AND p.user_id = 'system_backlog' AND p.status = 'completed'
+                   AND p.created_at >= v_head;
+                UPDATE recipes r
+                   SET usage_count = r.usage_count + 1,
+                       pool_head = CASE WHEN r.pool_arrivals = v_arrivals THEN coalesce(v_oldest, v_gen.created_at)
+                                        ELSE r.pool_head END
+                 WHERE r.id = p_recipe_id;""", """\
+                UPDATE recipes r SET usage_count = r.usage_count + 1 WHERE r.id = p_recipe_id;"""),
+)
+CLAIM_FUNCTION = _TEMPLATE.format(**{name: with_head for name, (with_head, _) in _FRAGMENTS.items()})
+PREVIOUS_FUNCTION = _TEMPLATE.format(**{name: before for name, (_, before) in _FRAGMENTS.items()})
 
 ARRIVALS = f"""
 CREATE FUNCTION delula_pool_arrived() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -166,39 +180,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER generations_pool_arrived ON generations")
         op.execute("DROP FUNCTION delula_pool_inserted()")
         op.execute("DROP FUNCTION delula_pool_arrived()")
-        # 0007's function: this one without the head
-        previous = CLAIM_FUNCTION
-        for new, old in _HEAD_EDITS:
-            assert previous.count(new) == 1, new
-            previous = previous.replace(new, old)
-        op.execute(previous)
+        op.execute(PREVIOUS_FUNCTION)
     with op.batch_alter_table('recipes') as batch:
         batch.drop_column('pool_arrivals')
         batch.drop_column('pool_head')
-
-
-_HEAD_EDITS = [
-    ("""    v_head timestamptz;
-    v_arrivals bigint;
-    v_oldest timestamptz;
-""", ""),
-    ("""SELECT r.credit_cost, r.is_active, coalesce(r.pool_head, '-infinity'), r.pool_arrivals
-      INTO v_cost, v_active, v_head, v_arrivals FROM recipes r""",
-     "SELECT r.credit_cost, r.is_active INTO v_cost, v_active FROM recipes r"),
-    ("""
-                              AND p.created_at >= v_head
-                            ORDER BY""", """
-                            ORDER BY"""),
-    ("AND p.status = 'completed' AND p.created_at >= v_head)\n                                  THEN",
-     "AND p.status = 'completed')\n                                  THEN"),
-    ("""                -- the new head: the oldest item left, uncommitted claims of others included. It
-                -- misses what arrived since v_head was read, so it only stands if nothing did.
-                SELECT min(p.created_at) INTO v_oldest FROM generations p
-                 WHERE p.recipe_id = p_recipe_id AND p.user_id = 'system_backlog' AND p.status = 'completed'
-                   AND p.created_at >= v_head;
-                UPDATE recipes r
-                   SET usage_count = r.usage_count + 1,
-                       pool_head = CASE WHEN r.pool_arrivals = v_arrivals THEN coalesce(v_oldest, v_gen.created_at)
-                                        ELSE r.pool_head END
-                 WHERE""", """                UPDATE recipes r SET usage_count = r.usage_count + 1 WHERE"""),
-]
