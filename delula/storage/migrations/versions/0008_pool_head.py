@@ -19,8 +19,8 @@ claim scans ``created_at >= pool_head`` and starts past the dead entries. The bo
   still count there, so a claim that rolls back leaves its item above the head.
 - an item entering the pool (a backlog job completing, out of order too, or rows inserted ready)
   lowers the head if needed and bumps ``recipes.pool_arrivals``, by trigger, in its own
-  transaction. A claim whose view of the pool missed an arrival (the counter changed since it
-  looked) leaves the head as it is; the next claim raises it.
+  transaction. A claim during which an item arrived (the counter changed since it read the
+  head: its view of the pool may miss the item) leaves the head as it is; the next claim raises it.
 - ``NULL`` means unknown: the claim scans the whole pool and sets it.
 
 SQLite keeps the columns unused (one writer at a time; its claim is ``storage/pool.py``).
