@@ -450,9 +450,8 @@ def main(argv=None) -> dict:
             samples, start_at, deadline = run_clients(_claim_worker, url, args)
             ours = summarise(samples, start_at, deadline, "claimed", args.hot)
         log(f"ours: {ours['claimsPerSecond']} claims/s, p99 {ours['latencyMs']['p99']} ms")
-        raw_after = run_pgbench(url, args)
-        if args.hot:   # the claim function from pgbench, on the same recipe, after ours
-            function, raw_after = raw_after, None
+        raw_after = None if args.hot else run_pgbench(url, args)
+        function = run_pgbench(url, args) if args.hot else None   # on the same recipe, after ours
         raws = [r["claimsPerSecond"] for r in (raw_before, raw_after) if r]
         raw_mean = sum(raws) / len(raws) if raws else None
         result = {

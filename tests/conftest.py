@@ -241,13 +241,18 @@ def pg_rt(pg_url, make_runtime):
     return runtime
 
 
+def pool_row(recipe_id: int, now, **overrides) -> dict:
+    """The row of a finished backlog generation ready to claim, for ``jobs.add_generations``."""
+    return {**dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe_id, status="completed", form_data={},
+                   meta={"source": "backlog"}, priority=10, asset_url=f"/sim/fal/files/test-{recipe_id}/video.svg",
+                   completed_at=now), **overrides}
+
+
 def add_pool_items(rt, recipe_id: int, n: int, *, form_data: dict | None = None) -> list[int]:
     """``n`` finished backlog generations ready to claim, oldest first; returns their ids."""
     now = rt.now()
-    rows = [dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe_id, status="completed",
-                 form_data=form_data or {}, meta={"source": "backlog"}, priority=10,
-                 asset_url=f"/sim/fal/files/test-{recipe_id}-{i}/video.svg", completed_at=now)
-            for i in range(n)]
+    rows = [pool_row(recipe_id, now, form_data=form_data or {},
+                     asset_url=f"/sim/fal/files/test-{recipe_id}-{i}/video.svg") for i in range(n)]
     with rt.store.begin() as s:
         jobs.add_generations(s, rows, now)
         return [g.id for g in jobs.list_for_user(s, SYSTEM_BACKLOG_USER_ID, limit=100000)

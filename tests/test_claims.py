@@ -14,7 +14,7 @@ from delula import auth, claims, recipes
 from delula.clock import ManualClock
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation, Recipe
-from tests.conftest import add_pool_items, wait_for_a_lock_wait
+from tests.conftest import add_pool_items, pool_row, wait_for_a_lock_wait
 
 
 def _recipe(rt, cost=2, **kw):
@@ -332,9 +332,7 @@ def test_two_keys_of_one_user_in_flight_at_once_do_not_deadlock(pg_rt):
 
 def _ready(rt, recipe_id: int, created: list, **row) -> list[int]:
     """Pool items created at the given times (in that order), inserted ready; their ids."""
-    rows = [{**dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe_id, status="completed", form_data={},
-                    meta={"source": "backlog"}, priority=10, asset_url="/sim/fal/files/head/video.svg",
-                    completed_at=rt.now(), created_at=at), **row} for at in created]
+    rows = [pool_row(recipe_id, rt.now(), created_at=at, **row) for at in created]
     with rt.store.begin() as s:
         jobs.add_generations(s, rows, rt.now())
         mine = {g.created_at: g.id for g in s.query(Generation).filter(Generation.recipe_id == recipe_id,

@@ -17,35 +17,22 @@ the function stays defined in one migration.
 """
 from alembic import op
 
+from delula.storage.db import edit_function, undo_edits
+
 revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
 
 SIGNATURE = "delula_instant_claim(integer, varchar, jsonb, timestamptz, double precision)"
-OLD, NEW = "u.id = p_user_id FOR UPDATE;", "u.id = p_user_id FOR NO KEY UPDATE;"
-
-
-def _swap(old: str, new: str) -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    # in the database: the definition holds "%" (users%ROWTYPE) that a driver would take for a placeholder
-    op.execute(f"""
-        DO $swap$
-        DECLARE
-            d text := pg_get_functiondef('{SIGNATURE}'::regprocedure);
-        BEGIN
-            IF (length(d) - length(replace(d, '{old}', ''))) / length('{old}') <> 1 THEN
-                RAISE EXCEPTION 'delula_instant_claim: expected the user lock "%" once', '{old}';
-            END IF;
-            EXECUTE replace(d, '{old}', '{new}');
-        END
-        $swap$""")
+EDITS = [("u.id = p_user_id FOR UPDATE;", "u.id = p_user_id FOR NO KEY UPDATE;")]
 
 
 def upgrade() -> None:
-    _swap(OLD, NEW)
+    if op.get_bind().dialect.name == "postgresql":
+        edit_function(op.get_bind(), SIGNATURE, EDITS)
 
 
 def downgrade() -> None:
-    _swap(NEW, OLD)
+    if op.get_bind().dialect.name == "postgresql":
+        edit_function(op.get_bind(), SIGNATURE, undo_edits(EDITS))
