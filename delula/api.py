@@ -32,16 +32,17 @@ import re
 from functools import wraps
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, backlog, claims, generations, metrics, queue, recipes, runtime
+from .auth import STAFF_ROLES
 from .storage import STATUSES, SYSTEM_BACKLOG_USER_ID, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
 
-STAFF_ROLES = ("product", "ops")
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 MAX_KEY_LENGTH = 200
@@ -64,6 +65,7 @@ class ApiError(Exception):
 def init_app(app: Flask, rt) -> None:
     """Mount the API on ``app`` with ``rt`` as the request runtime, and JSON errors for its paths."""
     app.extensions["delula"] = rt
+    app.session_interface = _NoSessionUnderApi()
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error_outside_views)
     app.register_error_handler(500, _server_error_outside_views)
@@ -71,6 +73,16 @@ def init_app(app: Flask, rt) -> None:
 
 def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith(JSON_PREFIXES)
+
+
+class _NoSessionUnderApi(SecureCookieSessionInterface):
+    """The API authenticates by bearer token only: under its paths the dashboard's session cookie is
+    not read (a browser's cookie never authorizes an API call) and no request pays for opening it."""
+
+    def open_session(self, app, request):
+        if is_api_path(request.path):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> Response:
@@ -134,17 +146,26 @@ def _unauthorized(message: str, error: str | None = None) -> ApiError:
     return ApiError(401, message, {"WWW-Authenticate": challenge})
 
 
-def current_user():
-    """The user behind this request's bearer token; raises 401 when missing or not valid."""
+def bearer_token() -> str:
+    """This request's bearer token, unchecked; raises 401 when the header is missing or malformed."""
     header = request.headers.get("Authorization", "")
     if not header.strip():
         raise _unauthorized("Authentication required: send Authorization: Bearer <token>")
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("Authorization must be 'Bearer <token>'", "invalid_request")
-    user = auth.authenticate_token(runtime.current(), token.strip())
+    return token.strip()
+
+
+def _invalid_token() -> ApiError:
+    return _unauthorized("Invalid or revoked token", "invalid_token")
+
+
+def current_user():
+    """The user behind this request's bearer token; raises 401 when missing or not valid."""
+    user = auth.authenticate_token(runtime.current(), bearer_token())
     if user is None:
-        raise _unauthorized("Invalid or revoked token", "invalid_token")
+        raise _invalid_token()
     return user
 
 
@@ -259,8 +280,27 @@ def idempotency_key() -> str | None:
 # --- routes ---------------------------------------------------------------------------------
 
 @bp.post("/api/generate/instant")
-@authenticated()
-def instant(user):
+def instant():
+    """Authenticates by itself: the token check and the claim are one statement (one round trip)."""
+    token = bearer_token()
+    try:
+        recipe_id, target, key = _instant_request()
+    except (ApiError, HTTPException):
+        current_user()  # a refused token comes before a refused body
+        raise
+    user, result = claims.instant_claim_with_token(runtime.current(), token, recipe_id=recipe_id,
+                                                   target_user_id=target, idempotency_key=key)
+    if user is None:
+        raise _invalid_token()
+    if result is None:
+        raise ApiError(403, "targetUserId needs the role product or ops")
+    status, payload = result.response()
+    headers = {"Retry-After": str(payload["retryAfter"])} if status == 429 else None
+    return _json(status, payload, headers)
+
+
+def _instant_request() -> tuple[int, str | None, str | None]:
+    """``recipeId``, ``targetUserId`` and the idempotency key of an instant claim, or a 4xx."""
     body = json_body()
     errors: dict[str, str] = {}
     recipe_id = _int32_field(body, "recipeId", errors)
@@ -277,13 +317,7 @@ def instant(user):
         errors.update(e.body["errors"])
     if errors:
         raise _invalid(errors)
-    if "targetUserId" in body and user.role not in STAFF_ROLES:
-        raise ApiError(403, "targetUserId needs the role product or ops")
-    result = claims.instant_claim(runtime.current(), recipe_id=recipe_id, user_id=target or user.id,
-                                  actor_id=user.id, idempotency_key=key)
-    status, payload = result.response()
-    headers = {"Retry-After": str(payload["retryAfter"])} if status == 429 else None
-    return _json(status, payload, headers)
+    return recipe_id, target, key
 
 
 @bp.post("/api/generate")

@@ -68,13 +68,18 @@ def issue_token(rt, username: str) -> str:
 
 def authenticate_token(rt, token: str | None):
     """The user behind a bearer token, or ``None`` (unknown, revoked, or the system user)."""
-    if not token or len(token) > 512:
+    if not plausible_token(token):
         return None
     with rt.store.single_statement() as s:
         user = accounts.user_for_token(s, hash_token(token), rt.now())
-    if user is None or user.role == "system":
+    if user is None or user.role not in ROLES:  # the system user never authenticates
         return None
     return user
+
+
+def plausible_token(token: str | None) -> bool:
+    """Whether ``token`` is worth looking up (not empty, not absurdly long)."""
+    return bool(token) and len(token) <= 512
 
 
 def check_password(rt, username: str, password: str):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from . import storage
+from . import auth, storage
 from .generations import generation_json, isoformat
 from .storage import SYSTEM_BACKLOG_USER_ID, pool
 
@@ -106,7 +106,7 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
             result = _result(Outcome.INVALID, errors={"targetUserId": "must not be the system user"})
         else:
             row = pool.claim(s, recipe_id=recipe_id, user_id=user_id, now=now,
-                             meta_patch={"isInstant": True, "claimedAt": isoformat(now)},
+                             meta_patch=_meta_patch(now),
                              cooldown_s=rt.settings.instant_cooldown_s)
             result = _from_row(row)
         if idempotency_key is not None:
@@ -114,6 +114,40 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
     if result.ok:
         rt.invalidate()
     return result
+
+
+def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: str | None = None,
+                             idempotency_key: str | None = None) -> tuple[storage.User | None, ClaimResult | None]:
+    """Authenticate a bearer token and claim for its user, or for ``target_user_id`` (staff only).
+
+    Returns ``(None, None)`` for a token that authenticates nobody (unknown, revoked, the system
+    user's), ``(user, None)`` when the user may not claim for ``target_user_id``, else
+    ``(user, result)`` as :func:`instant_claim`. On PostgreSQL without an idempotency key the
+    token check and the claim are ONE statement: an API claim costs one round trip.
+    """
+    if idempotency_key is not None or not rt.store.is_postgres or target_user_id == SYSTEM_BACKLOG_USER_ID:
+        user = auth.authenticate_token(rt, token)
+        if user is None or (target_user_id is not None and user.role not in auth.STAFF_ROLES):
+            return user, None
+        return user, instant_claim(rt, recipe_id=recipe_id, user_id=target_user_id or user.id, actor_id=user.id,
+                                   idempotency_key=idempotency_key)
+    if not auth.plausible_token(token):
+        return None, None
+    now = rt.now()
+    with rt.store.single_statement() as s:
+        done = pool.claim_with_token(s, token_hash=auth.hash_token(token), recipe_id=recipe_id,
+                                     target_user_id=target_user_id, claimers=auth.ROLES, targeters=auth.STAFF_ROLES,
+                                     meta_patch=_meta_patch(now), now=now, cooldown_s=rt.settings.instant_cooldown_s)
+    if done.row is None:
+        return done.user, None
+    result = _from_row(done.row)
+    if result.ok:
+        rt.invalidate()
+    return done.user, result
+
+
+def _meta_patch(now) -> dict:
+    return {"isInstant": True, "claimedAt": isoformat(now)}
 
 
 def _from_row(row: pool.ClaimRow) -> ClaimResult:
@@ -144,4 +178,4 @@ def _outcome_for(code: int, body: dict) -> Outcome:
     return Outcome.INVALID
 
 
-__all__ = ["instant_claim", "ClaimResult", "Outcome", "storage"]
+__all__ = ["instant_claim", "instant_claim_with_token", "ClaimResult", "Outcome", "storage"]

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from . import forms
+from .auth import STAFF_ROLES
 from .storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
 
 USER_PRIORITY = 0
 BACKLOG_PRIORITY = 10
-STAFF_ROLES = ("product", "ops")
 
 
 def isoformat(dt: datetime | None) -> str | None:

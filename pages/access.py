@@ -15,8 +15,8 @@ from dash import html
 from flask import has_request_context, session
 
 from delula import auth, runtime
+from delula.auth import STAFF_ROLES
 
-STAFF_ROLES = ("product", "ops")
 SESSION_KEY = "uid"
 USER_CACHE_TTL_S = 5
 

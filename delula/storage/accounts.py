@@ -106,12 +106,17 @@ def add_token(s: Session, user_id: str, token_hash: str, now: datetime) -> ApiTo
 
 
 TOKEN_TOUCH_S = 60
-_LIVE = (ApiToken.token_hash == bindparam("hash"), ApiToken.revoked_at.is_(None))
-_TOUCH = (update(ApiToken).where(*_LIVE, or_(ApiToken.last_used_at.is_(None),
-                                             ApiToken.last_used_at < bindparam("stale_before")))
-          .values(last_used_at=bindparam("when")))
-_LOOKUP = select(User).join(ApiToken, ApiToken.user_id == User.id).where(*_LIVE)
-_LOOKUP_AND_TOUCH = _LOOKUP.add_cte(_TOUCH.returning(ApiToken.id).cte("touched"))  # PostgreSQL
+LIVE_TOKEN = (ApiToken.token_hash == bindparam("hash"), ApiToken.revoked_at.is_(None))
+"""The token of ``:hash``, unless revoked (parameters: :func:`token_params`)."""
+TOUCH_TOKEN = (update(ApiToken).where(*LIVE_TOKEN, or_(ApiToken.last_used_at.is_(None),
+                                                       ApiToken.last_used_at < bindparam("stale_before")))
+               .values(last_used_at=bindparam("when")))
+"""Marks that token used, unless it was within :data:`TOKEN_TOUCH_S` (a CTE on PostgreSQL)."""
+TOKEN_USER = select(User).join(ApiToken, ApiToken.user_id == User.id).where(*LIVE_TOKEN)
+"""The owner of that token."""
+TOKEN_TOUCHED = TOUCH_TOKEN.returning(ApiToken.id).cte("touched")
+"""The touch as a data-modifying CTE: a statement that adds it looks the token up and marks it at once."""
+_LOOKUP_AND_TOUCH = TOKEN_USER.add_cte(TOKEN_TOUCHED)  # PostgreSQL
 
 
 def user_for_token(s: Session, token_hash: str, now: datetime) -> User | None:
@@ -122,13 +127,18 @@ def user_for_token(s: Session, token_hash: str, now: datetime) -> User | None:
     authenticated request, and a write (with its commit) only when the mark is stale. The
     statements are built once (an API request spends no time composing them).
     """
-    params = {"hash": token_hash, "when": now, "stale_before": now - timedelta(seconds=TOKEN_TOUCH_S)}
+    params = token_params(token_hash, now)
     if is_postgres(s):
         return s.scalar(_LOOKUP_AND_TOUCH, params)
-    user = s.scalar(_LOOKUP, params)
+    user = s.scalar(TOKEN_USER, params)
     if user is not None:
-        s.execute(_TOUCH, params)
+        s.execute(TOUCH_TOKEN, params)
     return user
+
+
+def token_params(token_hash: str, now: datetime) -> dict:
+    """The parameters of :data:`LIVE_TOKEN` and :data:`TOUCH_TOKEN`."""
+    return {"hash": token_hash, "when": now, "stale_before": now - timedelta(seconds=TOKEN_TOUCH_S)}
 
 
 def revoke_tokens(s: Session, user_id: str, now: datetime) -> int:

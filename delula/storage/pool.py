@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, exists, func, literal, select, text, update
+from sqlalchemy import ARRAY, Float, Integer, String, any_, bindparam, cast, delete, exists, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from . import accounts
 from .db import is_postgres
-from .models import SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, IdempotencyKey
+from .models import SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, IdempotencyKey, User, UTCDateTime
 
 _POOL = (Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == "completed")
 
@@ -44,10 +45,8 @@ def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: da
           cooldown_s: float) -> ClaimRow:
     """Claim the oldest pool item of ``recipe_id`` for ``user_id``, charge it, record the event."""
     if is_postgres(s):
-        row = s.execute(_CLAIM_CALL, {"recipe": recipe_id, "user": user_id, "patch": json.dumps(meta_patch),
-                                      "now": now, "cd": float(cooldown_s)}).one()
-        gen = _generation_from_json(row.o_generation) if row.o_generation is not None else None
-        return ClaimRow(row.o_outcome, gen, row.o_balance, row.o_cost, row.o_available, row.o_retry_after)
+        return _claim_row(s.execute(_CLAIM_CALL, {"recipe": recipe_id, "user": user_id, "now": now,
+                                                  "patch": json.dumps(meta_patch), "cd": float(cooldown_s)}).one())
     started = time.perf_counter()
     result = _claim_steps(s, recipe_id, user_id, meta_patch, now, cooldown_s)
     record_event(s, user_id=user_id, recipe_id=recipe_id,
@@ -55,6 +54,54 @@ def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: da
                  generation_id=result.generation.id if result.generation is not None else None,
                  latency_ms=(time.perf_counter() - started) * 1000.0, now=now)
     return result
+
+
+@dataclass(frozen=True)
+class TokenClaim:
+    """What :func:`claim_with_token` did. ``user`` is ``None`` for an unknown or revoked token;
+    ``row`` is ``None`` when no claim was tried (the token's user may not make this one)."""
+    user: User | None
+    row: ClaimRow | None = None
+
+
+def _claim_with_token_statement():
+    """The token lookup (and its touch) and the claim function, gated by the caller's role, as one
+    statement. ``me`` is read twice, so PostgreSQL materializes it; ``claim`` calls a volatile
+    function, so it is never inlined, and its role test filters the scan of ``me``, so the function
+    runs only for a caller allowed to claim (a test on the outer join's condition would be applied
+    after the call)."""
+    me = accounts.TOKEN_USER.cte("me")
+    target = bindparam("target", type_=String)
+    call = (func.delula_instant_claim(bindparam("recipe", type_=Integer), func.coalesce(target, me.c.id),
+                                      cast(bindparam("patch", type_=String), JSONB),
+                                      bindparam("now", type_=UTCDateTime), bindparam("cd", type_=Float))
+            .table_valued(*_CLAIM_COLUMNS).lateral("c"))
+    claim = (select(call).select_from(me).join(call, true())
+             .where(me.c.role == any_(bindparam("claimers", type_=ARRAY(String))),
+                    or_(target.is_(None), me.c.role == any_(bindparam("targeters", type_=ARRAY(String)))))
+             .cte("claim"))
+    return select(me, claim).select_from(me.outerjoin(claim, true())).add_cte(accounts.TOKEN_TOUCHED)
+
+
+_CLAIM_COLUMNS = ("o_outcome", "o_generation", "o_balance", "o_cost", "o_available", "o_retry_after")
+_CLAIM_WITH_TOKEN = _claim_with_token_statement()
+
+
+def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user_id: str | None,
+                     claimers: tuple[str, ...], targeters: tuple[str, ...], meta_patch: dict, now: datetime,
+                     cooldown_s: float) -> TokenClaim:
+    """Authenticate a token and claim for its user — or for ``target_user_id``, when the user's
+    role is one of ``targeters`` — in ONE statement (PostgreSQL only: an API claim's one round
+    trip). Only users whose role is one of ``claimers`` claim at all."""
+    params = {**accounts.token_params(token_hash, now), "recipe": recipe_id, "target": target_user_id,
+              "patch": json.dumps(meta_patch), "now": now, "cd": float(cooldown_s),
+              "claimers": list(claimers), "targeters": list(targeters)}
+    row = s.connection().execute(_CLAIM_WITH_TOKEN, params).one_or_none()
+    if row is None:
+        return TokenClaim(None)
+    values = row._mapping
+    user = User(**{a.key: values[a.columns[0].name] for a in User.__mapper__.column_attrs})
+    return TokenClaim(user, None if row.o_outcome is None else _claim_row(row))
 
 
 def _claim_steps(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: datetime,
@@ -85,6 +132,12 @@ def _claim_steps(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now
         raise RuntimeError("credit deduction failed under lock")
     catalog.bump_usage_count(s, recipe_id)
     return ClaimRow("claimed", gen, balance, cost)
+
+
+def _claim_row(row) -> ClaimRow:
+    """A :class:`ClaimRow` from the columns of ``delula_instant_claim``."""
+    gen = _generation_from_json(row.o_generation) if row.o_generation is not None else None
+    return ClaimRow(row.o_outcome, gen, row.o_balance, row.o_cost, row.o_available, row.o_retry_after)
 
 
 def _generation_from_json(doc: dict) -> Generation:
