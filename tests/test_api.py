@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from delula import api, auth, claims, recipes
 from delula.clock import ManualClock
-from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
-from delula.storage.models import (ClaimEvent, CreditTransaction, Generation, IdempotencyKey, Recipe,
+from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, jobs
+from delula.storage.models import (ApiToken, ClaimEvent, CreditTransaction, Generation, IdempotencyKey, Recipe,
                                    RecipeUsageOption, User)
 from tests.conftest import _admin_exec, _db_url, add_pool_items, test_settings
 
@@ -170,6 +170,73 @@ def test_revoked_token_is_401(env):
     r = env.client.get("/api/me", headers=bearer(env.user_token))
     assert assert_json_error(r, 401)["message"] == "Invalid or revoked token"
     assert env.client.get("/api/me", headers=bearer(env.other_token)).status_code == 200
+
+
+def test_a_token_that_authenticates_nobody_claims_nothing(env):
+    """The instant claim checks the token in its own statement: a revoked token, an unknown one
+    and a token of the system user (which never authenticates) take nothing and record nothing."""
+    system_token = "a-token-of-the-system-user"  # no command issues one: written as a leak would
+    with env.rt.store.begin() as s:
+        accounts.add_token(s, SYSTEM_BACKLOG_USER_ID, auth.hash_token(system_token), env.rt.now())
+    auth.revoke_tokens(env.rt, env.other.username)
+    before = db_snapshot(env.rt)
+    for token in (system_token, env.other_token, "not-a-token"):
+        for body in ({}, {"targetUserId": env.user.id}):
+            r = _instant(env, token, **body)
+            assert assert_json_error(r, 401)["message"] == "Invalid or revoked token"
+            assert r.headers["WWW-Authenticate"] == 'Bearer realm="delula", error="invalid_token"'
+    assert db_snapshot(env.rt) == before
+
+
+def test_a_refused_token_comes_before_a_refused_body(env):
+    before = db_snapshot(env.rt)
+    for body, content_type in [(b'{"recipeId": "x"}', "application/json"), (b"{", "application/json"),
+                               (b"recipeId=1", "text/plain"), (b"x" * (MAX_BODY + 1), "application/json")]:
+        r = env.client.post("/api/generate/instant", data=body, content_type=content_type,
+                            headers=bearer("not-a-token"))
+        assert_json_error(r, 401)
+        assert env.client.post("/api/generate/instant", data=body, content_type=content_type,
+                               headers=bearer(env.user_token)).status_code in (400, 413, 415)
+    assert db_snapshot(env.rt) == before
+
+
+def test_an_instant_claim_marks_its_token_used_at_most_once_a_minute(db_url, make_runtime):
+    clock = ManualClock()
+    rt = make_runtime(db_url, clock=clock)
+    auth.ensure_system_user(rt)
+    env = world(rt, pool=3)
+    env.client = make_app(rt).test_client()
+
+    def last_used():
+        with rt.store.begin() as s:
+            return s.query(ApiToken.last_used_at).filter(ApiToken.user_id == env.user.id).scalar()
+
+    assert last_used() is None
+    first = clock.now()
+    assert _instant(env, env.user_token).status_code == 200
+    assert last_used() == first
+    clock.advance(30)
+    assert _instant(env, env.user_token).status_code == 200
+    assert last_used() == first  # not rewritten within the minute
+    clock.advance(31)
+    assert _instant(env, env.user_token, recipe_id=env.empty.id).status_code == 404  # a refusal counts too
+    assert last_used() == clock.now()
+
+
+def test_the_api_does_not_open_the_dashboard_session(env):
+    """Under /api/* the session cookie is not read: a browser's cookie never authorizes an API call."""
+    app = make_app(env.rt)
+    app.secret_key = "test-secret"
+    seen = []
+    app.before_request(lambda: seen.append((flask.request.path, dict(flask.session))))
+    app.add_url_rule("/page", "page", lambda: "ok")
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["user_id"] = env.ops.id
+    assert client.get("/page").status_code == 200
+    assert client.get("/api/me").status_code == 401
+    assert client.get("/api/me", headers=bearer(env.user_token)).get_json()["id"] == env.user.id
+    assert seen == [("/page", {"user_id": env.ops.id}), ("/api/me", {}), ("/api/me", {})]
 
 
 def test_staff_may_claim_for_a_test_user_who_is_charged(env):
