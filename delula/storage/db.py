@@ -130,8 +130,8 @@ def _check_socket(dbapi_conn, _record, _proxy) -> None:
     away (a restart or shutdown sends "terminating connection" and closes it, a crashed server's
     socket reads as end of file). So a readable (or broken) socket means the connection is
     stale: :class:`exc.DisconnectionError` makes the pool discard it and connect a fresh one,
-    which is what the ping did, minus a round trip on every checkout (a third of the database
-    round trips of an authenticated API claim).
+    which is what the ping did, minus a round trip on every checkout (half the database round
+    trips of an API claim).
     """
     import select
 

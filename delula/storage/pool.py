@@ -2,8 +2,9 @@
 
 :func:`claim` is the whole claim after the idempotency key: on PostgreSQL one call of the
 ``delula_instant_claim`` function (migration 0002), one round trip; on SQLite the same steps as
-separate statements under the database write lock. Lock order is fixed — idempotency key row,
-the credited user's row, one pool row — so concurrent claims never deadlock.
+separate statements under the database write lock. :func:`claim_with_token` puts the API's
+bearer-token check in front of that call, in the same statement. Lock order is fixed —
+idempotency key row, the credited user's row, one pool row — so concurrent claims never deadlock.
 """
 from __future__ import annotations
 
