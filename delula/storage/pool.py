@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import ARRAY, Float, Integer, String, any_, bindparam, cast, delete, exists, func, literal, or_, select, text, true, update
+from sqlalchemy import (ARRAY, Float, Integer, String, any_, bindparam, cast, delete, exists, func, literal, or_,
+                        select, text, true, update)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -40,14 +41,16 @@ class ClaimRow:
 
 
 _CLAIM_CALL = text("SELECT * FROM delula_instant_claim(:recipe, :user, CAST(:patch AS jsonb), :now, :cd)")
+_CLAIM_COLUMNS = ("o_outcome", "o_generation", "o_balance", "o_cost", "o_available", "o_retry_after")
 
 
 def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: datetime,
           cooldown_s: float) -> ClaimRow:
     """Claim the oldest pool item of ``recipe_id`` for ``user_id``, charge it, record the event."""
     if is_postgres(s):
-        return _claim_row(s.execute(_CLAIM_CALL, {"recipe": recipe_id, "user": user_id, "now": now,
-                                                  "patch": json.dumps(meta_patch), "cd": float(cooldown_s)}).one())
+        params = {"recipe": recipe_id, "user": user_id, "patch": json.dumps(meta_patch), "now": now,
+                  "cd": float(cooldown_s)}
+        return _claim_row(s.connection().execute(_CLAIM_CALL, params).one())  # Core: no ORM work per call
     started = time.perf_counter()
     result = _claim_steps(s, recipe_id, user_id, meta_patch, now, cooldown_s)
     record_event(s, user_id=user_id, recipe_id=recipe_id,
@@ -84,7 +87,6 @@ def _claim_with_token_statement():
     return select(me, claim).select_from(me.outerjoin(claim, true())).add_cte(accounts.TOKEN_TOUCHED)
 
 
-_CLAIM_COLUMNS = ("o_outcome", "o_generation", "o_balance", "o_cost", "o_available", "o_retry_after")
 _CLAIM_WITH_TOKEN = _claim_with_token_statement()
 
 
