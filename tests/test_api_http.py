@@ -161,6 +161,41 @@ def test_racing_duplicates_of_one_key_claim_and_charge_once(pg_rt):
     assert recipes.available_count(rt, w.recipe.id) == 9
 
 
+def _claim_in_parallel(rt, threads_n: int, attempts: list[tuple[str, str, dict]]) -> list[tuple[str, int, dict]]:
+    """POST every ``(who, token, body)`` of ``attempts`` to the instant claim from ``threads_n``
+    threads started together; returns ``(who, status, json body)`` per attempt."""
+    todo = iter(attempts)
+    lock = threading.Lock()
+    results: list[tuple[str, int, dict]] = []
+    start = threading.Barrier(threads_n)
+
+    def worker(base):
+        with requests.Session() as http:
+            start.wait()
+            while True:
+                with lock:
+                    attempt = next(todo, None)
+                if attempt is None:
+                    return
+                who, token, body = attempt
+                r = http.post(f"{base}/api/generate/instant", json=body, headers=bearer(token), timeout=TIMEOUT)
+                try:
+                    answer = r.json()
+                except ValueError:
+                    answer = {"raw": r.text[:200]}
+                with lock:
+                    results.append((who, r.status_code, answer))
+
+    with serve(make_app(rt)) as base:
+        pool = [threading.Thread(target=worker, args=(base,)) for _ in range(threads_n)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(300)
+    assert len(results) == len(attempts)
+    return results
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_parallel_instant_claims_over_http(pg_rt):
@@ -172,37 +207,10 @@ def test_parallel_instant_claims_over_http(pg_rt):
     for i in range(10):
         user, token = auth.create_user(rt, f"par_{i}", credits=100)
         users.append((user.id, token))
-    attempts, threads_n = 224, 32
-    todo = iter(range(attempts))
+    attempts = 224
     rng = random.Random(3)
-    lock = threading.Lock()
-    results: list[tuple[str, int, dict]] = []
-    start = threading.Barrier(threads_n)
-
-    def worker(base):
-        with requests.Session() as http:
-            start.wait()
-            while True:
-                with lock:
-                    if next(todo, None) is None:
-                        return
-                    uid, token = rng.choice(users)
-                r = http.post(f"{base}/api/generate/instant", json={"recipeId": recipe.id},
-                              headers=bearer(token), timeout=TIMEOUT)
-                try:
-                    body = r.json()
-                except ValueError:
-                    body = {"raw": r.text[:200]}
-                with lock:
-                    results.append((uid, r.status_code, body))
-
-    with serve(make_app(rt)) as base:
-        pool = [threading.Thread(target=worker, args=(base,)) for _ in range(threads_n)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join(300)
-    assert len(results) == attempts
+    results = _claim_in_parallel(rt, 32, [(uid, token, {"recipeId": recipe.id})
+                                          for uid, token in (rng.choice(users) for _ in range(attempts))])
     statuses = Counter(status for _, status, _ in results)
     assert not [s for s in statuses if s >= 500], statuses
     assert set(statuses) <= {200, 404, 409}, statuses
@@ -223,3 +231,39 @@ def test_parallel_instant_claims_over_http(pg_rt):
     assert {gid: uid for uid, gid in won} == owners
     assert SYSTEM_BACKLOG_USER_ID not in owners.values()
     assert outcomes["claimed"] == 60 and sum(outcomes.values()) == attempts
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_staff_and_users_claiming_in_parallel_charge_the_right_accounts(pg_rt):
+    """Ops claims for five test users while they claim for themselves, 16 threads at once: each
+    statement checks a token and claims, locking the credited user's row, a pool row and the
+    token's row. No deadlock, no item twice, the credited user pays, staff pays nothing."""
+    rt = pg_rt
+    recipe = recipes.create_recipe(rt, name="Staff Parallel", credit_cost=2)
+    pool_ids = set(add_pool_items(rt, recipe.id, 50))
+    ops, ops_token = auth.create_user(rt, "par_ops", role="ops", credits=7)
+    users = [auth.create_user(rt, f"par_t{i}", credits=40) for i in range(5)]
+    rng = random.Random(5)
+    attempts = []
+    for _ in range(120):
+        user, token = rng.choice(users)
+        if rng.random() < 0.5:
+            attempts.append((user.id, ops_token, {"recipeId": recipe.id, "targetUserId": user.id}))
+        else:
+            attempts.append((user.id, token, {"recipeId": recipe.id}))
+    results = _claim_in_parallel(rt, 16, attempts)
+    statuses = Counter(status for _, status, _ in results)
+    assert set(statuses) <= {200, 400, 404, 409}, statuses  # 400: a user out of credits
+    assert statuses[200] == 50
+    won = Counter(who for who, status, body in results if status == 200)
+    for who, status, body in results:
+        if status == 200:
+            assert body["generation"]["userId"] == who
+    with rt.store.begin() as s:
+        assert accounts.ledger_mismatches(s) == []
+        assert accounts.get_user(s, ops.id).credits == 7
+        for user, _ in users:
+            assert accounts.get_user(s, user.id).credits == 40 - 2 * won[user.id]
+        owners = Counter(g.user_id for g in s.query(Generation).filter(Generation.id.in_(pool_ids)))
+    assert owners == won
