@@ -9,7 +9,8 @@ Seeds a pool (50 recipes x 2,000 items), 300,000 claimed history rows and 10,000
 ``delula.claims.instant_claim`` from N parallel clients (threads spread over up to two processes,
 each with its own connection pool), or POSTs ``/api/generate/instant`` over HTTP (a keep-alive
 raw-socket client per thread, cheap enough not to starve the server of the two cores; the
-workers' and the database backends' CPU per request and the workers' peak RSS are printed too).
+workers', the database backends' and the client processes' CPU per request and the workers' peak
+RSS are printed too).
 Before and after our run, ``pgbench`` runs the equivalent raw transaction (claim with FOR UPDATE
 SKIP LOCKED + credit update + ledger insert) on the same data with the same number of clients;
 ``ratio`` is ours over the mean of the two raw runs. Finally the invariants are checked on the whole database: no
@@ -23,6 +24,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -289,6 +291,12 @@ def cpu_seconds(pids) -> float:
     return total / tick
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's children that have ended (the client processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def database_cpu_seconds(url: str) -> float | None:
     """CPU seconds of the server processes serving the benchmark database (a local server only)."""
     try:
@@ -434,7 +442,9 @@ def main(argv=None) -> dict:
         if args.http:
             with Gunicorn(url) as server:
                 cpu_before = server.cpu_seconds()
+                clients_before = children_cpu_seconds()
                 samples, start_at, deadline = run_clients(_http_worker, server.base, args)
+                client_cpu = children_cpu_seconds() - clients_before  # the client processes, joined
                 per_worker = [t - cpu_before.get(pid, 0.0) for pid, t in server.cpu_seconds().items()]
                 cpu = sum(per_worker)
                 db_cpu = database_cpu_seconds(url)  # the pool's backends: all started for this run
@@ -445,6 +455,7 @@ def main(argv=None) -> dict:
             # how evenly the keep-alive connections spread over the workers (shares of their CPU)
             ours["workerCpuShares"] = sorted((round(t / cpu, 2) for t in per_worker), reverse=True) if cpu else []
             ours["databaseCpuMsPerRequest"] = round(db_cpu * 1000 / len(samples), 2) if samples and db_cpu else None
+            ours["clientCpuMsPerRequest"] = round(client_cpu * 1000 / len(samples), 2) if samples else None
             ours.update(memory)
         else:
             samples, start_at, deadline = run_clients(_claim_worker, url, args)

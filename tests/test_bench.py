@@ -93,5 +93,6 @@ def test_claims_through_gunicorn_reports_memory_and_cpu(pg_admin):
     assert out["mode"] == "http"
     assert out["ours"]["claims"] > 0 and out["ours"]["fiveHundreds"] == 0
     assert out["ours"]["peakWorkerRssMB"] > 0 and out["ours"]["workerCpuMsPerRequest"] is not None
+    assert out["ours"]["clientCpuMsPerRequest"] > 0
     assert out["invariants"]["violations"] == 0, out["invariants"]
     assert not _exists(pg_admin, name)
