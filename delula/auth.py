@@ -71,10 +71,12 @@ def authenticate_token(rt, token: str | None):
     if not plausible_token(token):
         return None
     with rt.store.single_statement() as s:
-        user = accounts.user_for_token(s, hash_token(token), rt.now())
-    if user is None or user.role not in ROLES:  # the system user never authenticates
-        return None
-    return user
+        return caller(accounts.user_for_token(s, hash_token(token), rt.now()))
+
+
+def caller(user):
+    """``user`` as the one a token authenticates, or ``None``: the system user never does."""
+    return user if user is not None and user.role in ROLES else None
 
 
 def plausible_token(token: str | None) -> bool:

@@ -138,14 +138,13 @@ def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: 
         done = pool.claim_with_token(s, token_hash=auth.hash_token(token), recipe_id=recipe_id,
                                      target_user_id=target_user_id, claimers=auth.ROLES, targeters=auth.STAFF_ROLES,
                                      meta_patch=_meta_patch(now), now=now, cooldown_s=rt.settings.instant_cooldown_s)
-    if done.user is None or done.user.role not in auth.ROLES:  # the system user never authenticates
-        return None, None
-    if done.row is None:
-        return done.user, None
+    user = auth.caller(done.user)
+    if user is None or done.row is None:
+        return user, None
     result = _from_row(done.row)
     if result.ok:
         rt.invalidate()
-    return done.user, result
+    return user, result
 
 
 def _meta_patch(now) -> dict:

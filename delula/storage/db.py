@@ -97,8 +97,8 @@ class Store:
         """A session for ONE statement that is atomic by itself (e.g. a call of a SQL function).
 
         On PostgreSQL the connection is in autocommit mode: the statement is its own transaction,
-        without the round trips of ``BEGIN`` and ``COMMIT`` (the instant claim is one function
-        call: 2 round trips instead of 4, counting the pool's ping). Two statements in this
+        without the round trips of ``BEGIN`` and ``COMMIT`` (an instant claim is one round trip
+        instead of three; the pool checks the connection without one). Two statements in this
         session would be two transactions, so use :meth:`begin` for anything more. On SQLite it
         is :meth:`begin` (``BEGIN IMMEDIATE`` takes the write lock the claim's steps need).
         """
