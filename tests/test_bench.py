@@ -72,6 +72,7 @@ def test_claims_hot_reports_the_rate_per_window_ours_and_the_functions(pg_admin)
                "--hot", "--recipes", "2", "--items", "50", "--history", "200", "--users", "20")
     assert out["hot"] is True and out["ours"]["claimsPerSecondBy10s"] and out["ours"]["lastOverFirst"]
     assert out["function"]["claimsPerSecond"] > 0 and out["raw"]["meanClaimsPerSecond"] is None
+    assert out["function"]["hotItemsLeft"] > 0       # the windows measured claims, not an emptied pool
     assert out["invariants"]["violations"] == 0, out["invariants"]
     assert not _exists(pg_admin, name)
 
