@@ -136,7 +136,8 @@ def _data_calls(rt, pages) -> dict:
         "overview-1h": lambda: (recipes.list_recipes(rt), overview.snapshot(rt, "1h", None)),
         "overview-24h": lambda: overview.snapshot(rt, "24h", None),
         "overview-7d": lambda: overview.snapshot(rt, "7d", None),
-        "recipes": lambda: (recipes.list_with_availability(rt), auth.list_users(rt, roles=("user",))),
+        "recipes": lambda: (recipes.list_with_availability(rt),
+                            auth.list_users(rt, roles=("user",), limit=pages["recipes"].ACTING_AS_SHOWN)),
         "queue": queue_data,
         "maintenance": lambda: (scheduler.leader(rt), scheduler.jobs_overview(rt),
                                 scheduler.recent_runs(rt, pages["maintenance"].RECENT_RUNS),
@@ -144,13 +145,16 @@ def _data_calls(rt, pages) -> dict:
     }
 
 
-def _page_builds(pages) -> dict:
+def _page_builds(rt, pages) -> dict:
     """Each page as the browser gets it: layout and the callbacks that fill it on load."""
+    from delula import recipes
+
+    badges = [{"type": "avail-badge", "recipe": r["id"]} for r in recipes.list_with_availability(rt)]
     return {
         "overview-1h": lambda: (pages["overview"].layout(), pages["overview"].refresh(1, "1h", None)),
         "overview-24h": lambda: pages["overview"].refresh(1, "24h", None),
         "overview-7d": lambda: pages["overview"].refresh(1, "7d", None),
-        "recipes": lambda: pages["recipes"].layout(),
+        "recipes": lambda: (pages["recipes"].layout(), pages["recipes"].refresh(1, None, None, None, None, badges)),
         "queue": lambda: pages["queue"].layout(),
         "maintenance": lambda: (pages["maintenance"].layout(), pages["maintenance"].refresh_status(1, 0),
                                 pages["maintenance"].refresh_minimums(0)),
@@ -206,7 +210,7 @@ def measure(url: str, repeat: int) -> dict:
     admin, _ = auth.create_user(rt, "bench-ops", role="ops", with_token=False)
     dash_app = app_module.create_app(rt, start_scheduler=False)
     pages = {name: importlib.import_module(f"pages.{name}") for name in ("overview", "recipes", "queue", "maintenance")}
-    data, builds = _data_calls(rt, pages), _page_builds(pages)
+    data, builds = _data_calls(rt, pages), _page_builds(rt, pages)
     recorder = Statements(rt.store.engine)
     data_ms = {name: {"cold": [], "warm": []} for name in data}
     page_ms = {name: {"cold": [], "warm": []} for name in builds}

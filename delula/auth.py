@@ -126,9 +126,10 @@ def get_user(rt, *, user_id: str | None = None, username: str | None = None):
         return accounts.get_user_by_name(s, username)
 
 
-def list_users(rt, roles: tuple[str, ...] | None = None) -> list:
+def list_users(rt, roles: tuple[str, ...] | None = None, *, search: str | None = None,
+               limit: int | None = None) -> list:
     with rt.store.begin() as s:
-        return accounts.list_users(s, roles)
+        return accounts.list_users(s, roles, search=search, limit=limit)
 
 
 def usernames(rt, user_ids) -> dict[str, str]:

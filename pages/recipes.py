@@ -29,6 +29,7 @@ dash.register_page(__name__, path="/recipes", name="Recipes", title="Recipes · 
 INSTANT_LOCK_S = 10   # the Instant buttons stay disabled this long after a click (SPEC §8)
 TOP_UP_CREDITS = 10
 REFRESH_MS = 5000     # badges and credits follow claims made elsewhere (API, other tabs)
+ACTING_AS_SHOWN = 50  # test users offered at once: the first by name, or those matching the search
 STAFF = ("product", "ops")
 IMAGE_EXTENSIONS = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 
@@ -242,7 +243,8 @@ def recipe_card(recipe: dict):
 
 
 def _acting_as(users, signed_in) -> list:
-    """The "acting as" bar; always rendered (its ids feed the callbacks), disabled without users."""
+    """The "acting as" bar; always rendered (its ids feed the callbacks), disabled without users.
+    The selector searches the test users by name on the server (there may be thousands)."""
     first = users[0].id if users else None
     notice = [] if users else [dbc.Alert([
         html.Strong("No test users yet. "),
@@ -253,8 +255,9 @@ def _acting_as(users, signed_in) -> list:
     bar = dbc.Card(dbc.CardBody(dbc.Row([
         dbc.Col([
             dbc.Label("Acting as", html_for="recipes-acting-as", className="fw-semibold mb-1"),
-            dbc.Select(id="recipes-acting-as", options=user_options(users), value=first, disabled=not users,
-                       persistence=True, persistence_type="session"),
+            dcc.Dropdown(id="recipes-acting-as", options=user_options(users), value=first, disabled=not users,
+                         clearable=False, placeholder="Search test users by name",
+                         persistence=True, persistence_type="session"),
         ], md=5),
         dbc.Col([
             html.Div("Balance", className="fw-semibold mb-1"),
@@ -307,7 +310,7 @@ def layout(**_query):
         return access.no_access()
     rt = runtime.current()
     active = recipe_domain.list_with_availability(rt)
-    users = auth.list_users(rt, roles=("user",))
+    users = _test_users(rt)
     if active:
         cards = dbc.Row([dbc.Col(recipe_card(r), xs=12, md=6, xl=4) for r in active], className="g-4")
     else:
@@ -341,6 +344,17 @@ def _recipe(rt, recipe_id: int) -> dict | None:
     return next((r for r in recipe_domain.list_with_availability(rt) if r["id"] == recipe_id), None)
 
 
+def _test_users(rt, search: str | None = None, chosen: str | None = None) -> list:
+    """The acting-as choices: up to :data:`ACTING_AS_SHOWN` test users (names containing
+    ``search``), and the chosen one whatever the search, so the selector can still show it."""
+    users = auth.list_users(rt, roles=("user",), search=search, limit=ACTING_AS_SHOWN)
+    if chosen and all(u.id != chosen for u in users):
+        user = auth.get_user(rt, user_id=chosen)
+        if user is not None and user.role == "user":
+            users.append(user)
+    return users
+
+
 def _username(rt, user_id: str | None) -> str:
     user = auth.get_user(rt, user_id=user_id) if user_id else None
     return user.username if user is not None else "?"
@@ -353,18 +367,20 @@ def _username(rt, user_id: str | None) -> str:
     Output("recipes-credits", "children"),
     Input("recipes-refresh", "n_intervals"),
     Input("recipes-acting-as", "value"),
+    Input("recipes-acting-as", "search_value"),
     Input("recipes-claim", "data"),
     Input("recipes-changed", "data"),
     State({"type": "avail-badge", "recipe": ALL}, "id"),
-    prevent_initial_call=True,
 )
-def refresh(_n, acting_as, _claim, _changed, badge_ids):
-    """Badges and balances after a claim, a top up, or anything done elsewhere meanwhile."""
+def refresh(_n, acting_as, search, _claim, _changed, badge_ids):
+    """Badges and balances after a claim, a top up, or anything done elsewhere meanwhile; the
+    acting-as choices for what was typed in the selector. Also runs when the page opens: a test
+    user chosen earlier in the session (kept by the selector) may be past the first choices."""
     access.require(*STAFF)
     rt = runtime.current()
     counts = {r["id"]: r["instantAvailable"] for r in recipe_domain.list_with_availability(rt)}
     shown = [availability(counts.get(i["recipe"], 0)) for i in badge_ids]
-    users = auth.list_users(rt, roles=("user",))
+    users = _test_users(rt, search, acting_as)
     return [t for t, _ in shown], [c for _, c in shown], user_options(users), credits_text(users, acting_as)
 
 

@@ -51,13 +51,14 @@ def make_pool(rt, recipe_id: int, n: int) -> None:
 
 
 def open_recipes(live_app, browser, username: str = "maya") -> None:
-    """/recipes signed in as the ops user, acting as the test user ``username``."""
-    from selenium.webdriver.support.ui import Select
-
+    """/recipes signed in as the ops user, acting as the test user ``username``, chosen the way
+    staff do: open the selector, type part of the name (the server searches), click it."""
     browser.sign_in(live_app)
     browser.open(live_app, "/recipes")
     browser.wait("#recipe-card-1")
-    Select(browser.find("#recipes-acting-as")).select_by_value(auth.get_user(live_app.rt, username=username).id)
+    browser.find("#recipes-acting-as").click()
+    browser.wait(".dash-dropdown-search").send_keys(username[1:])
+    browser.click(lambda: browser.wait_text(".dash-dropdown-option", f"{username} ·"), what=f"the option {username}")
     credits = auth.get_user(live_app.rt, username=username).credits
     browser.wait_text("#recipes-credits", f"{credits} credits")
 
@@ -66,6 +67,10 @@ def test_instant_claim_animates_to_success_and_locks_the_buttons(live_app, brows
     rt = live_app.rt
     for recipe_id, n in ((CAT_OLYMPICS, 3), (TINY_CHEF, 2), (PET_SHOW, 4), (SKATE, 1)):
         make_pool(rt, recipe_id, n)
+    from pages.recipes import ACTING_AS_SHOWN  # the app has loaded the page: no second registration
+
+    for i in range(ACTING_AS_SHOWN):  # maya is past the selector's first choices: found by searching
+        auth.create_user(rt, f"a_tester_{i:02d}", credits=1)
     open_recipes(live_app, browser)
     card = f"#recipe-card-{CAT_OLYMPICS}"
     browser.wait_text(f"{card} .recipes-availability", "3 ready")

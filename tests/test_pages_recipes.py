@@ -244,6 +244,37 @@ def test_layout_shows_a_card_per_active_recipe_with_availability(dash_app):
     assert by_id(tree, "recipes-credits")[0].children == "15 credits"
 
 
+def test_acting_as_offers_a_bounded_list_searches_by_name_and_keeps_the_chosen_user(dash_app):
+    """Thousands of users may have the role ``user``: the selector offers the first
+    ACTING_AS_SHOWN by name, the server searches the rest, and the chosen one stays listed."""
+    rt = rt_of(dash_app)
+    rp = page("recipes")
+    for i in range(rp.ACTING_AS_SHOWN + 10):
+        auth.create_user(rt, f"load_{i:03d}", credits=i)
+    zed, _ = auth.create_user(rt, "Zed_1", credits=7)
+    auth.create_user(rt, "zed-1", credits=1)
+    auth.create_user(rt, "zed_ops", role="ops")
+    badge_ids = [{"type": "avail-badge", "recipe": CAT_OLYMPICS}]
+    by_name = [u.username for u in auth.list_users(rt, roles=("user",))]
+
+    def names(options):
+        return [o["label"].split(" · ")[0] for o in options]
+
+    with signed_in(dash_app):
+        first = by_id(page("recipes").layout(), "recipes-acting-as")[0]
+        assert names(first.options) == by_name[:rp.ACTING_AS_SHOWN] and "maya" not in names(first.options)
+        _, _, found, _ = rp.refresh(1, None, "AY", None, None, badge_ids)      # any case, inside the name
+        assert names(found) == ["maya"]
+        _, _, literal, _ = rp.refresh(1, None, "d_1", None, None, badge_ids)   # _ and % are not wildcards
+        assert names(literal) == ["Zed_1"]
+        _, _, percent, _ = rp.refresh(1, None, "%", None, None, badge_ids)
+        assert percent == []
+        _, _, staff, _ = rp.refresh(1, None, "zed_", None, None, badge_ids)    # test users only
+        assert names(staff) == ["Zed_1"]
+        _, _, kept, balance = rp.refresh(1, zed.id, "load_00", None, None, badge_ids)
+        assert names(kept) == [f"load_00{i}" for i in range(10)] + ["Zed_1"] and balance == "7 credits"
+
+
 def test_instant_success_shows_preview_charges_and_refreshes_badges(dash_app):
     rt = rt_of(dash_app)
     add_pool_items(rt, CAT_OLYMPICS, 3)
@@ -259,7 +290,7 @@ def test_instant_success_shows_preview_charges_and_refreshes_badges(dash_app):
         link = by_id(out["instant_result"], "recipes-instant-link")[0]
         assert link.href == f"/generations/{claim['generationId']}"
         badge_ids = [{"type": "avail-badge", "recipe": r} for r in (CAT_OLYMPICS, TINY_CHEF)]
-        texts, colours, options, balance = rp.refresh(1, maya.id, claim, None, badge_ids)
+        texts, colours, options, balance = rp.refresh(1, maya.id, None, claim, None, badge_ids)
     gen = generations.get_generation(rt, claim["generationId"])
     assert gen.user_id == maya.id and gen.meta["isInstant"] is True
     assert user(dash_app, "maya").credits == 37

@@ -38,10 +38,14 @@ def lock_user(s: Session, user_id: str) -> User | None:
         populate_existing=True))
 
 
-def list_users(s: Session, roles: tuple[str, ...] | None = None) -> list[User]:
-    q = select(User).order_by(User.username)
+def list_users(s: Session, roles: tuple[str, ...] | None = None, *, search: str | None = None,
+               limit: int | None = None) -> list[User]:
+    """Users by name; only ``roles``, only names containing ``search`` (any case), at most ``limit``."""
+    q = select(User).order_by(User.username).limit(limit)
     if roles:
         q = q.where(User.role.in_(roles))
+    if search:
+        q = q.where(User.username.icontains(search, autoescape=True))
     return list(s.scalars(q))
 
 
