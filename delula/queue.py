@@ -13,6 +13,9 @@ One :func:`tick` (SPEC §5, about every second from the scheduler) does three st
 3. **start** pending jobs -- user jobs before backlog refills, then oldest first -- while fewer
    than ``DELULA_MAX_CONCURRENT_JOBS`` are processing.
 
+Steps 1 and 2 talk to the provider for several jobs side by side (:data:`PROVIDER_THREADS`), so
+a provider that hangs for some jobs delays the others by no more than one call's timeout.
+
 A failed attempt goes back to ``pending`` with exponential backoff (``next_attempt_at``) while
 ``attempts < DELULA_MAX_ATTEMPTS``, else the job is ``failed`` with a readable error and a
 charged user generation is refunded, exactly once.
@@ -34,6 +37,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from . import forms
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 
 POLL_BATCH = 50            # polls per tick (the rest are due next tick)
 TIMEOUT_BATCH = 50
+PROVIDER_THREADS = 8       # a tick's polls (and timeouts) talk to the provider side by side
 POLL_LEASE_S = 60.0        # a due poll is leased this long: no second poller takes it meanwhile
 MAX_RETRY_DELAY_S = 600.0
 STATS_TTL_S = 10.0         # GET /api/queue/stats is cached at most this long (SPEC: <= 30 s)
@@ -109,13 +114,32 @@ def _guarded(rt, summary: dict, what: str, gen, step) -> None:
         log.exception("queue: %s of generation %s failed", what, gen.id)
 
 
+def _each_side_by_side(rt, summary: dict, what: str, gens: list, step) -> None:
+    """``step(gen, counts)`` for every job, on up to :data:`PROVIDER_THREADS` threads: a provider
+    slow to answer for one job (up to ``DELULA_PROVIDER_TIMEOUT_S`` per call) holds up no other.
+    Each job's step is :func:`_guarded` and counts into its own dict, added to ``summary`` here;
+    :class:`storage.DatabaseUnavailable` from any of them is raised once all have ended."""
+    def run(gen) -> dict:
+        counts = dict.fromkeys(SUMMARY_KEYS, 0)
+        _guarded(rt, counts, what, gen, lambda: step(gen, counts))
+        return counts
+
+    if len(gens) <= 1:
+        done = [run(gen) for gen in gens]
+    else:
+        with ThreadPoolExecutor(min(PROVIDER_THREADS, len(gens)), thread_name_prefix=f"delula-{what}") as pool:
+            done = list(pool.map(run, gens))
+    for counts in done:
+        for key, n in counts.items():
+            summary[key] += n
+
+
 def _time_out(rt, summary: dict) -> None:
     now = rt.now()
     limit = rt.settings.job_timeout_s
     with rt.store.begin() as s:
         late = jobs.timed_out(s, started_before=now - timedelta(seconds=limit), limit=TIMEOUT_BATCH)
-    for gen in late:
-        _guarded(rt, summary, "timeout", gen, lambda gen=gen: _time_out_one(rt, gen, limit, summary))
+    _each_side_by_side(rt, summary, "timeout", late, lambda gen, counts: _time_out_one(rt, gen, limit, counts))
 
 
 def _time_out_one(rt, gen, limit: float, summary: dict) -> None:
@@ -155,8 +179,7 @@ def _poll(rt, summary: dict) -> None:
     with rt.store.begin() as s:
         due = jobs.lease_due_polls(s, now=now, lease_until=now + timedelta(seconds=POLL_LEASE_S),
                                    limit=POLL_BATCH)
-    for gen in due:
-        _guarded(rt, summary, "poll", gen, lambda gen=gen: _poll_one(rt, gen, summary))
+    _each_side_by_side(rt, summary, "poll", due, lambda gen, counts: _poll_one(rt, gen, counts))
 
 
 def _poll_one(rt, gen, summary: dict) -> None:

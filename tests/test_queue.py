@@ -289,6 +289,41 @@ def test_retryable_poll_errors_are_recorded_and_polled_again_next_slot(queue_rt,
     assert queue.tick(rt)["completed"] == 1
 
 
+class MeetingProvider(FakeProvider):
+    """Every status call but the broken job's waits until ``parties`` calls are in flight at
+    once: polls made one after another would never meet (the barrier breaks after 30 s)."""
+
+    def __init__(self, clock, parties: int, broken: str):
+        super().__init__(clock)
+        self.barrier = threading.Barrier(parties, timeout=30)
+        self.broken = broken
+        self.threads: set[str] = set()
+
+    def status(self, sub):
+        if sub.request_id == self.broken:
+            raise RuntimeError("a bug while polling this one job")
+        self.threads.add(threading.current_thread().name)
+        self.barrier.wait()
+        return JobStatus("COMPLETED")
+
+
+def test_a_ticks_polls_talk_to_the_provider_side_by_side(queue_rt, clock):
+    """A provider slow for one job holds up no other: the polls of a tick run on several
+    threads, each job's outcome is counted once, and a crash in one poll stays its own."""
+    n = 5
+    rt, fake = queue_rt(provider=MeetingProvider(clock, parties=n - 1, broken="req-3"), max_concurrent_jobs=n)
+    recipe = _recipe(rt)
+    ids = [_backlog_job(rt, recipe.id) for _ in range(n)]
+    assert queue.tick(rt)["started"] == n
+    clock.advance(15)
+    summary = queue.tick(rt)
+    assert not fake.barrier.broken
+    assert summary["polled"] == n and summary["completed"] == n - 1 and summary["errors"] == 1
+    assert len(fake.threads) == n - 1
+    assert [_gen(rt, gid).status for gid in ids] == ["completed", "completed", "processing", "completed", "completed"]
+    assert _gen(rt, ids[2]).provider_request_id == "req-3"
+
+
 def test_submit_errors_count_as_attempts(queue_rt, clock):
     rt, fake = queue_rt(max_attempts=2)
     gid = _backlog_job(rt, _recipe(rt).id)
