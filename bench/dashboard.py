@@ -137,7 +137,7 @@ def _data_calls(rt, pages) -> dict:
         "overview-24h": lambda: overview.snapshot(rt, "24h", None),
         "overview-7d": lambda: overview.snapshot(rt, "7d", None),
         "recipes": lambda: (recipes.list_with_availability(rt),
-                            auth.list_users(rt, roles=("user",), limit=pages["recipes"].ACTING_AS_SHOWN)),
+                            auth.test_users(rt, limit=pages["recipes"].ACTING_AS_SHOWN)),
         "queue": queue_data,
         "maintenance": lambda: (scheduler.leader(rt), scheduler.jobs_overview(rt),
                                 scheduler.recent_runs(rt, pages["maintenance"].RECENT_RUNS),

@@ -132,6 +132,18 @@ def list_users(rt, roles: tuple[str, ...] | None = None, *, search: str | None =
         return accounts.list_users(s, roles, search=search, limit=limit)
 
 
+def test_users(rt, *, search: str | None = None, keep: str | None = None, limit: int | None = None) -> list:
+    """Test users (role ``user``) by name: at most ``limit`` whose names contain ``search``, and
+    the test user ``keep`` too when those leave it out (a selector must still show its choice)."""
+    with rt.store.begin() as s:
+        users = accounts.list_users(s, ("user",), search=search, limit=limit)
+        if keep and all(u.id != keep for u in users):
+            kept = accounts.get_user(s, keep)
+            if kept is not None and kept.role == "user":
+                users.append(kept)
+    return users
+
+
 def usernames(rt, user_ids) -> dict[str, str]:
     with rt.store.begin() as s:
         return accounts.usernames(s, user_ids)

@@ -16,7 +16,6 @@ from delula import recipes as recipe_domain
 from pages import access
 from pages.layout import empty_state, local_time, page_header, status_badge
 
-STAFF = ("product", "ops")
 LIVE = ("pending", "processing")
 REFRESH_MS = 3000
 IMAGE_EXTENSIONS = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -192,7 +191,7 @@ def view(rt, gen):
 
 def layout(generation_id=None, **_query):
     user = access.current_user()
-    if user is None or user.role not in STAFF:
+    if user is None or not user.is_staff:
         return access.no_access()
     gid = parse_id(generation_id)
     rt = runtime.current()

@@ -28,7 +28,6 @@ from pages.layout import local_time, page_header
 
 dash.register_page(__name__, path="/queue", name="Queue", title="Queue · Delula", order=2)
 
-STAFF = ("product", "ops")
 LIMIT = 500
 REFRESH_MS = 5000
 SOURCES = ("user", "backlog")
@@ -223,7 +222,7 @@ def _footnote(rows: list, now: datetime) -> list:
 
 def layout(status=None, recipe=None, source=None, **_query):
     user = access.current_user()
-    if user is None or user.role not in STAFF:
+    if user is None or not user.is_staff:
         return access.no_access()
     rt = runtime.current()
     filters = parse_filters(status, recipe, source)
@@ -276,7 +275,7 @@ def layout(status=None, recipe=None, source=None, **_query):
 )
 def refresh(_n, statuses, recipe, source, _changed, grid_options):
     """Reload rows and counts on the interval, on a filter change and after an action."""
-    user = access.require(*STAFF)
+    user = access.require(*auth.STAFF_ROLES)
     filters = parse_filters(statuses, recipe, source)
     rt = runtime.current()
     rows, summary = _load(rt, filters, user.is_ops)

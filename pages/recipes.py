@@ -30,7 +30,6 @@ INSTANT_LOCK_S = 10   # the Instant buttons stay disabled this long after a clic
 TOP_UP_CREDITS = 10
 REFRESH_MS = 5000     # badges and credits follow claims made elsewhere (API, other tabs)
 ACTING_AS_SHOWN = 50  # test users offered at once: the first by name, or those matching the search
-STAFF = ("product", "ops")
 IMAGE_EXTENSIONS = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 
 
@@ -306,11 +305,11 @@ def _generate_modal():
 
 def layout(**_query):
     user = access.current_user()
-    if user is None or user.role not in STAFF:
+    if user is None or not user.is_staff:
         return access.no_access()
     rt = runtime.current()
     active = recipe_domain.list_with_availability(rt)
-    users = _test_users(rt)
+    users = auth.test_users(rt, limit=ACTING_AS_SHOWN)
     if active:
         cards = dbc.Row([dbc.Col(recipe_card(r), xs=12, md=6, xl=4) for r in active], className="g-4")
     else:
@@ -344,17 +343,6 @@ def _recipe(rt, recipe_id: int) -> dict | None:
     return next((r for r in recipe_domain.list_with_availability(rt) if r["id"] == recipe_id), None)
 
 
-def _test_users(rt, search: str | None = None, chosen: str | None = None) -> list:
-    """The acting-as choices: up to :data:`ACTING_AS_SHOWN` test users (names containing
-    ``search``), and the chosen one whatever the search, so the selector can still show it."""
-    users = auth.list_users(rt, roles=("user",), search=search, limit=ACTING_AS_SHOWN)
-    if chosen and all(u.id != chosen for u in users):
-        user = auth.get_user(rt, user_id=chosen)
-        if user is not None and user.role == "user":
-            users.append(user)
-    return users
-
-
 def _username(rt, user_id: str | None) -> str:
     user = auth.get_user(rt, user_id=user_id) if user_id else None
     return user.username if user is not None else "?"
@@ -376,11 +364,11 @@ def refresh(_n, acting_as, search, _claim, _changed, badge_ids):
     """Badges and balances after a claim, a top up, or anything done elsewhere meanwhile; the
     acting-as choices for what was typed in the selector. Also runs when the page opens: a test
     user chosen earlier in the session (kept by the selector) may be past the first choices."""
-    access.require(*STAFF)
+    access.require(*auth.STAFF_ROLES)
     rt = runtime.current()
     counts = {r["id"]: r["instantAvailable"] for r in recipe_domain.list_with_availability(rt)}
     shown = [availability(counts.get(i["recipe"], 0)) for i in badge_ids]
-    users = _test_users(rt, search, acting_as)
+    users = auth.test_users(rt, search=search, keep=acting_as, limit=ACTING_AS_SHOWN)
     return [t for t, _ in shown], [c for _, c in shown], user_options(users), credits_text(users, acting_as)
 
 
@@ -422,7 +410,7 @@ def respond(kind: str, recipe_id: int, acting_as: str | None) -> dict:
     result) — or, on 404/409 with ``fallbackToModal``, the Generate modal instead.
     Generate: open the recipe's form straight away. Returns the changed outputs by name
     (:data:`OPEN_OUTPUTS`)."""
-    staff = access.require(*STAFF)
+    staff = access.require(*auth.STAFF_ROLES)
     rt = runtime.current()
     recipe = _recipe(rt, recipe_id)
     if kind == "generate":
@@ -489,7 +477,7 @@ def submit_generation(n_clicks, recipe_id, acting_as, values, field_ids, feedbac
     """Queue a normal generation for the acting user with the form's values."""
     if not n_clicks or recipe_id is None:
         raise PreventUpdate
-    access.require(*STAFF)
+    access.require(*auth.STAFF_ROLES)
     rt = runtime.current()
     recipe = _recipe(rt, recipe_id)
     if recipe is None or not acting_as:
@@ -531,7 +519,7 @@ def top_up(n_clicks, acting_as):
     """Grant the acting test user more credits (a ledger ``grant`` row)."""
     if not n_clicks:
         raise PreventUpdate
-    access.require(*STAFF)
+    access.require(*auth.STAFF_ROLES)
     rt = runtime.current()
     user = auth.get_user(rt, user_id=acting_as) if acting_as else None
     if user is None or user.role != "user":
