@@ -79,6 +79,14 @@ def caller(user):
     return user if user is not None and user.role in ROLES else None
 
 
+def may_act_for(user, target_user_id: str | None) -> bool:
+    """Whether ``user`` may claim for ``target_user_id`` (``None``: for itself): staff only.
+
+    The one-statement API claim (``storage.pool.claim_with_token``) applies the same rule with
+    :data:`STAFF_ROLES` as its ``targeters``."""
+    return target_user_id is None or user.role in STAFF_ROLES
+
+
 def plausible_token(token: str | None) -> bool:
     """Whether ``token`` is worth looking up (not empty, not absurdly long)."""
     return bool(token) and len(token) <= 512

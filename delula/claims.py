@@ -3,23 +3,24 @@
 Order (SPEC §5): recipe exists and is active → cooldown → credits → pool → claim. The claim,
 the conditional credit deduction, the ledger row, the recipe usage counter, the generation's
 ``metadata.isInstant``/``claimedAt``, the cooldown and the claim event commit together or not at
-all. Lock order is fixed — idempotency key, then the credited user's row (``FOR NO KEY UPDATE``,
-which the key row's foreign-key KEY SHARE lock does not block), then one pool row — so concurrent
-claims never deadlock, and ``FOR UPDATE SKIP LOCKED`` lets them take different rows.
-On PostgreSQL everything after the idempotency key is one call of a SQL function (one round trip,
-see ``storage/pool.py``); without a key that call is the whole transaction, sent in autocommit
-mode (``Store.single_statement``), so no ``BEGIN``/``COMMIT`` round trips either.
+all. Lock order is fixed — idempotency key, then the credited user's row, then one pool row — so
+concurrent claims never deadlock, and ``FOR UPDATE SKIP LOCKED`` lets them take different rows.
+How the database does it is storage's business (``storage/pool.py``: on PostgreSQL one call of
+the function in ``storage/sql/instant_claim_v*.sql``, one round trip).
 
-The result is a typed :class:`ClaimResult`; :meth:`ClaimResult.response` gives the HTTP status
-and JSON body of SPEC §6, used alike by the API, the CLI and the dashboard.
+The contract is the :class:`Outcome` and the typed fields of :class:`ClaimResult`. One mapping,
+:func:`response`, turns a result into the HTTP status and JSON body of SPEC §6 (the API answers
+it, the CLI prints it); the dashboard switches on the outcome. An idempotent replay stores the
+outcome and the body, and gives back the same result.
 """
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import auth, storage
-from .generations import generation_json, isoformat
+from . import auth
+from .clock import isoformat
+from .generations import generation_json
 from .storage import SYSTEM_BACKLOG_USER_ID, pool
 
 NO_BACKLOG_MESSAGE = "No instant generation available"
@@ -27,6 +28,7 @@ RACE_MESSAGE = "No instant generation available (race condition)"
 
 
 class Outcome(str, enum.Enum):
+    """What a claim attempt came to; the values are those of ``delula_instant_claim``."""
     CLAIMED = "claimed"
     NO_BACKLOG = "no_backlog"
     RACE = "race"
@@ -37,49 +39,74 @@ class Outcome(str, enum.Enum):
 
     @property
     def event(self) -> str:
-        """The ``claim_events.outcome`` recorded for this result."""
-        return "invalid" if self in (Outcome.RECIPE_NOT_FOUND, Outcome.INVALID) else self.value
+        """The ``claim_events.outcome`` recorded for this outcome."""
+        return pool.event_outcome(self.value)
 
 
 @dataclass(frozen=True)
 class ClaimResult:
+    """An outcome and the fields that go with it (the others stay ``None``)."""
     outcome: Outcome
-    status_code: int
-    body: dict = field(default_factory=dict)
-    replayed: bool = False
+    generation: dict | None = None        # CLAIMED: the generation object of SPEC §6
+    credits_charged: int | None = None    # CLAIMED
+    credits_remaining: int | None = None  # CLAIMED
+    required: int | None = None           # INSUFFICIENT_CREDITS
+    available: int | None = None          # INSUFFICIENT_CREDITS
+    retry_after: int | None = None        # RATE_LIMITED: seconds
+    errors: dict | None = None            # INVALID: field → problem
+    replayed: bool = False                # given back for a repeated idempotency key
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.CLAIMED
 
     @property
-    def generation(self) -> dict | None:
-        return self.body.get("generation")
+    def status_code(self) -> int:
+        return response(self)[0]
 
     @property
-    def retry_after(self) -> int | None:
-        return self.body.get("retryAfter")
+    def body(self) -> dict:
+        return response(self)[1]
 
     def response(self) -> tuple[int, dict]:
-        return self.status_code, self.body
+        return response(self)
 
 
-def _result(outcome: Outcome, **extra) -> ClaimResult:
-    if outcome is Outcome.CLAIMED:
-        return ClaimResult(outcome, 200, extra)
-    if outcome is Outcome.NO_BACKLOG:
-        return ClaimResult(outcome, 404, {"message": NO_BACKLOG_MESSAGE, "fallbackToModal": True})
-    if outcome is Outcome.RACE:
-        return ClaimResult(outcome, 409, {"message": RACE_MESSAGE, "fallbackToModal": True})
-    if outcome is Outcome.INSUFFICIENT_CREDITS:
-        return ClaimResult(outcome, 400, {"message": "Insufficient credits", **extra})
-    if outcome is Outcome.RATE_LIMITED:
-        secs = extra["retryAfter"]
-        return ClaimResult(outcome, 429, {
-            "message": f"Please wait {secs} s before the next instant generation", "retryAfter": secs})
-    if outcome is Outcome.RECIPE_NOT_FOUND:
-        return ClaimResult(outcome, 404, {"message": "Recipe not found"})
-    return ClaimResult(outcome, 400, {"message": "Invalid request", "errors": extra.get("errors", {})})
+def response(result: ClaimResult) -> tuple[int, dict]:
+    """The HTTP status and JSON body of SPEC §6 for a claim's result: the one mapping."""
+    o = result.outcome
+    if o is Outcome.CLAIMED:
+        return 200, {"generation": result.generation, "creditsCharged": result.credits_charged,
+                     "creditsRemaining": result.credits_remaining}
+    if o is Outcome.NO_BACKLOG:
+        return 404, {"message": NO_BACKLOG_MESSAGE, "fallbackToModal": True}
+    if o is Outcome.RACE:
+        return 409, {"message": RACE_MESSAGE, "fallbackToModal": True}
+    if o is Outcome.INSUFFICIENT_CREDITS:
+        return 400, {"message": "Insufficient credits", "required": result.required, "available": result.available}
+    if o is Outcome.RATE_LIMITED:
+        return 429, {"message": f"Please wait {result.retry_after} s before the next instant generation",
+                     "retryAfter": result.retry_after}
+    if o is Outcome.RECIPE_NOT_FOUND:
+        return 404, {"message": "Recipe not found"}
+    return 400, {"message": "Invalid request", "errors": result.errors or {}}
+
+
+def _replayed(outcome: Outcome, body: dict) -> ClaimResult:
+    """The result a stored ``(outcome, body)`` was made from (the inverse of :func:`response`)."""
+    return ClaimResult(outcome, generation=body.get("generation"), credits_charged=body.get("creditsCharged"),
+                       credits_remaining=body.get("creditsRemaining"), required=body.get("required"),
+                       available=body.get("available"), retry_after=body.get("retryAfter"),
+                       errors=body.get("errors") if outcome is Outcome.INVALID else None, replayed=True)
+
+
+def target_error(user_id: str | None) -> dict | None:
+    """Why ``user_id`` may not receive a claim, as ``{field: problem}``, or ``None``.
+
+    The system user owns the pool: a claim for it would leave the item in the pool, charged."""
+    if user_id == SYSTEM_BACKLOG_USER_ID:
+        return {"targetUserId": "must not be the system user"}
+    return None
 
 
 def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = None,
@@ -98,36 +125,33 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
         if idempotency_key is not None and not pool.reserve_key(s, actor_id, idempotency_key, now):
             stored = pool.stored_response(s, actor_id, idempotency_key)
             if stored is not None:
-                code, body = stored
-                return ClaimResult(_outcome_for(code, body), code, body, replayed=True)
-        if user_id == SYSTEM_BACKLOG_USER_ID:  # the pool's owner: the item would stay in the pool, charged
-            pool.record_event(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.event,
-                              generation_id=None, latency_ms=0.0, now=now)
-            result = _result(Outcome.INVALID, errors={"targetUserId": "must not be the system user"})
+                return _replayed(Outcome(stored[0]), stored[1])
+        errors = target_error(user_id)
+        if errors is not None:
+            pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=now)
+            result = ClaimResult(Outcome.INVALID, errors=errors)
         else:
-            row = pool.claim(s, recipe_id=recipe_id, user_id=user_id, now=now,
-                             meta_patch=_meta_patch(now),
-                             cooldown_s=rt.settings.instant_cooldown_s)
-            result = _from_row(row)
+            result = _from_row(pool.claim(s, recipe_id=recipe_id, user_id=user_id, now=now,
+                                          meta_patch=_meta_patch(now), cooldown_s=rt.settings.instant_cooldown_s))
         if idempotency_key is not None:
-            pool.store_response(s, actor_id, idempotency_key, result.status_code, result.body)
+            pool.store_response(s, actor_id, idempotency_key, result.outcome.value, *response(result))
     if result.ok:
         rt.invalidate()
     return result
 
 
 def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: str | None = None,
-                             idempotency_key: str | None = None) -> tuple[storage.User | None, ClaimResult | None]:
+                             idempotency_key: str | None = None) -> tuple[object | None, ClaimResult | None]:
     """Authenticate a bearer token and claim for its user, or for ``target_user_id`` (staff only).
 
     Returns ``(None, None)`` for a token that authenticates nobody (unknown, revoked, the system
     user's), ``(user, None)`` when the user may not claim for ``target_user_id``, else
-    ``(user, result)`` as :func:`instant_claim`. On PostgreSQL without an idempotency key the
-    token check and the claim are ONE statement: an API claim costs one round trip.
+    ``(user, result)`` as :func:`instant_claim`. Without an idempotency key the token check and
+    the claim are one statement (on PostgreSQL an API claim costs one round trip).
     """
-    if idempotency_key is not None or not rt.store.is_postgres or target_user_id == SYSTEM_BACKLOG_USER_ID:
+    if idempotency_key is not None or target_error(target_user_id) is not None:
         user = auth.authenticate_token(rt, token)
-        if user is None or (target_user_id is not None and user.role not in auth.STAFF_ROLES):
+        if user is None or not auth.may_act_for(user, target_user_id):
             return user, None
         return user, instant_claim(rt, recipe_id=recipe_id, user_id=target_user_id or user.id, actor_id=user.id,
                                    idempotency_key=idempotency_key)
@@ -154,29 +178,15 @@ def _meta_patch(now) -> dict:
 def _from_row(row: pool.ClaimRow) -> ClaimResult:
     outcome = Outcome(row.outcome)
     if outcome is Outcome.CLAIMED:
-        return _result(outcome, generation=generation_json(row.generation), creditsCharged=row.cost,
-                       creditsRemaining=row.balance)
+        return ClaimResult(outcome, generation=generation_json(row.generation), credits_charged=row.cost,
+                           credits_remaining=row.balance)
     if outcome is Outcome.INSUFFICIENT_CREDITS:
-        return _result(outcome, required=row.cost, available=row.available)
+        return ClaimResult(outcome, required=row.cost, available=row.available)
     if outcome is Outcome.RATE_LIMITED:
-        return _result(outcome, retryAfter=row.retry_after)
+        return ClaimResult(outcome, retry_after=row.retry_after)
     if outcome is Outcome.INVALID:
-        return _result(outcome, errors={"targetUserId": "no such user"})
-    return _result(outcome)
+        return ClaimResult(outcome, errors={"targetUserId": "no such user"})
+    return ClaimResult(outcome)
 
 
-def _outcome_for(code: int, body: dict) -> Outcome:
-    if code == 200:
-        return Outcome.CLAIMED
-    if code == 409:
-        return Outcome.RACE
-    if code == 429:
-        return Outcome.RATE_LIMITED
-    if code == 404:
-        return Outcome.NO_BACKLOG if body.get("fallbackToModal") else Outcome.RECIPE_NOT_FOUND
-    if body.get("message") == "Insufficient credits":
-        return Outcome.INSUFFICIENT_CREDITS
-    return Outcome.INVALID
-
-
-__all__ = ["instant_claim", "instant_claim_with_token", "ClaimResult", "Outcome", "storage"]
+__all__ = ["instant_claim", "instant_claim_with_token", "target_error", "response", "ClaimResult", "Outcome"]

@@ -165,9 +165,8 @@ def cmd_instant(rt, args):
     if user is None or user.role == "system":
         raise Refused(f"no user named {args.user!r}")
     result = claims.instant_claim(rt, recipe_id=args.recipe_id, user_id=user.id)
-    status, body = result.response()
-    _print(body)
-    if status != 200:
+    _print(claims.response(result)[1])
+    if not result.ok:
         raise SystemExit(1)
 
 

@@ -13,6 +13,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def isoformat(dt: datetime | None) -> str | None:
+    """A time as the API and the dashboard write it: ISO 8601 in UTC with a ``Z``."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class SystemClock:
     def now(self) -> datetime:
         return utcnow()

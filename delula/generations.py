@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from . import forms
+from .clock import isoformat
 from .auth import STAFF_ROLES
 from .storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
 
 USER_PRIORITY = 0
 BACKLOG_PRIORITY = 10
-
-
-def isoformat(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def generation_json(gen) -> dict:
@@ -82,14 +76,14 @@ def create_user_generation(rt, *, user_id: str, recipe_id: int, form_data) -> Cr
             return CreateResult(400, {"message": "Invalid request", "errors": {"userId": problem}},
                                 Refusal.INVALID)
         cost = recipe.credit_cost
-        if user.credits < cost and user.role != "system":
+        if user.credits < cost and not user.may_overdraw:
             return CreateResult(400, {"message": "Insufficient credits", "required": cost,
                                       "available": user.credits}, Refusal.INSUFFICIENT_CREDITS)
         gen = jobs.add_generation(s, user_id=user_id, recipe_id=recipe_id, form_data=clean,
                                   meta={"source": "user", "isInstant": False, "recipeName": recipe.name},
                                   priority=USER_PRIORITY, credits_charged=cost, now=now)
         balance = accounts.change_credits(s, user_id, -cost, kind="generation", now=now, generation_id=gen.id,
-                                          allow_debit=user.role == "system")
+                                          allow_debit=user.may_overdraw)
         catalog.record_choices(s, recipe_id, clean)
         catalog.bump_usage_count(s, recipe_id)
         body = {"generation": generation_json(gen), "creditsCharged": cost, "creditsRemaining": balance}

@@ -65,30 +65,30 @@ def preview(url: str | None, *, alt: str = "generation preview", class_name: str
     return html.Video(src=url, controls=True, autoPlay=True, muted=True, loop=True, className=class_name)
 
 
-def claim_view(status: int, body: dict) -> dict:
-    """What the page does with one instant-claim response (status and body of SPEC §6).
+def claim_view(result: claims.ClaimResult) -> dict:
+    """What the page does with one instant claim's result, by its outcome.
 
     ``kind`` is ``success`` (InstantMakeModal shows progress, then the preview), ``fallback``
-    (404/409 with ``fallbackToModal``: open the Generate modal instead) or ``error`` (the
-    InstantMakeModal shows the reason at once).
+    (nothing to hand out: open the Generate modal instead) or ``error`` (the InstantMakeModal
+    shows the reason at once).
     """
-    if status == 200:
-        gen = body["generation"]
+    outcome = result.outcome
+    if outcome is claims.Outcome.CLAIMED:
+        gen = result.generation
         return {"kind": "success", "generationId": gen["id"], "assetUrl": gen.get("assetUrl"),
-                "creditsCharged": body.get("creditsCharged"), "creditsRemaining": body.get("creditsRemaining")}
-    if body.get("fallbackToModal"):
+                "creditsCharged": result.credits_charged, "creditsRemaining": result.credits_remaining}
+    if outcome in (claims.Outcome.NO_BACKLOG, claims.Outcome.RACE):
         reason = ("Someone else just took the last ready video."
-                  if status == 409 else "No finished video is waiting in the backlog for this recipe.")
+                  if outcome is claims.Outcome.RACE else "No finished video is waiting in the backlog for this recipe.")
         return {"kind": "fallback", "message": f"{reason} Queue a new one instead — it takes a few minutes."}
-    if status == 400 and "required" in body:
+    if outcome is claims.Outcome.INSUFFICIENT_CREDITS:
         return {"kind": "error", "color": "warning", "title": "Not enough credits",
-                "message": f"Needs {body['required']} credits, has {body['available']}. "
+                "message": f"Needs {result.required} credits, has {result.available}. "
                            f"Top the user up and try again."}
-    if status == 429:
+    if outcome is claims.Outcome.RATE_LIMITED:
         return {"kind": "error", "color": "info", "title": "Cooling down",
-                "message": f"Wait {body.get('retryAfter')} s before the next instant generation for this user."}
-    return {"kind": "error", "color": "danger", "title": "Claim refused",
-            "message": body.get("message") or f"The claim was refused (HTTP {status})."}
+                "message": f"Wait {result.retry_after} s before the next instant generation for this user."}
+    return {"kind": "error", "color": "danger", "title": "Claim refused", "message": result.body["message"]}
 
 
 def _option_label(option: dict) -> str:
@@ -407,7 +407,7 @@ def open_recipe(_instant, _generate, acting_as):
 
 def respond(kind: str, recipe_id: int, acting_as: str | None) -> dict:
     """Instant: claim for the acting user, then show the InstantMakeModal (progress, then the
-    result) — or, on 404/409 with ``fallbackToModal``, the Generate modal instead.
+    result) — or, when nothing is ready to hand out, the Generate modal instead.
     Generate: open the recipe's form straight away. Returns the changed outputs by name
     (:data:`OPEN_OUTPUTS`)."""
     staff = access.require(*auth.STAFF_ROLES)
@@ -419,9 +419,7 @@ def respond(kind: str, recipe_id: int, acting_as: str | None) -> dict:
         view = {"kind": "error", "color": "warning", "title": "No test user",
                 "message": "Choose who to act as first (create a test user if the list is empty)."}
     else:
-        status, body = claims.instant_claim(rt, recipe_id=recipe_id, user_id=acting_as,
-                                            actor_id=staff.id).response()
-        view = claim_view(status, body)
+        view = claim_view(claims.instant_claim(rt, recipe_id=recipe_id, user_id=acting_as, actor_id=staff.id))
     view.update(recipeId=recipe_id, at=time.time())
     if view["kind"] == "fallback":
         return {**_show_generate(recipe, acting_as, rt, intro=view["message"]), "claim": view}

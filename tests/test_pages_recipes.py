@@ -136,22 +136,22 @@ def test_availability_badge_text_and_colour(sqlite_app):
 
 
 def test_claim_view_for_every_claim_response(sqlite_app):
-    """Each SPEC §6 answer of the instant claim maps to one modal state."""
+    """Each outcome of the instant claim maps to one modal state."""
     rp = page("recipes")
+    from delula.claims import ClaimResult, Outcome
     gen = {"id": 12, "assetUrl": "/sim/fal/files/x/video.svg"}
-    ok = rp.claim_view(200, {"generation": gen, "creditsCharged": 3, "creditsRemaining": 37})
+    ok = rp.claim_view(ClaimResult(Outcome.CLAIMED, generation=gen, credits_charged=3, credits_remaining=37))
     assert ok == {"kind": "success", "generationId": 12, "assetUrl": gen["assetUrl"], "creditsCharged": 3,
                   "creditsRemaining": 37}
-    empty = rp.claim_view(404, {"message": "No instant generation available", "fallbackToModal": True})
-    race = rp.claim_view(409, {"message": "No instant generation available (race condition)",
-                               "fallbackToModal": True})
+    empty = rp.claim_view(ClaimResult(Outcome.NO_BACKLOG))
+    race = rp.claim_view(ClaimResult(Outcome.RACE))
     assert empty["kind"] == race["kind"] == "fallback"
     assert "someone else" in race["message"].lower() and "no finished video" in empty["message"].lower()
-    poor = rp.claim_view(400, {"message": "Insufficient credits", "required": 5, "available": 3})
+    poor = rp.claim_view(ClaimResult(Outcome.INSUFFICIENT_CREDITS, required=5, available=3))
     assert poor["kind"] == "error" and "Needs 5 credits, has 3" in poor["message"]
-    slow = rp.claim_view(429, {"message": "Please wait 7 s", "retryAfter": 7})
+    slow = rp.claim_view(ClaimResult(Outcome.RATE_LIMITED, retry_after=7))
     assert slow["kind"] == "error" and "Wait 7 s" in slow["message"]
-    gone = rp.claim_view(404, {"message": "Recipe not found"})
+    gone = rp.claim_view(ClaimResult(Outcome.RECIPE_NOT_FOUND))
     assert gone["kind"] == "error" and gone["message"] == "Recipe not found"
 
 

@@ -126,14 +126,14 @@ def test_housekeeping_forgets_idempotency_keys_after_a_day(rt):
     with rt.store.begin() as s:
         for key, age in (("old", timedelta(hours=25)), ("recent", timedelta(hours=23))):
             assert pool.reserve_key(s, alice.id, key, now - age)
-            pool.store_response(s, alice.id, key, 200, {"key": key})
+            pool.store_response(s, alice.id, key, "claimed", 200, {"key": key})
 
     result = scheduler.run_now(rt, "housekeeping")
 
     assert result["result"]["idempotencyKeysDeleted"] == 1
     with rt.store.begin() as s:
         assert pool.stored_response(s, alice.id, "old") is None
-        assert pool.stored_response(s, alice.id, "recent") == (200, {"key": "recent"})
+        assert pool.stored_response(s, alice.id, "recent") == ("claimed", {"key": "recent"})
 
 
 def test_start_in_process_is_idempotent_and_leads_on_sqlite(sqlite_url, make_runtime):

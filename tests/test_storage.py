@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -163,11 +165,48 @@ def test_migration_0008_the_pool_head_goes_back_and_forth(rt):
             return "pool_head" in columns, ("v_head" in body, "FOR NO KEY UPDATE" in body, config), triggers
 
     postgres = rt.store.is_postgres
+    head = storage.current_revision(rt.store)
     assert state() == ((True, (True, True, ["plan_cache_mode=auto"]), 2) if postgres else (True, None, None))
     _downgrade(rt.store, "0007")
     assert state() == ((False, (False, True, ["plan_cache_mode=auto"]), 0) if postgres else (False, None, None))
     storage.upgrade(rt.store)
-    assert state()[0] is True and storage.current_revision(rt.store) == "0008"
+    assert state()[0] is True and storage.current_revision(rt.store) == head
+
+
+SQL_FILES = Path(storage.__file__).parent / "sql"
+
+
+def _newest_files() -> dict[str, Path]:
+    """Each database function's newest version file, by function (``instant_claim_v4.sql`` …)."""
+    newest: dict[str, tuple[int, Path]] = {}
+    for path in SQL_FILES.glob("*_v*.sql"):
+        name, version = path.stem.rsplit("_v", 1)
+        newest[name] = max(newest.get(name, (0, path)), (int(version), path))
+    return {name: path for name, (_, path) in newest.items()}
+
+
+def test_every_function_has_its_versions_one_after_another():
+    for name in _newest_files():
+        versions = sorted(int(p.stem.rsplit("_v", 1)[1]) for p in SQL_FILES.glob(f"{name}_v*.sql"))
+        assert versions == list(range(1, len(versions) + 1)), name
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", sorted(_newest_files()))
+def test_the_function_installed_at_head_is_exactly_its_newest_file(pg_rt, name):
+    """The migrations install each function's newest file as it is: the catalog's definition of
+    the migrated function equals that of the file installed afresh in a scratch schema."""
+    function = f"delula_{name}"
+    define = "SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace " \
+             "WHERE p.proname = :f AND n.nspname = :schema"
+    with pg_rt.store.engine.connect() as conn:
+        installed = conn.execute(text(define), {"f": function, "schema": "public"}).scalar_one()
+        conn.execute(text("CREATE SCHEMA scratch"))
+        conn.execute(text("SET LOCAL search_path = scratch, public"))
+        conn.execute(text(_newest_files()[name].read_text()))
+        fresh = conn.execute(text(define), {"f": function, "schema": "scratch"}).scalar_one()
+        conn.rollback()
+    assert installed == fresh.replace(f"scratch.{function}(", f"public.{function}(", 1)
 
 
 def test_a_token_is_marked_used_at_most_once_a_minute(db_url, make_runtime):

@@ -214,23 +214,6 @@ def upgrade(store: Store, revision: str = "head") -> None:
                 conn.commit()
 
 
-def edit_function(conn, signature: str, edits: list[tuple[str, str]]) -> None:
-    """For migrations: redefine a PostgreSQL function from its definition in the catalog, with
-    each ``(old, new)`` text replaced, in order; each ``old`` must occur exactly once. A function
-    stays written out in the one migration that created it, later ones state only what changes
-    (and undo it with the pairs swapped, in reverse order)."""
-    definition = conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"), {"f": signature}).scalar()
-    for old, new in edits:
-        if definition.count(old) != 1:
-            raise RuntimeError(f"{signature}: expected {old!r} once, found it {definition.count(old)} times")
-        definition = definition.replace(old, new)
-    conn.exec_driver_sql(definition.replace("%", "%%"))
-
-
-def undo_edits(edits: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(new, old) for old, new in reversed(edits)]
-
-
 def current_revision(store: Store) -> str | None:
     with store.engine.connect() as conn:
         try:

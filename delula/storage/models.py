@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index,
+from sqlalchemy import (JSON, BigInteger, and_, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index,
                         Integer, MetaData, String, Text, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -76,6 +76,12 @@ class User(Base):
     instant_cooldown_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
+    @property
+    def may_overdraw(self) -> bool:
+        """Whether spending may take the credits below zero: the system role's only (the claim
+        function in ``sql/`` says the same)."""
+        return self.role == "system"
+
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
@@ -114,11 +120,6 @@ class Generation(Base):
     __tablename__ = "generations"
     __table_args__ = (
         CheckConstraint(_in("status", STATUSES), name="status"),
-        # The claimable pool: oldest first per recipe. Partial, so it stays small however large
-        # the table grows; `id` makes the scan order total.
-        Index("ix_generations_pool", "recipe_id", "created_at", "id",
-              postgresql_where=text("user_id = 'system_backlog' AND status = 'completed'"),
-              sqlite_where=text("user_id = 'system_backlog' AND status = 'completed'")),
         # Work the queue service looks for: pending by priority then age, processing by next poll.
         Index("ix_generations_pending", "priority", "created_at", "id",
               postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
@@ -162,6 +163,15 @@ class Generation(Base):
     refunded: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+IN_POOL = and_(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == "completed")
+"""The pool: what a claim may take. Finished generations still owned by the system user."""
+
+# The claimable pool: oldest first per recipe. Partial, so it stays small however large the table
+# grows; `id` makes the scan order total.
+Index("ix_generations_pool", Generation.recipe_id, Generation.created_at, Generation.id,
+      postgresql_where=IN_POOL, sqlite_where=IN_POOL)
 
 
 class CreditTransaction(Base):
@@ -249,8 +259,9 @@ class IdempotencyKey(Base):
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    status_code: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int] = mapped_column(Integer)   # 0 while reserved
     response: Mapped[dict]
+    outcome: Mapped[str | None] = mapped_column(String(32))   # the claim's outcome (migration 0009)
     created_at: Mapped[datetime] = mapped_column(index=True)
 
 

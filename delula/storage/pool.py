@@ -1,10 +1,12 @@
 """The instant claim's statements: the pool, claim events and idempotency keys.
 
-:func:`claim` is the whole claim after the idempotency key: on PostgreSQL one call of the
-``delula_instant_claim`` function (migration 0002), one round trip; on SQLite the same steps as
-separate statements under the database write lock. :func:`claim_with_token` puts the API's
-bearer-token check in front of that call, in the same statement. Lock order is fixed —
-idempotency key row, the credited user's row, one pool row — so concurrent claims never deadlock.
+:func:`claim` is the whole claim after the idempotency key, whatever the database: on PostgreSQL
+one call of the ``delula_instant_claim`` function (its newest version in ``sql/``), one round
+trip; on SQLite :func:`_claim_steps`, the same steps as separate statements under the database
+write lock. :func:`claim_with_token` puts the API's bearer-token check in front of it (on
+PostgreSQL in the same statement). Lock order is fixed — idempotency key row, the credited user's
+row, one pool row — so concurrent claims never deadlock. ``tests/test_claims.py`` runs every
+outcome through both.
 """
 from __future__ import annotations
 
@@ -21,11 +23,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from . import accounts
+from . import accounts, catalog
 from .db import is_postgres
-from .models import SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, IdempotencyKey, User, UTCDateTime
-
-_POOL = (Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == "completed")
+from .models import IN_POOL, ClaimEvent, Generation, IdempotencyKey, User, UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,22 @@ def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: da
         return _claim_row(s.connection().execute(_CLAIM_CALL, params).one())  # Core: no ORM work per call
     started = time.perf_counter()
     result = _claim_steps(s, recipe_id, user_id, meta_patch, now, cooldown_s)
-    record_event(s, user_id=user_id, recipe_id=recipe_id,
-                 outcome="invalid" if result.outcome == "recipe_not_found" else result.outcome,
+    record_event(s, user_id=user_id, recipe_id=recipe_id, outcome=event_outcome(result.outcome),
                  generation_id=result.generation.id if result.generation is not None else None,
                  latency_ms=(time.perf_counter() - started) * 1000.0, now=now)
     return result
+
+
+def event_outcome(outcome: str) -> str:
+    """The ``claim_events.outcome`` of a claim's outcome: an unknown or inactive recipe is an
+    invalid attempt (the claim function's closing ``INSERT`` says the same in SQL)."""
+    return "invalid" if outcome == "recipe_not_found" else outcome
+
+
+def record_refusal(s: Session, *, user_id: str, recipe_id: int, outcome: str, now: datetime) -> None:
+    """The claim event of an attempt refused before the claim was tried."""
+    record_event(s, user_id=user_id, recipe_id=recipe_id, outcome=event_outcome(outcome), generation_id=None,
+                 latency_ms=0.0, now=now)
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,15 @@ def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user
                      claimers: tuple[str, ...], targeters: tuple[str, ...], meta_patch: dict, now: datetime,
                      cooldown_s: float) -> TokenClaim:
     """Authenticate a token and claim for its user — or for ``target_user_id``, when the user's
-    role is one of ``targeters`` — in ONE statement (PostgreSQL only: an API claim's one round
-    trip). Only users whose role is one of ``claimers`` claim at all."""
+    role is one of ``targeters``. Only users whose role is one of ``claimers`` claim at all. On
+    PostgreSQL ONE statement (an API claim's one round trip); on SQLite the lookup, then
+    :func:`claim`, in the session's transaction."""
+    if not is_postgres(s):
+        user = accounts.user_for_token(s, token_hash, now)
+        if user is None or user.role not in claimers or (target_user_id is not None and user.role not in targeters):
+            return TokenClaim(user)
+        return TokenClaim(user, claim(s, recipe_id=recipe_id, user_id=target_user_id or user.id,
+                                      meta_patch=meta_patch, now=now, cooldown_s=cooldown_s))
     params = {**accounts.token_params(token_hash, now), "recipe": recipe_id, "target": target_user_id,
               "patch": json.dumps(meta_patch), "now": now, "cd": float(cooldown_s),
               "claimers": list(claimers), "targeters": list(targeters)}
@@ -110,8 +128,6 @@ def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user
 def _claim_steps(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: datetime,
                  cooldown_s: float) -> ClaimRow:
     """The steps of ``delula_instant_claim`` as separate statements (SQLite)."""
-    from . import accounts, catalog
-
     recipe = catalog.get_recipe(s, recipe_id)
     if recipe is None or not recipe.is_active:
         return ClaimRow("recipe_not_found")
@@ -122,7 +138,7 @@ def _claim_steps(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now
     if cooldown_s > 0 and user.instant_cooldown_until is not None and user.instant_cooldown_until > now:
         wait = math.ceil((user.instant_cooldown_until - now).total_seconds())
         return ClaimRow("rate_limited", cost=cost, retry_after=max(1, wait))
-    allow_debit = user.role == "system"
+    allow_debit = user.may_overdraw
     if user.credits < cost and not allow_debit:
         return ClaimRow("insufficient_credits", cost=cost, available=user.credits)
     gen = take_item(s, recipe_id, user_id, meta_patch, now)
@@ -161,14 +177,14 @@ def take_item(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: d
     different rows; on SQLite the statement runs under the database write lock. ``None`` when no
     unlocked row is left.
     """
-    oldest = (select(Generation.id).where(Generation.recipe_id == recipe_id, *_POOL)
+    oldest = (select(Generation.id).where(Generation.recipe_id == recipe_id, IN_POOL)
               .order_by(Generation.created_at, Generation.id).limit(1)
               .with_for_update(skip_locked=True).scalar_subquery())
     if is_postgres(s):
         meta = Generation.meta.op("||")(literal(meta_patch, JSONB))
     else:
         meta = func.json_patch(Generation.meta, json.dumps(meta_patch))
-    stmt = (update(Generation).where(Generation.id == oldest, *_POOL)
+    stmt = (update(Generation).where(Generation.id == oldest, IN_POOL)
             .values(user_id=user_id, meta=meta, updated_at=now)
             .returning(Generation)
             .execution_options(synchronize_session=False))
@@ -177,12 +193,12 @@ def take_item(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: d
 
 def has_items(s: Session, recipe_id: int) -> bool:
     """Whether any claimable row exists, locked or not (tells a race from an empty pool)."""
-    return bool(s.scalar(select(exists().where(Generation.recipe_id == recipe_id, *_POOL))))
+    return bool(s.scalar(select(exists().where(Generation.recipe_id == recipe_id, IN_POOL))))
 
 
 def count_items(s: Session, recipe_id: int) -> int:
     return s.scalar(select(func.count()).select_from(Generation)
-                    .where(Generation.recipe_id == recipe_id, *_POOL)) or 0
+                    .where(Generation.recipe_id == recipe_id, IN_POOL)) or 0
 
 
 def record_event(s: Session, *, user_id: str | None, recipe_id: int | None, outcome: str,
@@ -205,11 +221,12 @@ def reserve_key(s: Session, user_id: str, key: str, now: datetime) -> bool:
     return s.scalar(stmt) is not None
 
 
-def stored_response(s: Session, user_id: str, key: str) -> tuple[int, dict] | None:
+def stored_response(s: Session, user_id: str, key: str) -> tuple[str, dict] | None:
+    """The outcome and the body stored for a key, or ``None`` while it is only reserved."""
     row = s.get(IdempotencyKey, (user_id, key), populate_existing=True)
     if row is None or row.status_code == 0:
         return None
-    return row.status_code, row.response
+    return row.outcome, row.response
 
 
 def prune_keys(s: Session, before: datetime) -> int:
@@ -217,6 +234,7 @@ def prune_keys(s: Session, before: datetime) -> int:
     return s.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < before)).rowcount or 0
 
 
-def store_response(s: Session, user_id: str, key: str, status_code: int, response: dict) -> None:
+def store_response(s: Session, user_id: str, key: str, outcome: str, status_code: int, response: dict) -> None:
+    """What a reserved key answered: its outcome, with the HTTP status and body it was given."""
     s.execute(update(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-              .values(status_code=status_code, response=response))
+              .values(outcome=outcome, status_code=status_code, response=response))

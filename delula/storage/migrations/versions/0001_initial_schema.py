@@ -8,7 +8,6 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from delula.storage.models import UTCDateTime
 
 revision = '0001'
 down_revision = None
@@ -29,7 +28,7 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=32), nullable=False),
     sa.Column('generation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('latency_ms', sa.Float(), nullable=False),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("outcome IN ('claimed', 'no_backlog', 'race', 'insufficient_credits', 'rate_limited', 'invalid')", name=op.f('ck_claim_events_outcome')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_claim_events'))
     )
@@ -37,7 +36,7 @@ def upgrade() -> None:
     op.create_index('ix_claim_events_recipe_id_created_at', 'claim_events', ['recipe_id', 'created_at'], unique=False)
     op.create_table('queue_samples',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('pending', sa.Integer(), nullable=False),
     sa.Column('processing', sa.Integer(), nullable=False),
     sa.Column('backlog', sa.Integer(), nullable=False),
@@ -57,7 +56,7 @@ def upgrade() -> None:
     sa.Column('variables', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('min_backlog', sa.Integer(), nullable=True),
     sa.Column('usage_count', sa.Integer(), nullable=False),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint('credit_cost >= 0', name=op.f('ck_recipes_credit_cost')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recipes')),
     sa.UniqueConstraint('slug', name=op.f('uq_recipes_slug'))
@@ -66,15 +65,15 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('host', sa.String(length=255), nullable=False),
     sa.Column('pid', sa.Integer(), nullable=False),
-    sa.Column('since', UTCDateTime(timezone=True), nullable=False),
-    sa.Column('heartbeat_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('since', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_scheduler_leader'))
     )
     op.create_table('scheduler_runs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('job', sa.String(length=64), nullable=False),
-    sa.Column('started_at', UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('outcome', sa.String(length=16), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('detail', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
@@ -89,8 +88,8 @@ def upgrade() -> None:
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('credits', sa.Integer(), nullable=False),
     sa.Column('password_hash', sa.String(length=256), nullable=True),
-    sa.Column('instant_cooldown_until', UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('instant_cooldown_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("role IN ('user', 'product', 'ops', 'system')", name=op.f('ck_users_role')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('username', name=op.f('uq_users_username'))
@@ -99,9 +98,9 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('user_id', sa.String(length=64), nullable=False),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_used_at', UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_used_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
@@ -114,7 +113,7 @@ def upgrade() -> None:
     sa.Column('balance_after', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('generation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind IN ('instant_claim', 'generation', 'refund', 'grant')", name=op.f('ck_credit_transactions_kind')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_credit_transactions_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_credit_transactions'))
@@ -133,17 +132,17 @@ def upgrade() -> None:
     sa.Column('provider_request_id', sa.String(length=512), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('poll_count', sa.Integer(), nullable=False),
-    sa.Column('next_poll_at', UTCDateTime(timezone=True), nullable=True),
-    sa.Column('next_attempt_at', UTCDateTime(timezone=True), nullable=True),
-    sa.Column('started_at', UTCDateTime(timezone=True), nullable=True),
-    sa.Column('completed_at', UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_poll_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('asset_url', sa.Text(), nullable=True),
     sa.Column('thumbnail_url', sa.Text(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('credits_charged', sa.Integer(), nullable=False),
     sa.Column('refunded', sa.Boolean(), nullable=False),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')", name=op.f('ck_generations_status')),
     sa.ForeignKeyConstraint(['recipe_id'], ['recipes.id'], name=op.f('fk_generations_recipe_id_recipes')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_generations_user_id_users')),
@@ -162,7 +161,7 @@ def upgrade() -> None:
     sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=False),
     sa.Column('response', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_idempotency_keys_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', 'key', name=op.f('pk_idempotency_keys'))
     )

@@ -12,27 +12,25 @@ one after a second, answered 500. The claim only changes the user's credits and 
 its key, so ``FOR NO KEY UPDATE`` is the lock it needs: it still serialises claims of one user
 (it conflicts with itself) and lets foreign-key checks through.
 
-The function's text is 0002's with that one lock changed, edited in place from the catalog so
-the function stays defined in one migration.
+Installs ``storage/sql/instant_claim_v2.sql``; the downgrade puts version 1 back.
 """
-from alembic import op
+from pathlib import Path
 
-from delula.storage.db import edit_function, undo_edits
+from alembic import op
 
 revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
 
-SIGNATURE = "delula_instant_claim(integer, varchar, jsonb, timestamptz, double precision)"
-EDITS = [("u.id = p_user_id FOR UPDATE;", "u.id = p_user_id FOR NO KEY UPDATE;")]
+SQL = Path(__file__).resolve().parents[2] / "sql"
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        edit_function(op.get_bind(), SIGNATURE, EDITS)
+        op.execute((SQL / "instant_claim_v2.sql").read_text())
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        edit_function(op.get_bind(), SIGNATURE, undo_edits(EDITS))
+        op.execute((SQL / "instant_claim_v1.sql").read_text())

@@ -13,7 +13,6 @@ it for everything but the last hour or two.
 from alembic import op
 import sqlalchemy as sa
 
-from delula.storage.models import UTCDateTime
 
 revision = '0006'
 down_revision = '0005'
@@ -23,7 +22,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('stat_counts',
-    sa.Column('at', UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('recipe_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('metric', sa.String(length=16), nullable=False),
     sa.Column('key', sa.String(length=32), nullable=False),
