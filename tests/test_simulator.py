@@ -2,6 +2,7 @@
 HTTP blueprint (real server on 127.0.0.1) and the official ``fal-client`` package against it."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -185,6 +186,14 @@ def test_request_ids_survive_a_restart(clock):
     assert render_poster(first.decode(sub.request_id)) == render_poster(second.decode(sub.request_id))
 
 
+def flip_bit(text: str, index: int) -> str:
+    """Unpadded base64url ``text`` with the low bit of its decoded byte ``index`` flipped: the
+    bytes always differ (editing a character could leave them equal, e.g. in unused low bits)."""
+    data = bytearray(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    data[index] ^= 1
+    return base64.urlsafe_b64encode(bytes(data)).rstrip(b"=").decode("ascii")
+
+
 def test_forged_and_tampered_ids_are_rejected(clock):
     sim = Simulator(duration=(1.0, 1.0), failure_rate=0.0, clock=clock, secret=b"one")
     rid = sim.create("fal-ai/veo3", {"prompt": "x"}).request_id
@@ -192,8 +201,9 @@ def test_forged_and_tampered_ids_are_rejected(clock):
     with pytest.raises(InvalidRequestId):
         other.decode(rid)
     body, tag = rid.split(".")
-    flipped = body[:10] + ("A" if body[10] != "A" else "B") + body[11:]
-    for bad in (f"{flipped}.{tag}", f"{body}.{tag[:-1]}x", "", "nope", "a.b", "x" * 500, rid + "/x",
+    flipped, forged_tag = flip_bit(body, 7), flip_bit(tag, -1)
+    assert flipped != body and forged_tag != tag
+    for bad in (f"{flipped}.{tag}", f"{body}.{forged_tag}", "", "nope", "a.b", "x" * 500, rid + "/x",
                 "00000000-0000-0000-0000-000000000000"):
         with pytest.raises(InvalidRequestId):
             sim.decode(bad)
