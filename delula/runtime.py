@@ -35,7 +35,7 @@ class Runtime:
         if self._provider is None:
             with self._lock:
                 if self._provider is None:
-                    from .providers import make_provider
+                    from .provider_factory import make_provider
 
                     self._provider = make_provider(self.settings, clock=self.clock)
         return self._provider

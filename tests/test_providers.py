@@ -21,8 +21,8 @@ from delula.providers import (
     ProviderError,
     Submission,
     app_root,
-    make_provider,
 )
+from delula.provider_factory import make_provider
 from delula.simulator import Simulator, SimulatorProvider, create_app
 
 
@@ -303,7 +303,7 @@ def test_make_provider_from_project_settings():
 
 
 def test_error_messages_are_readable():
-    from delula.providers import interpret_result, interpret_status
+    from delula.providers.base import interpret_result, interpret_status
 
     html = "<html><head><style>h1{}</style></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
     with pytest.raises(ProviderError) as err:

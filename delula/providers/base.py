@@ -1,53 +1,43 @@
-"""Generation providers: the only code (with :mod:`delula.simulator`) that speaks to a generation
-service (SPEC §5 "Providers").
+"""The provider contract: the types every generation provider speaks, its error, and the reading
+of fal-style queue answers shared by :class:`delula.providers.fal.FalProvider` and the in-process
+simulator (:mod:`delula.simulator`).
 
-* :class:`FalProvider` -- fal.ai's queue REST API over ``requests``.
-* :class:`delula.simulator.SimulatorProvider` -- the stateless in-process simulator (default).
+Reading an answer (``interpret_*``) turns a status code and body text into a
+:class:`Submission`, :class:`JobStatus` or :class:`JobResult`, or a :class:`ProviderError`:
 
-Both implement :class:`Provider`; :func:`make_provider` picks one from the settings.
-
-Error contract: every failure to talk to the service is a :class:`ProviderError` with a
-readable ``message`` and a ``retryable`` flag -- never a raw ``requests``/``json`` exception:
-
-* timeouts, connection errors, 408/425/429 and 5xx are retried here with exponential backoff
-  (honouring ``Retry-After`` up to a cap); when the retries are used up -> ``retryable=True``;
+* 408/425/429 and 5xx -> ``retryable=True``;
 * other 4xx (400/401/403/404/422 ...) -> ``retryable=False`` with the service's ``detail``;
   except "still in progress" on a result fetch, which is ``retryable=True``;
 * malformed JSON or a missing field -> ``retryable=True``;
 * an unknown status string is not an error: ``JobStatus("UNKNOWN", error=...)``.
-
-A submit (POST) is retried on connection failures, 429 and 5xx answers, but not after a read
-timeout, where fal may already have queued the request.
 """
 from __future__ import annotations
 
 import json
 import mimetypes
 import re
-import time
 from dataclasses import asdict, dataclass
-from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
-import requests
-
 __all__ = [
-    "FalProvider",
+    "RETRY_4XX",
     "JobResult",
     "JobStatus",
     "Provider",
     "ProviderError",
     "Submission",
+    "answer_error",
     "app_root",
-    "make_provider",
+    "interpret_cancel",
+    "interpret_result",
+    "interpret_status",
+    "interpret_submit",
 ]
 
 STATES = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "UNKNOWN")
-FAL_LABEL = "fal.ai"
-DEFAULT_QUEUE_URL = "https://queue.fal.run"
-_RETRY_4XX = frozenset({408, 425, 429})
+#: 4xx answers that trying again later may cure (like every 5xx)
+RETRY_4XX = frozenset({408, 425, 429})
 
 
 class ProviderError(Exception):
@@ -123,7 +113,7 @@ class Provider(Protocol):
 
 
 # --------------------------------------------------------------------------------------------
-# interpreting answers (shared by FalProvider and the in-process simulator)
+# interpreting answers
 # --------------------------------------------------------------------------------------------
 def app_root(model_id: str) -> str:
     """fal's app id of an endpoint id: ``fal-ai/veo3/fast`` -> ``fal-ai/veo3``.
@@ -173,11 +163,11 @@ def _parse_json(text: str) -> Any:
         return None
 
 
-def _error(label: str, op: str, code: int, text: str) -> ProviderError:
+def answer_error(label: str, op: str, code: int, text: str) -> ProviderError:
     """The ProviderError for a non-2xx answer."""
     payload = _parse_json(text)
     detail = _detail(payload, text)
-    retryable = code >= 500 or code in _RETRY_4XX
+    retryable = code >= 500 or code in RETRY_4XX
     if op == "result" and code == 400 and "progress" in detail.lower():
         retryable = True  # not finished yet: fetching again later will work
     return ProviderError(f"{label} returned {code}: {detail}", retryable=retryable, status_code=code)
@@ -186,7 +176,7 @@ def _error(label: str, op: str, code: int, text: str) -> ProviderError:
 def _body(label: str, op: str, code: int, text: str) -> dict:
     """The JSON object of a 2xx answer, or a retryable ProviderError."""
     if not 200 <= code < 300:
-        raise _error(label, op, code, text)
+        raise answer_error(label, op, code, text)
     try:
         payload = json.loads(text)
     except (ValueError, TypeError):
@@ -273,153 +263,4 @@ def interpret_cancel(label: str, code: int, text: str) -> None:
     payload = _parse_json(text)
     if code == 400 and isinstance(payload, dict) and payload.get("status") == "ALREADY_COMPLETED":
         return  # nothing left to cancel
-    raise _error(label, "cancel", code, text)
-
-
-# --------------------------------------------------------------------------------------------
-# fal.ai
-# --------------------------------------------------------------------------------------------
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-class FalProvider:
-    """fal.ai's queue REST API over ``requests`` (timeouts, retries, readable errors)."""
-
-    name = "fal"
-
-    def __init__(self, key: str | None, base_url: str = DEFAULT_QUEUE_URL, *, timeout: float = 10.0,
-                 retries: int = 3, backoff: float = 0.5, session: requests.Session | None = None,
-                 retry_after_cap: float = 10.0):
-        self.key = key
-        self.base_url = (base_url or DEFAULT_QUEUE_URL).rstrip("/")
-        self.timeout = float(timeout)
-        self.retries = max(0, int(retries))
-        self.backoff = max(0.0, float(backoff))
-        self.retry_after_cap = max(0.0, float(retry_after_cap))
-        self.session = session or requests.Session()
-        self.label = FAL_LABEL
-        self._sleep = time.sleep
-
-    def __repr__(self) -> str:
-        return f"FalProvider(base_url={self.base_url!r}, key={'set' if self.key else 'missing'})"
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "delula-backlog/1"}
-        if self.key:
-            headers["Authorization"] = f"Key {self.key}"
-        return headers
-
-    def _call(self, op: str, method: str, url: str, **kwargs) -> tuple[int, str]:
-        """One logical call with retries. Returns (status code, body text) of a final answer."""
-        attempts = self.retries + 1
-        last: ProviderError | None = None
-        for attempt in range(1, attempts + 1):
-            delay = self.backoff * (2 ** (attempt - 1))
-            try:
-                resp = self.session.request(method, url, headers=self._headers(),
-                                            timeout=(self.timeout, self.timeout), **kwargs)
-                text = resp.text
-            except requests.exceptions.ReadTimeout:
-                last = ProviderError(f"{self.label} {op} timed out after {self.timeout:g} s", retryable=True)
-                if method == "POST":
-                    raise last from None  # fal may have queued it: let the caller decide
-            except requests.exceptions.Timeout:
-                last = ProviderError(f"{self.label} {op} timed out connecting after {self.timeout:g} s",
-                                     retryable=True)
-            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                last = ProviderError(f"could not reach {self.label} for {op} ({urlsplit(url).netloc}): "
-                                     f"{exc.__class__.__name__}", retryable=True)
-            except requests.exceptions.RequestException as exc:
-                raise ProviderError(f"{self.label} {op} request failed: {exc}", retryable=False) from None
-            else:
-                code = resp.status_code
-                if code < 500 and code not in _RETRY_4XX:
-                    return code, text
-                last = _error(self.label, op, code, text)
-                hinted = _retry_after(resp.headers.get("Retry-After"))
-                if hinted is not None:
-                    delay = min(hinted, self.retry_after_cap)
-            if attempt < attempts:
-                self._sleep(delay)
-        assert last is not None
-        tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
-        raise ProviderError(f"{last.message} (gave up after {tries})", retryable=True,
-                            status_code=last.status_code)
-
-    def _missing_key_hint(self, exc: ProviderError) -> ProviderError:
-        if exc.status_code == 401 and not self.key:
-            return ProviderError(f"{exc.message} (FAL_KEY is not set)", retryable=False, status_code=401)
-        return exc
-
-    def submit(self, model_id: str, arguments: dict) -> Submission:
-        model_id = (model_id or "").strip("/")
-        if not model_id:
-            raise ProviderError("cannot submit: empty model id", retryable=False)
-        url = f"{self.base_url}/{quote(model_id, safe='/-_.~')}"
-        try:
-            code, text = self._call("submit", "POST", url, json=arguments)
-            return interpret_submit(self.label, code, text, self.base_url, model_id)
-        except ProviderError as exc:
-            raise self._missing_key_hint(exc) from None
-
-    def status(self, sub: Submission) -> JobStatus:
-        try:
-            code, text = self._call("status", "GET", sub.status_url, params={"logs": "1"})
-            return interpret_status(self.label, code, text)
-        except ProviderError as exc:
-            raise self._missing_key_hint(exc) from None
-
-    def result(self, sub: Submission) -> JobResult:
-        try:
-            code, text = self._call("result", "GET", sub.response_url)
-            return interpret_result(self.label, code, text)
-        except ProviderError as exc:
-            raise self._missing_key_hint(exc) from None
-
-    def cancel(self, sub: Submission) -> None:
-        try:
-            code, text = self._call("cancel", "PUT", sub.cancel_url)
-            interpret_cancel(self.label, code, text)
-        except ProviderError as exc:
-            raise self._missing_key_hint(exc) from None
-
-
-# --------------------------------------------------------------------------------------------
-# factory
-# --------------------------------------------------------------------------------------------
-def make_provider(settings, *, clock=None) -> Provider:
-    """The provider the settings ask for.
-
-    ``settings``: ``provider`` ("simulator" | "fal"), ``fal_key``, ``fal_queue_url``,
-    ``simulator_duration`` ((min, max) seconds, or one number), ``simulator_failure_rate``;
-    optionally ``simulator_secret``. ``clock`` (with ``.now()``) drives the simulator.
-    """
-    kind = getattr(settings, "provider", "simulator")
-    if kind == "simulator":
-        from delula.simulator import Simulator, SimulatorProvider
-
-        simulator = Simulator(
-            duration=getattr(settings, "simulator_duration", (5.0, 40.0)),
-            failure_rate=getattr(settings, "simulator_failure_rate", 0.05),
-            clock=clock,
-            secret=getattr(settings, "simulator_secret", None),
-        )
-        return SimulatorProvider(simulator)
-    if kind == "fal":
-        return FalProvider(getattr(settings, "fal_key", None),
-                           getattr(settings, "fal_queue_url", None) or DEFAULT_QUEUE_URL,
-                           timeout=getattr(settings, "provider_timeout_s", 10.0))
-    raise ValueError(f"unknown provider {kind!r}: expected 'simulator' or 'fal'")
+    raise answer_error(label, "cancel", code, text)
