@@ -488,3 +488,91 @@ def test_the_head_never_hides_an_item_under_parallel_claims_and_arrivals(pg_rt):
     assert recipes.available_count(rt, recipe.id) == 0 and _below_head(rt, recipe.id) == 0
     with rt.store.begin() as s:
         assert accounts.ledger_mismatches(s) == []
+
+
+# --- every outcome, table-driven, through the SQLite steps and the PostgreSQL function ---------
+
+def _case_claimed(rt, recipe, user):
+    add_pool_items(rt, recipe.id, 1)
+
+
+def _case_no_backlog(rt, recipe, user):
+    pass
+
+
+def _case_insufficient(rt, recipe, user):
+    add_pool_items(rt, recipe.id, 1)
+    auth.create_user(rt, "qa_poor", credits=1, with_token=False)
+
+
+def _case_rate_limited(rt, recipe, user):
+    add_pool_items(rt, recipe.id, 2)
+    assert claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id).ok
+
+
+OUTCOMES = [
+    # (case, set-up, recipe override, target, outcome, status, event, fields of the result)
+    ("claimed", _case_claimed, None, None, claims.Outcome.CLAIMED, 200, "claimed",
+     {"credits_charged": 2, "credits_remaining": 8}),
+    ("no backlog", _case_no_backlog, None, None, claims.Outcome.NO_BACKLOG, 404, "no_backlog", {}),
+    ("insufficient credits", _case_insufficient, None, "qa_poor", claims.Outcome.INSUFFICIENT_CREDITS, 400,
+     "insufficient_credits", {"required": 2, "available": 1}),
+    ("rate limited", _case_rate_limited, None, None, claims.Outcome.RATE_LIMITED, 429, "rate_limited",
+     {"retry_after": 10}),
+    ("unknown recipe", _case_no_backlog, 999_999, None, claims.Outcome.RECIPE_NOT_FOUND, 404, "invalid", {}),
+    ("unknown user", _case_claimed, None, "u_nobody", claims.Outcome.INVALID, 400, "invalid",
+     {"errors": {"targetUserId": "no such user"}}),
+    ("the system user", _case_claimed, None, SYSTEM_BACKLOG_USER_ID, claims.Outcome.INVALID, 400, "invalid",
+     {"errors": {"targetUserId": "must not be the system user"}}),
+]
+
+
+@pytest.mark.parametrize("by_token", [False, True], ids=["direct", "token"])
+@pytest.mark.parametrize("case,setup,recipe_id,target,outcome,status,event,fields", OUTCOMES,
+                         ids=[c[0] for c in OUTCOMES])
+def test_every_outcome_on_both_databases(db_url, make_runtime, by_token, case, setup, recipe_id, target,
+                                         outcome, status, event, fields):
+    """One table for both claim paths: the SQLite steps and the PostgreSQL function (``db_url``
+    runs each case on both), called directly and through the token's one-statement claim."""
+    rt = make_runtime(db_url, instant_cooldown_s=10)
+    auth.ensure_system_user(rt)
+    recipe = _recipe(rt, cost=2)
+    _, token = auth.create_user(rt, "qa_staff", role="ops", credits=0)
+    user, _ = auth.create_user(rt, "qa_user", credits=10, with_token=False)
+    setup(rt, recipe, user)
+    if target == "qa_poor":
+        target = auth.get_user(rt, username="qa_poor").id
+    target = target or user.id
+    before = len(_events(rt))
+    if by_token:
+        caller, result = claims.instant_claim_with_token(rt, token, recipe_id=recipe_id or recipe.id,
+                                                         target_user_id=target)
+        assert caller is not None and caller.username == "qa_staff"
+    else:
+        result = claims.instant_claim(rt, recipe_id=recipe_id or recipe.id, user_id=target)
+    assert result.outcome is outcome
+    assert result.status_code == status
+    for name, value in fields.items():
+        assert getattr(result, name) == value, name
+    if outcome is claims.Outcome.CLAIMED:
+        assert result.generation["userId"] == target and result.generation["metadata"]["isInstant"] is True
+    events = _events(rt)[before:]
+    assert [e.outcome for e in events] == [event]
+    with rt.store.begin() as s:
+        assert accounts.ledger_mismatches(s) == []
+
+
+@pytest.mark.parametrize("outcome", list(claims.Outcome))
+def test_a_replayed_result_is_the_result_it_stored(rt, outcome):
+    """The idempotency row keeps the outcome; its body gives back every field of the result."""
+    results = {
+        claims.Outcome.CLAIMED: claims.ClaimResult(outcome, generation={"id": 1}, credits_charged=2,
+                                                   credits_remaining=3),
+        claims.Outcome.INSUFFICIENT_CREDITS: claims.ClaimResult(outcome, required=5, available=1),
+        claims.Outcome.RATE_LIMITED: claims.ClaimResult(outcome, retry_after=7),
+        claims.Outcome.INVALID: claims.ClaimResult(outcome, errors={"targetUserId": "no such user"}),
+    }
+    result = results.get(outcome, claims.ClaimResult(outcome))
+    replayed = claims._replayed(outcome, result.body)
+    assert replayed.replayed and replayed.response() == result.response()
+    assert {**vars(replayed), "replayed": False} == vars(result)
