@@ -110,7 +110,7 @@ def delete_failed_backlog(s: Session, *, older_than: datetime, keep: int) -> int
                      .execution_options(synchronize_session=False)).rowcount or 0
 
 
-# --- the queue service (``delula.queue``) ----------------------------------------------------
+# --- the queue service (``delula.queue``, ``queue_actions``, ``queue_status``) ---------------
 #
 # Every transition of a job is one conditional statement on ``(id, status, attempts)``: the
 # attempt number names the submission a caller saw, so a poller, a timeout and an ops action
