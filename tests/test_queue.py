@@ -559,6 +559,29 @@ def test_a_job_cancelled_while_being_submitted_is_cancelled_at_the_provider(queu
     assert _gen(rt, gid).status == "cancelled" and fake.cancels == ["req-1"]
 
 
+def test_the_source_filter_and_the_source_of_a_row_agree(queue_rt):
+    rt, fake = queue_rt()
+    recipe = _recipe(rt)
+    backlog_job = _backlog_job(rt, recipe.id)
+    users_job, user_id = _user_job(rt, recipe.id)
+    claimed = _backlog_job(rt, recipe.id)
+    with rt.store.begin() as s:
+        jobs.get_generation(s, claimed).user_id = user_id  # a claimed item changes owner, stays "backlog"
+    by_filter = {source: {g.id for g in generations.list_jobs(rt, source=source)} for source in ("user", "backlog")}
+    assert by_filter == {"user": {users_job}, "backlog": {backlog_job, claimed}}
+    for source, ids in by_filter.items():
+        assert all(generations.source(_gen(rt, gid)) == source for gid in ids)
+
+
+def test_a_row_without_a_stored_source_takes_its_owners():
+    def row(user_id, meta):
+        return Generation(user_id=user_id, meta=meta)
+
+    assert generations.source(row("u1", {"source": "backlog"})) == "backlog"
+    assert generations.source(row(SYSTEM_BACKLOG_USER_ID, {})) == "backlog"
+    assert generations.source(row("u1", None)) == "user"
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 def test_status_and_its_text(queue_rt, clock):
