@@ -8,7 +8,7 @@ every 30 s), rolls the closed hours up into ``stat_counts`` as the scheduler wou
 builds each page as a signed-in ops user would get it — the overview's refresh
 callback for 1 h, 24 h and 7 d, the recipe cards, the queue page, the maintenance page. Two
 timings per page: ``dataMs``, the domain calls the page makes (``overview.snapshot``,
-``recipes.list_with_availability``, ``generations.list_jobs``, ``queue.status``, ``backlog.status``
+``recipes.list_with_availability``, ``generations.list_jobs``, ``queue_status.status``, ``backlog.status``
 …, with the page's arguments), and ``pagesMs``, the page's own layout and callbacks (data plus
 building the Dash components). "cold" empties the in-process caches first, "warm" does not.
 Every SQL statement the pages ran is EXPLAINed: none may plan a sequential scan of
@@ -122,14 +122,14 @@ def _data_calls(rt, pages) -> dict:
     """Each page's data: the domain functions the page's layout and callbacks call, with the
     same arguments (the target of the issue is on these)."""
     from delula import auth, backlog, generations, overview, scheduler
-    from delula import queue as job_queue
+    from delula import queue_status
     from delula import recipes
 
     def queue_data():
         jobs = generations.list_jobs(rt, limit=pages["queue"].LIMIT)
         recipes.list_recipes(rt, active_only=False)
         auth.usernames(rt, (g.user_id for g in jobs))
-        job_queue.status(rt)
+        queue_status.status(rt)
         recipes.list_recipes(rt, active_only=False)
 
     return {

@@ -35,7 +35,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import auth, backlog, claims, generations, metrics, queue, recipes, runtime
+from . import auth, backlog, claims, generations, metrics, queue_status, recipes, runtime
 from .auth import STAFF_ROLES
 from .storage import STATUSES, SYSTEM_BACKLOG_USER_ID, DatabaseUnavailable
 
@@ -372,7 +372,7 @@ def backlog_status(user):
 @bp.get("/api/queue/stats")
 @authenticated()
 def queue_stats(user):
-    return _json(200, queue.stats(runtime.current()))
+    return _json(200, queue_status.stats(runtime.current()))
 
 
 @bp.get("/api/me")

@@ -14,6 +14,9 @@ A pass (:func:`maintain`) creates ``deficit`` pending backlog generations per re
 handful of statements whatever the number of recipes, and passes are serialised (an advisory
 transaction lock on PostgreSQL, the write lock on SQLite) with the counting done after the lock,
 so two passes at once never overshoot.
+
+:func:`job_rows` is what a backlog job is (owner, form data, metadata, priority), for the pass
+and for the demo's prefill alike.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from datetime import timedelta
 
 from . import forms
 from .generations import BACKLOG_PRIORITY
-from .storage import SYSTEM_BACKLOG_USER_ID, catalog, jobs, stats
+from .storage import SYSTEM_BACKLOG_USER_ID, JobSource, JobStatus, catalog, jobs, stats
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,19 @@ def target_for(minimum: int, claim_rate_per_min: float, lead_time_min: float, ma
     demand = max(0.0, claim_rate_per_min) * max(0.0, lead_time_min) * SAFETY_FACTOR
     # round first: 0.1 × 20 × 1.5 is 3.0000000000000004 in floating point, and means 3
     return max(minimum, min(max_backlog, math.ceil(round(demand, 9))))
+
+
+def job_rows(recipe, count: int, usage: dict, rng: random.Random) -> list[dict]:
+    """``count`` new backlog jobs of ``recipe``, as rows for ``storage.jobs.add_generations`` (or
+    ``add_generation`` one by one): owned by the system user, uncharged, queued after user jobs,
+    each with form data drawn from the recipe's usage statistics ``usage``
+    (``forms.weighted_form``). Raises :class:`forms.FormError` or :class:`forms.SchemaError`
+    when no valid form fits the schema."""
+    return [dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe.id,
+                 form_data=forms.weighted_form(recipe.variables, usage, rng),
+                 meta={"source": JobSource.BACKLOG, "isInstant": False, "recipeName": recipe.name},
+                 priority=BACKLOG_PRIORITY)
+            for _ in range(count)]
 
 
 def _rows(s, rt) -> tuple[list, list[dict]]:
@@ -90,17 +106,15 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
         usage = catalog.usage_statistics(s, wanted) if wanted else {}
         new = []
         for recipe in recipes:
-            for _ in range(wanted.get(recipe.id, 0)):
-                try:
-                    form_data = forms.weighted_form(recipe.variables, usage.get(recipe.id, {}), rng)
-                except (forms.FormError, forms.SchemaError) as e:
-                    log.error("backlog: recipe %s (%s) has a schema no valid form fits, skipped: %s",
-                              recipe.id, recipe.name, e)
-                    break
-                new.append(dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe.id, form_data=form_data,
-                                meta={"source": "backlog", "isInstant": False, "recipeName": recipe.name},
-                                priority=BACKLOG_PRIORITY))
-                created[recipe.id] = created.get(recipe.id, 0) + 1
+            if recipe.id not in wanted:
+                continue
+            try:
+                new += job_rows(recipe, wanted[recipe.id], usage.get(recipe.id, {}), rng)
+            except (forms.FormError, forms.SchemaError) as e:
+                log.error("backlog: recipe %s (%s) has a schema no valid form fits, skipped: %s",
+                          recipe.id, recipe.name, e)
+                continue
+            created[recipe.id] = wanted[recipe.id]
         jobs.add_generations(s, new, now)
         cleaned = jobs.delete_failed_backlog(s, older_than=now - FAILED_RETENTION, keep=FAILED_KEEP)
     for row in rows:
@@ -121,7 +135,7 @@ def record_sample(rt) -> dict:
     with rt.store.begin() as s:
         live = stats.status_counts(s)
         _, rows = _rows(s, rt)
-        sample = dict(pending=live["pending"], processing=live["processing"],
+        sample = dict(pending=live[JobStatus.PENDING], processing=live[JobStatus.PROCESSING],
                       backlog=sum(r["completed"] for r in rows),
                       backlog_in_flight=sum(r["inFlight"] for r in rows),
                       recipes_below_minimum=sum(1 for r in rows if r["belowMinimum"]))

@@ -30,6 +30,38 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def format_status(data: dict) -> str:
+    """Human text of ``queue_status.status`` for ``queue status``."""
+    counts = data["counts"]
+    lines = ["jobs:      " + "  ".join(f"{k} {v}" for k, v in counts.items()) + "  (finished: last 24 h)",
+             f"slots:     {data['slots']['inUse']} of {data['slots']['max']} in use"]
+    oldest = data["oldestPending"]
+    lines.append("oldest:    " + ("no pending job" if oldest is None else
+                                  f"#{oldest['id']} (recipe {oldest['recipeId']}), "
+                                  f"pending for {_age(oldest['ageSeconds'])}"))
+    claimable = data["claimable"]
+    by_recipe = ", ".join(f"recipe {rid}: {n}" for rid, n in claimable["byRecipe"].items())
+    lines.append(f"claimable: {claimable['total']}" + (f" ({by_recipe})" if by_recipe else ""))
+    if data["nextPolls"]:
+        lines.append("next polls:")
+        for p in data["nextPolls"]:
+            when = "due now" if p["inSeconds"] <= 0 else f"in {_age(p['inSeconds'])}"
+            lines.append(f"  #{p['id']:<6} {p['recipe'][:30]:<30} {when:<12} poll {p['pollCount'] + 1}, "
+                         f"attempt {p['attempts']}")
+    else:
+        lines.append("next polls: none")
+    return "\n".join(lines)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _runtime(args):
     from .runtime import Runtime
 
@@ -121,7 +153,7 @@ def cmd_backlog_maintain(rt, args):
 def cmd_backlog_prefill(rt, args):
     from tqdm import tqdm
 
-    from . import queue
+    from . import demo
 
     bar = None
 
@@ -132,8 +164,8 @@ def cmd_backlog_prefill(rt, args):
         bar.update(done - bar.n)
 
     try:
-        summary = queue.prefill(rt, recipe_id=args.recipe, count=args.count, timeout=args.timeout,
-                                on_progress=progress)
+        summary = demo.prefill(rt, recipe_id=args.recipe, count=args.count, timeout=args.timeout,
+                               on_progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -143,13 +175,13 @@ def cmd_backlog_prefill(rt, args):
 
 
 def cmd_queue_status(rt, args):
-    from . import queue
+    from . import queue_status
 
-    data = queue.status(rt)
+    data = queue_status.status(rt)
     if args.json:
         _print(data)
     else:
-        print(queue.format_status(data))
+        print(format_status(data))
 
 
 def cmd_queue_tick(rt, args):

@@ -1,8 +1,25 @@
-"""Demo data: realistic recipes, usage statistics and test users (idempotent)."""
+"""Demo data: realistic recipes, usage statistics and test users (idempotent), and a prefilled backlog.
+
+:func:`prefill` (``python -m delula backlog prefill``) creates backlog jobs and drives the queue
+until they are finished, so a fresh installation has items to claim at once. It lives with the
+demo data rather than in the domain because it is a way of setting up a database, not a rule of
+the service: it seeds the demo data on an empty database, and otherwise only uses what the
+service does every day -- the backlog's job rows (``backlog.job_rows``) and the queue's tick.
+"""
 from __future__ import annotations
 
-from . import auth, recipes
-from .storage import catalog
+import logging
+import random
+import time
+from datetime import timedelta
+
+from . import auth, backlog, forms, queue, recipes
+from .queue_actions import QueueError
+from .storage import JobStatus, catalog, jobs
+
+log = logging.getLogger(__name__)
+
+PREFILL_MAX_SLEEP_S = 1.0
 
 TEST_USERS = (("maya", 40), ("jonas", 15), ("priya", 3))
 
@@ -145,3 +162,76 @@ def is_empty(rt) -> bool:
     with rt.store.begin() as s:
         has_recipes = bool(catalog.list_recipes(s, active_only=False))
     return not has_recipes and auth.get_user(rt, username="admin") is None
+
+
+def prefill(rt, *, recipe_id: int | None, count: int, timeout: float, on_progress=None,
+            sleep=time.sleep) -> dict:
+    """Create ``count`` backlog jobs per recipe (every active recipe when ``recipe_id`` is None)
+    and drive the queue until they are all finished or ``timeout`` seconds (of ``rt.clock``)
+    have passed; ``on_progress(done, total)`` after every tick.
+
+    Between ticks it sleeps until the next poll or retry falls due (at most a second), so the
+    poll schedule is respected. Jobs unfinished at the timeout stay queued for the scheduler.
+    ``sleep`` is injectable: with a ManualClock pass ``clock.advance``.
+    On a database without any recipe (a fresh file) the demo data is seeded first, as
+    ``python app.py`` does. Returns ``{"created", "completed", "failed", "timedOut", "ids"}``;
+    raises :class:`QueueError` for a bad count or timeout, or a recipe it cannot prefill.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
+        raise QueueError("count must be a whole number from 1 to 10000")
+    if not timeout or timeout <= 0:
+        raise QueueError("timeout must be a positive number of seconds")
+    _seed_if_empty(rt)
+    ids = _create_backlog_jobs(rt, recipe_id, count)
+    rt.invalidate()
+    total = len(ids)
+    deadline = rt.now() + timedelta(seconds=timeout)
+    while True:
+        queue.tick(rt)
+        with rt.store.begin() as s:
+            states = jobs.statuses_of(s, ids)
+            wakeup = jobs.next_wakeup(s, rt.now())
+        done = sum(1 for st in states.values() if st in JobStatus.FINISHED)
+        if on_progress is not None:
+            on_progress(done, total)
+        now = rt.now()
+        if done == total or now >= deadline:
+            break
+        wait = PREFILL_MAX_SLEEP_S if wakeup is None else (wakeup - now).total_seconds()
+        sleep(min(PREFILL_MAX_SLEEP_S, max(0.01, wait), max(0.01, (deadline - now).total_seconds())))
+    completed = sum(1 for st in states.values() if st == JobStatus.COMPLETED)
+    failed = sum(1 for st in states.values() if st in (JobStatus.FAILED, JobStatus.CANCELLED))
+    return {"created": total, "completed": completed, "failed": failed,
+            "timedOut": total - completed - failed, "ids": ids}
+
+
+def _seed_if_empty(rt) -> None:
+    auth.ensure_system_user(rt)
+    if is_empty(rt):
+        created = seed(rt)
+        log.info("queue: empty database, demo data seeded (%d recipes)", len(created["recipes"]))
+        if created["adminPassword"]:
+            log.warning("ops user 'admin' created with password: %s", created["adminPassword"])
+
+
+def _create_backlog_jobs(rt, recipe_id: int | None, count: int) -> list[int]:
+    now = rt.now()
+    rng = random.Random()
+    with rt.store.begin() as s:
+        if recipe_id is None:
+            targets = catalog.list_recipes(s, active_only=True)
+            if not targets:
+                raise QueueError("there is no active recipe to prefill")
+        else:
+            recipe = catalog.get_recipe(s, recipe_id)
+            if recipe is None or not recipe.is_active:
+                raise QueueError(f"recipe {recipe_id} does not exist or is not active")
+            targets = [recipe]
+        usage = catalog.usage_statistics(s, [r.id for r in targets])
+        rows = []
+        for recipe in targets:
+            try:
+                rows += backlog.job_rows(recipe, count, usage.get(recipe.id, {}), rng)
+            except (forms.FormError, forms.SchemaError) as e:
+                raise QueueError(f"recipe {recipe.id} ({recipe.name}): no valid form data: {e}") from None
+        return [jobs.add_generation(s, **row, credits_charged=0, now=now).id for row in rows]

@@ -2,6 +2,10 @@
 
 A user generation is validated against its recipe's schema, charged, queued as a pending job and
 counted in the recipe's usage statistics in one transaction.
+
+A generation's status and source are storage's enums, :class:`JobStatus` (with the sets that
+may be retried or cancelled) and :class:`JobSource`, re-exported here for the pages, which do
+not import storage; :func:`source` tells a row's source.
 """
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from dataclasses import dataclass
 from . import forms
 from .clock import isoformat
 from .auth import STAFF_ROLES
-from .storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
+from .storage import SYSTEM_BACKLOG_USER_ID, JobSource, accounts, catalog, jobs
+from .storage import JobStatus  # noqa: F401  (re-exported for the pages, which do not import storage)
 
 USER_PRIORITY = 0
 BACKLOG_PRIORITY = 10
@@ -80,7 +85,7 @@ def create_user_generation(rt, *, user_id: str, recipe_id: int, form_data) -> Cr
             return CreateResult(400, {"message": "Insufficient credits", "required": cost,
                                       "available": user.credits}, Refusal.INSUFFICIENT_CREDITS)
         gen = jobs.add_generation(s, user_id=user_id, recipe_id=recipe_id, form_data=clean,
-                                  meta={"source": "user", "isInstant": False, "recipeName": recipe.name},
+                                  meta={"source": JobSource.USER, "isInstant": False, "recipeName": recipe.name},
                                   priority=USER_PRIORITY, credits_charged=cost, now=now)
         balance = accounts.change_credits(s, user_id, -cost, kind="generation", now=now, generation_id=gen.id,
                                           allow_debit=user.may_overdraw)
@@ -113,10 +118,14 @@ def list_generations(rt, user_id: str, limit: int = 100) -> list:
 
 def list_jobs(rt, *, statuses: tuple[str, ...] | None = None, recipe_id: int | None = None,
               source: str | None = None, limit: int = 500) -> list:
-    """Generations for the queue page, newest first (``source`` is "backlog", "user" or None)."""
+    """Generations for the queue page, newest first (``source`` a :class:`JobSource` or None)."""
     with rt.store.begin() as s:
         return jobs.list_jobs(s, statuses=statuses, recipe_id=recipe_id, source=source, limit=limit)
 
 
-def is_backlog(gen) -> bool:
-    return gen.user_id == SYSTEM_BACKLOG_USER_ID or (gen.meta or {}).get("source") == "backlog"
+def source(gen) -> str:
+    """Where a generation comes from (a :class:`JobSource` value): ``metadata.source`` as stored
+    (a claimed backlog item stays ``backlog``); a row without one belongs to the backlog when the
+    system user owns it. In SQL: ``storage.jobs.from_backlog`` / ``users_own``."""
+    return (gen.meta or {}).get("source") or (JobSource.BACKLOG if gen.user_id == SYSTEM_BACKLOG_USER_ID
+                                               else JobSource.USER)

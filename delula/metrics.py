@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import backlog
-from .storage import CLAIM_OUTCOMES, stats
+from .storage import CLAIM_OUTCOMES, JobSource, JobStatus, stats
 
 # The classic text format that ``generate_latest`` writes (every Prometheus version reads it).
 CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", "text/plain; version=0.0.4; charset=utf-8")
@@ -32,7 +32,6 @@ WINDOW = timedelta(hours=1)
 CACHE_TTL_S = 5.0
 DURATION_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 480.0)
 MAX_DURATION_SAMPLES = 20_000
-FINISHED = ("completed", "failed", "cancelled")
 
 
 def snapshot(rt) -> dict:
@@ -40,7 +39,7 @@ def snapshot(rt) -> dict:
     since = rt.now() - WINDOW
     backlog_rows = backlog.status(rt)
     with rt.store.begin() as s:
-        live = stats.status_counts(s, ("pending", "processing"))
+        live = stats.status_counts(s, JobStatus.LIVE)
         finished = stats.finished_since(s, since)
         outcomes = stats.claim_outcomes_since(s, since)
         durations = stats.processing_durations_since(s, since, limit=MAX_DURATION_SAMPLES)
@@ -90,7 +89,7 @@ class DelulaCollector(Collector):
         family = GaugeMetricFamily("delula_jobs_finished_last_hour",
                                    "Generations that completed, failed or were cancelled in the last hour",
                                    labels=["status"])
-        for status in FINISHED:
+        for status in JobStatus.FINISHED:
             family.add_metric([status], float(snap["finished"].get(status, 0)))
         yield family
 
@@ -104,7 +103,7 @@ class DelulaCollector(Collector):
             "delula_job_duration_seconds",
             "Processing time (start to completion) of generations completed in the last hour",
             labels=["source"])
-        for source in ("backlog", "user"):
+        for source in (JobSource.BACKLOG, JobSource.USER):
             values = [secs for src, secs in snap["durations"] if src == source]
             family.add_metric([source], histogram(values), gsum_value=float(sum(values)))
         yield family

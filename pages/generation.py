@@ -13,10 +13,10 @@ from dash.exceptions import PreventUpdate
 
 from delula import auth, forms, generations, runtime
 from delula import recipes as recipe_domain
+from delula.generations import JobStatus
 from pages import access
 from pages.layout import empty_state, local_time, page_header, status_badge
 
-LIVE = ("pending", "processing")
 REFRESH_MS = 3000
 IMAGE_EXTENSIONS = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 
@@ -55,11 +55,12 @@ def media(gen):
         return html.Video(src=url, controls=True, autoPlay=True, muted=True, loop=True, poster=gen.thumbnail_url,
                           className="generation-media", id="generation-media")
     reason = {
-        "pending": "Waiting in the queue — the asset appears here when the job completes (this page refreshes itself).",
-        "processing": "Rendering at the provider — the asset appears here when it completes (this page refreshes "
-                      "itself).",
-        "failed": "No asset: the job failed (see the error).",
-        "cancelled": "No asset: the job was cancelled.",
+        JobStatus.PENDING: "Waiting in the queue — the asset appears here when the job completes (this page "
+                           "refreshes itself).",
+        JobStatus.PROCESSING: "Rendering at the provider — the asset appears here when it completes (this page "
+                              "refreshes itself).",
+        JobStatus.FAILED: "No asset: the job failed (see the error).",
+        JobStatus.CANCELLED: "No asset: the job was cancelled.",
     }.get(gen.status, "No asset was stored for this generation.")
     return html.Div(reason, className="generation-media-empty", id="generation-media-empty")
 
@@ -122,7 +123,7 @@ def not_found(raw) -> html.Div:
 
 def _details(gen, recipe, owner) -> dbc.Card:
     meta = gen.meta or {}
-    source = meta.get("source") or ("backlog" if generations.is_backlog(gen) else "user")
+    source = generations.source(gen)
     owner_text = (f"{owner.username} ({owner.role})" if owner is not None else gen.user_id)
     instant = bool(meta.get("isInstant"))
     items = [
@@ -201,7 +202,7 @@ def layout(generation_id=None, **_query):
     return html.Div([
         html.Div(view(rt, gen), id="generation-content"),
         dcc.Store(id="generation-id", data=gid),
-        dcc.Interval(id="generation-refresh", interval=REFRESH_MS, disabled=gen.status not in LIVE),
+        dcc.Interval(id="generation-refresh", interval=REFRESH_MS, disabled=gen.status not in JobStatus.LIVE),
     ])
 
 
@@ -220,4 +221,4 @@ def refresh(_n, generation_id):
     gen = generations.get_generation(rt, generation_id)
     if gen is None:
         return not_found(generation_id), True
-    return view(rt, gen), gen.status not in LIVE
+    return view(rt, gen), gen.status not in JobStatus.LIVE

@@ -1,12 +1,12 @@
 """Queue (``/queue``): generation jobs by status, with retry and cancel for ops.
 
-Counts per status at the top (``queue.status``), then the newest jobs matching the filters in a
-grid (``generations.list_jobs``): recipe, source, owner, status, attempts, error, next poll, age.
-A failed (or cancelled) job can be retried and a pending or processing one cancelled — by ops only, checked
-again inside the callback — after a confirmation; ``queue.retry`` / ``queue.cancel`` hold the
-rules and refuse with a readable ``QueueError``. Filters live in the URL query
-(``/queue?status=failed&recipe=3&source=user``) so other pages can link to a filtered view.
-The grid refreshes every few seconds while the tab is visible.
+Counts per status at the top (``queue_status.status``), then the newest jobs matching the filters
+in a grid (``generations.list_jobs``): recipe, source, owner, status, attempts, error, next poll,
+age. A failed (or cancelled) job can be retried and a pending or processing one cancelled — by ops
+only, checked again inside the callback — after a confirmation; ``queue_actions`` holds the rules
+(a row's buttons come from ``queue_actions.allowed``) and refuses with a readable ``QueueError``.
+Filters live in the URL query (``/queue?status=failed&recipe=3&source=user``) so other pages can
+link to a filtered view. The grid refreshes every few seconds while the tab is visible.
 """
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, clientside_callback, dcc, html
 from dash.exceptions import PreventUpdate
 
-from delula import auth, generations, runtime
-from delula import queue as job_queue
+from delula import auth, generations, queue_actions, queue_status, runtime
 from delula import recipes as recipe_domain
-from delula.storage.models import STATUSES
+from delula.generations import JobSource, JobStatus
 from pages import access
 from pages.layout import local_time, page_header
 
@@ -30,13 +29,14 @@ dash.register_page(__name__, path="/queue", name="Queue", title="Queue · Delula
 
 LIMIT = 500
 REFRESH_MS = 5000
-SOURCES = ("user", "backlog")
+STATUSES = tuple(JobStatus)
+SOURCES = tuple(JobSource)
 STATUS_HINTS = {
-    "pending": "waiting for a free slot",
-    "processing": "at the provider",
-    "completed": "finished, last 24 h",
-    "failed": "gave up after retries, last 24 h",
-    "cancelled": "stopped by ops, last 24 h",
+    JobStatus.PENDING: "waiting for a free slot",
+    JobStatus.PROCESSING: "at the provider",
+    JobStatus.COMPLETED: "finished, last 24 h",
+    JobStatus.FAILED: "gave up after retries, last 24 h",
+    JobStatus.CANCELLED: "stopped by ops, last 24 h",
 }
 
 
@@ -57,13 +57,7 @@ def parse_filters(status=None, recipe=None, source=None) -> dict:
 
 def actions_for(status: str, is_ops: bool) -> list[str]:
     """What ops may do to a job in this status (nothing for product staff)."""
-    if not is_ops:
-        return []
-    if status in ("failed", "cancelled"):
-        return ["retry"]
-    if status in ("pending", "processing"):
-        return ["cancel"]
-    return []
+    return queue_actions.allowed(status) if is_ops else []
 
 
 def _seconds(later: datetime | None, earlier: datetime) -> float | None:
@@ -73,9 +67,9 @@ def _seconds(later: datetime | None, earlier: datetime) -> float | None:
 def job_row(gen, *, now: datetime, recipe_names: dict, usernames: dict, is_ops: bool) -> dict:
     """One grid row. Times go out as ISO UTC / seconds; the browser shows them in local time."""
     meta = gen.meta or {}
-    if gen.status == "processing":
+    if gen.status == JobStatus.PROCESSING:
         next_poll = _seconds(gen.next_poll_at, now)
-    elif gen.status == "pending":
+    elif gen.status == JobStatus.PENDING:
         next_poll = _seconds(gen.next_attempt_at, now)  # a retry waiting for its backoff
     else:
         next_poll = None
@@ -84,7 +78,7 @@ def job_row(gen, *, now: datetime, recipe_names: dict, usernames: dict, is_ops: 
         "rowId": str(gen.id),  # AG Grid row ids are strings
         "recipe": recipe_names.get(gen.recipe_id, f"recipe {gen.recipe_id}"),
         "recipeId": gen.recipe_id,
-        "source": meta.get("source") or ("backlog" if generations.is_backlog(gen) else "user"),
+        "source": generations.source(gen),
         "owner": usernames.get(gen.user_id, gen.user_id),
         "instant": bool(meta.get("isInstant")),
         "status": gen.status,
@@ -98,13 +92,13 @@ def job_row(gen, *, now: datetime, recipe_names: dict, usernames: dict, is_ops: 
 
 
 def status_counts(summary: dict) -> dict[str, int]:
-    """Counts per status from ``queue.status`` (every status present, missing ones 0)."""
+    """Counts per status from ``queue_status.status`` (every status present, missing ones 0)."""
     counts = summary.get("counts") or {}
     return {s: int(counts.get(s) or 0) for s in STATUSES}
 
 
 def at_a_glance(summary: dict) -> list[str]:
-    """Slots in use, the oldest pending job and the next poll, from ``queue.status``."""
+    """Slots in use, the oldest pending job and the next poll, from ``queue_status.status``."""
     slots = summary.get("slots") or {}
     parts = [f"{slots.get('inUse', 0)} of {slots.get('max', '?')} slots in use"]
     oldest = summary.get("oldestPending")
@@ -139,7 +133,7 @@ def no_rows(filters: dict) -> dict:
 
 
 def confirm_text(action: str, job_id: int) -> str:
-    if action == "retry":
+    if action == queue_actions.RETRY:
         return f"Retry job #{job_id}? It goes back to pending with fresh attempts and is submitted again."
     return f"Cancel job #{job_id}? It stops now (and is cancelled at the provider); a user's credits are refunded."
 
@@ -196,8 +190,8 @@ def _filters(filters: dict, recipe_options: list[dict]) -> dbc.Card:
                             + recipe_options, value=str(filters["recipe"]) if filters["recipe"] else "all")], md=3),
         dbc.Col([dbc.Label("Source", className="fw-semibold mb-1 d-block"),
                  dbc.RadioItems(id="queue-filter-source", value=filters["source"] or "all",
-                                options=[{"label": "All", "value": "all"}, {"label": "User", "value": "user"},
-                                         {"label": "Backlog", "value": "backlog"}],
+                                options=[{"label": "All", "value": "all"}]
+                                + [{"label": source.capitalize(), "value": source} for source in SOURCES],
                                 className="delula-btn-radio", inputClassName="btn-check",
                                 labelClassName="btn btn-outline-secondary", labelCheckedClassName="active")],
                 md=4),
@@ -211,7 +205,7 @@ def _load(rt, filters: dict, is_ops: bool) -> tuple[list[dict], dict]:
     users = auth.usernames(rt, (g.user_id for g in jobs))
     now = rt.now()
     rows = [job_row(g, now=now, recipe_names=names, usernames=users, is_ops=is_ops) for g in jobs]
-    return rows, job_queue.status(rt)
+    return rows, queue_status.status(rt)
 
 
 def _footnote(rows: list, now: datetime) -> list:
@@ -302,7 +296,7 @@ def ask(data):
     """A row's Retry/Cancel button: confirm first (ops only)."""
     request = (data or {}).get("value") or {}
     action, job_id = request.get("action"), request.get("id")
-    if action not in ("retry", "cancel") or not isinstance(job_id, int):
+    if action not in (queue_actions.RETRY, queue_actions.CANCEL) or not isinstance(job_id, int):
         raise PreventUpdate
     user = access.current_user()
     if user is None or not user.is_ops:
@@ -332,12 +326,12 @@ def perform(action: str, job_id: int) -> tuple[str, bool]:
     access.require("ops")
     rt = runtime.current()
     try:
-        if action == "retry":
-            job_queue.retry(rt, job_id)
+        if action == queue_actions.RETRY:
+            queue_actions.retry(rt, job_id)
             return f"Job #{job_id} is pending again and will be resubmitted.", True
-        if action == "cancel":
-            job_queue.cancel(rt, job_id)
+        if action == queue_actions.CANCEL:
+            queue_actions.cancel(rt, job_id)
             return f"Job #{job_id} was cancelled.", True
-    except job_queue.QueueError as e:
+    except queue_actions.QueueError as e:
         return f"Job #{job_id}: {e}", False
     return f"Unknown action {action!r}.", False

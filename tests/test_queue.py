@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from delula import auth, demo, generations, queue, recipes
+from delula import auth, cli, demo, generations, queue, queue_actions, queue_status, recipes
 from delula.clock import ManualClock
 from delula.providers import JobResult, JobStatus, ProviderError, Submission
 from delula.simulator import Simulator, SimulatorProvider
@@ -248,7 +248,7 @@ def test_failures_are_retried_with_backoff_then_fail_readably_and_refund_once(qu
     assert _credits(rt, user_id) == 10
 
     # an ops retry of the refunded job that fails again refunds nothing more
-    queue.retry(rt, gid)
+    queue_actions.retry(rt, gid)
     for _ in range(10):
         queue.tick(rt)
         clock.advance(60)
@@ -359,8 +359,8 @@ def test_refund_happens_once_when_pollers_and_ops_race(pg_url, make_runtime, clo
         barrier.wait()
         for gid in reversed(ids):
             try:
-                queue.cancel(r, gid)
-            except queue.QueueError:
+                queue_actions.cancel(r, gid)
+            except queue_actions.QueueError:
                 pass
             except Exception as e:  # pragma: no cover - reported below
                 errors.append(e)
@@ -514,18 +514,18 @@ def test_ops_retry_and_cancel(queue_rt, clock):
     gid, user_id = _user_job(rt, recipe.id, credits=10)
     queue.tick(rt)
 
-    with pytest.raises(queue.QueueError, match=f"generation {gid} is processing; only failed or cancelled"):
-        queue.retry(rt, gid)
-    body = queue.cancel(rt, gid)
+    with pytest.raises(queue_actions.QueueError, match=f"generation {gid} is processing; only failed or cancelled"):
+        queue_actions.retry(rt, gid)
+    body = queue_actions.cancel(rt, gid)
     assert body["status"] == "cancelled" and body["error"] == "cancelled by an operator"
     assert fake.cancels == ["req-1"]
     assert _credits(rt, user_id) == 10 and len(_refunds(rt, gid)) == 1
-    with pytest.raises(queue.QueueError, match=f"generation {gid} is cancelled; only pending or processing"):
-        queue.cancel(rt, gid)
+    with pytest.raises(queue_actions.QueueError, match=f"generation {gid} is cancelled; only pending or processing"):
+        queue_actions.cancel(rt, gid)
     clock.advance(15)
     assert queue.tick(rt)["polled"] == 0  # a cancelled job is left alone
 
-    body = queue.retry(rt, gid)
+    body = queue_actions.retry(rt, gid)
     assert body["status"] == "pending" and body["error"] is None
     gen = _gen(rt, gid)
     assert gen.attempts == 0 and gen.provider_request_id is None and gen.next_attempt_at is None
@@ -533,13 +533,13 @@ def test_ops_retry_and_cancel(queue_rt, clock):
     fake.default = "COMPLETED"
     clock.advance(15)
     queue.tick(rt)
-    with pytest.raises(queue.QueueError, match=f"generation {gid} is completed; only failed or cancelled jobs"):
-        queue.retry(rt, gid)
-    with pytest.raises(queue.JobNotFound, match="generation 999999 does not exist"):
-        queue.cancel(rt, 999999)
+    with pytest.raises(queue_actions.QueueError, match=f"generation {gid} is completed; only failed or cancelled jobs"):
+        queue_actions.retry(rt, gid)
+    with pytest.raises(queue_actions.JobNotFound, match="generation 999999 does not exist"):
+        queue_actions.cancel(rt, 999999)
 
     pending = _backlog_job(rt, recipe.id)
-    assert queue.cancel(rt, pending)["status"] == "cancelled"
+    assert queue_actions.cancel(rt, pending)["status"] == "cancelled"
     assert fake.cancels == ["req-1"]  # never submitted: nothing to cancel at the provider
     assert _credits(rt, user_id) == 10
 
@@ -550,13 +550,36 @@ def test_a_job_cancelled_while_being_submitted_is_cancelled_at_the_provider(queu
     def cancel_meanwhile():
         with holder["rt"].store.begin() as s:
             gid = jobs.list_jobs(s, statuses=("processing",))[0].id
-        queue.cancel(holder["rt"], gid)
+        queue_actions.cancel(holder["rt"], gid)
 
     rt, fake = queue_rt(provider=FakeProvider(on_submit=cancel_meanwhile))
     holder["rt"] = rt
     gid = _backlog_job(rt, _recipe(rt).id)
     assert queue.tick(rt)["started"] == 0
     assert _gen(rt, gid).status == "cancelled" and fake.cancels == ["req-1"]
+
+
+def test_the_source_filter_and_the_source_of_a_row_agree(queue_rt):
+    rt, fake = queue_rt()
+    recipe = _recipe(rt)
+    backlog_job = _backlog_job(rt, recipe.id)
+    users_job, user_id = _user_job(rt, recipe.id)
+    claimed = _backlog_job(rt, recipe.id)
+    with rt.store.begin() as s:
+        jobs.get_generation(s, claimed).user_id = user_id  # a claimed item changes owner, stays "backlog"
+    by_filter = {source: {g.id for g in generations.list_jobs(rt, source=source)} for source in ("user", "backlog")}
+    assert by_filter == {"user": {users_job}, "backlog": {backlog_job, claimed}}
+    for source, ids in by_filter.items():
+        assert all(generations.source(_gen(rt, gid)) == source for gid in ids)
+
+
+def test_a_row_without_a_stored_source_takes_its_owners():
+    def row(user_id, meta):
+        return Generation(user_id=user_id, meta=meta)
+
+    assert generations.source(row("u1", {"source": "backlog"})) == "backlog"
+    assert generations.source(row(SYSTEM_BACKLOG_USER_ID, {})) == "backlog"
+    assert generations.source(row("u1", None)) == "user"
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -567,7 +590,7 @@ def test_status_and_its_text(queue_rt, clock):
     ids = [_backlog_job(rt, recipe.id) for _ in range(3)]
     queue.tick(rt)
     clock.advance(4)
-    data = queue.status(rt)
+    data = queue_status.status(rt)
     assert data["counts"] == {"pending": 1, "processing": 2, "completed": 0, "failed": 0, "cancelled": 0}
     assert data["slots"] == {"inUse": 2, "max": 2}
     assert data["oldestPending"]["id"] == ids[2] and data["oldestPending"]["ageSeconds"] == 4
@@ -575,7 +598,7 @@ def test_status_and_its_text(queue_rt, clock):
     assert data["nextPolls"][0]["recipe"] == "Lantern" and data["nextPolls"][0]["inSeconds"] == 11
     assert data["claimable"] == {"total": 0, "byRecipe": {}}
     json.dumps(data)  # the CLI prints it
-    text = queue.format_status(data)
+    text = cli.format_status(data)
     assert "2 of 2 in use" in text and f"#{ids[2]}" in text and "Lantern" in text and "in 11 s" in text
 
 
@@ -589,9 +612,9 @@ def test_status_counts_finished_jobs_of_the_last_day_only(queue_rt, clock):
     new = _backlog_job(rt, recipe.id)
     with rt.store.begin() as s:
         jobs.cancel_job(s, new, error="cancelled by an operator", now=rt.now())
-    data = queue.status(rt)
+    data = queue_status.status(rt)
     assert data["counts"]["cancelled"] == 1          # the one cancelled 25 h ago is not counted
-    assert data["countsSince"] == generations.isoformat(rt.now() - queue.FINISHED_COUNT_WINDOW)
+    assert data["countsSince"] == generations.isoformat(rt.now() - queue_status.FINISHED_COUNT_WINDOW)
 
 
 def test_stats_keys_values_and_cache(queue_rt, clock):
@@ -606,7 +629,7 @@ def test_stats_keys_values_and_cache(queue_rt, clock):
     for _ in range(200):
         clock.advance(1)
         queue.tick(rt)
-    body = queue.stats(rt)
+    body = queue_status.stats(rt)
     assert set(body) == {"pending", "processing", "completedLastHour", "failedLastHour", "avgProcessingSeconds",
                          "p95ProcessingSeconds", "cachedAt"}
     durations = sorted((_gen(rt, gid).completed_at - _gen(rt, gid).started_at).total_seconds() for gid in ids[:4])
@@ -618,12 +641,12 @@ def test_stats_keys_values_and_cache(queue_rt, clock):
     assert body["cachedAt"] == generations.isoformat(clock.now())
 
     _backlog_job(rt, recipe.id)
-    assert queue.stats(rt)["pending"] == 0  # cached
+    assert queue_status.stats(rt)["pending"] == 0  # cached
     rt.invalidate()
-    assert queue.stats(rt)["pending"] == 1
+    assert queue_status.stats(rt)["pending"] == 1
     clock.advance(3601)
     rt.invalidate()
-    later = queue.stats(rt)
+    later = queue_status.stats(rt)
     assert later["completedLastHour"] == 0 and later["avgProcessingSeconds"] is None
 
 
@@ -633,7 +656,7 @@ def test_prefill_runs_backlog_jobs_to_the_end(db_url, make_runtime):
     rt = make_runtime(db_url, poll_schedule=(0.05,), simulator_duration=(0.0, 0.0))
     demo.seed(rt)
     progress = []
-    result = queue.prefill(rt, recipe_id=1, count=4, timeout=120, on_progress=lambda d, t: progress.append((d, t)))
+    result = demo.prefill(rt, recipe_id=1, count=4, timeout=120, on_progress=lambda d, t: progress.append((d, t)))
     assert {k: result[k] for k in ("created", "completed", "failed", "timedOut")} == {
         "created": 4, "completed": 4, "failed": 0, "timedOut": 0}
     assert progress[-1] == (4, 4) and all(t == 4 for _, t in progress)
@@ -642,10 +665,10 @@ def test_prefill_runs_backlog_jobs_to_the_end(db_url, make_runtime):
     assert gen.user_id == SYSTEM_BACKLOG_USER_ID and gen.meta["source"] == "backlog"
     assert gen.priority == generations.BACKLOG_PRIORITY and gen.form_data
 
-    everywhere = queue.prefill(rt, recipe_id=None, count=1, timeout=120)
+    everywhere = demo.prefill(rt, recipe_id=None, count=1, timeout=120)
     assert everywhere["created"] == everywhere["completed"] == len(recipes.list_recipes(rt))
-    with pytest.raises(queue.QueueError, match="recipe 424242 does not exist"):
-        queue.prefill(rt, recipe_id=424242, count=1, timeout=10)
+    with pytest.raises(queue_actions.QueueError, match="recipe 424242 does not exist"):
+        demo.prefill(rt, recipe_id=424242, count=1, timeout=10)
 
 
 def test_prefill_respects_the_schedule_with_a_manual_clock(queue_rt, clock):
@@ -658,7 +681,7 @@ def test_prefill_respects_the_schedule_with_a_manual_clock(queue_rt, clock):
         slept.append(seconds)
         clock.advance(seconds)
 
-    result = queue.prefill(rt, recipe_id=2, count=3, timeout=3600, sleep=sleep)
+    result = demo.prefill(rt, recipe_id=2, count=3, timeout=3600, sleep=sleep)
     assert result["completed"] == 3
     assert sum(slept) == 45  # two polls at 15 and 45 s after submit, never earlier
     assert len(fake.polls) == 6

@@ -3,7 +3,7 @@
 Nothing outside ``delula.storage`` imports SQLAlchemy. Modules by area:
 
 - ``db``        engine, transactions (:class:`Store`), migrations (:func:`upgrade`)
-- ``models``    the typed schema
+- ``models``    the typed schema, and the job statuses and sources (:class:`JobStatus`, :class:`JobSource`)
 - ``accounts``  users, API tokens, the credits ledger, app settings
 - ``catalog``   recipes and their usage statistics
 - ``pool``      the instant claim's statements, claim events, idempotency keys
@@ -13,10 +13,10 @@ Nothing outside ``delula.storage`` imports SQLAlchemy. Modules by area:
 """
 from .db import Conflict, DatabaseUnavailable, Store, current_revision, upgrade
 from .models import (CLAIM_OUTCOMES, LEDGER_KINDS, ROLES, STATUSES, SYSTEM_BACKLOG_USER_ID, ApiToken, ClaimEvent,
-                     CreditTransaction, Generation, QueueSample, Recipe, User)
+                     CreditTransaction, Generation, JobSource, JobStatus, QueueSample, Recipe, User)
 
 __all__ = [
     "Store", "DatabaseUnavailable", "Conflict", "upgrade", "current_revision",
-    "SYSTEM_BACKLOG_USER_ID", "ROLES", "STATUSES", "LEDGER_KINDS", "CLAIM_OUTCOMES",
+    "SYSTEM_BACKLOG_USER_ID", "ROLES", "STATUSES", "LEDGER_KINDS", "CLAIM_OUTCOMES", "JobStatus", "JobSource",
     "User", "ApiToken", "Recipe", "Generation", "CreditTransaction", "ClaimEvent", "QueueSample",
 ]

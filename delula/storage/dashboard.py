@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session
 
 from .accounts import put_setting_once
 from .db import is_postgres
-from .models import SYSTEM_BACKLOG_USER_ID, AppSetting, ClaimEvent, Generation, QueueSample, StatCount
+from .jobs import users_own
+from .models import (SYSTEM_BACKLOG_USER_ID, AppSetting, ClaimEvent, Generation, JobSource, JobStatus, QueueSample,
+                     StatCount)
 
 
 def _bucket(s: Session, column, width_s: int):
@@ -49,18 +51,10 @@ def _seconds_between(s: Session, start, end):
     return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
 
 
-def _source():
-    return Generation.meta["source"].as_string()
-
-
-def _users_own_jobs():
-    """A normal generation: a user's own job, not a claimed backlog item."""
-    return and_(Generation.user_id != SYSTEM_BACKLOG_USER_ID, _source() == "user")
-
-
 def _failed_source():
-    """``backlog`` or ``user``: whose job failed."""
-    return case((Generation.user_id == SYSTEM_BACKLOG_USER_ID, "backlog"), else_="user")
+    """``backlog`` or ``user``: whose job failed (a failed job was never claimed, so its owner
+    tells its source without reading the JSON document)."""
+    return case((Generation.user_id == SYSTEM_BACKLOG_USER_ID, JobSource.BACKLOG), else_=JobSource.USER)
 
 
 def queue_series(s: Session, since: datetime, width_s: int) -> list[tuple[int, float, float, float, float]]:
@@ -95,7 +89,7 @@ def user_generation_series(s: Session, since: datetime, width_s: int,
                            recipe_id: int | None = None) -> list[tuple[int, int]]:
     """``(bucket, count)`` of normal generations (a user's own job, not a claim) created."""
     b, g = _bucket(s, Generation.created_at, width_s)
-    q = (select(b, func.count()).where(Generation.created_at >= since, _users_own_jobs())
+    q = (select(b, func.count()).where(Generation.created_at >= since, users_own())
          .group_by(g).order_by(b))
     if recipe_id is not None:
         q = q.where(Generation.recipe_id == recipe_id)
@@ -109,7 +103,7 @@ def failure_series(s: Session, since: datetime, width_s: int,
     b, g = _bucket(s, Generation.updated_at, width_s)
     source = _failed_source().label("src")
     q = (select(b, source, func.count())
-         .where(Generation.status == "failed", Generation.updated_at >= since)
+         .where(Generation.status == JobStatus.FAILED, Generation.updated_at >= since)
          .group_by(g, source).order_by(b))
     if recipe_id is not None:
         q = q.where(Generation.recipe_id == recipe_id)
@@ -119,7 +113,7 @@ def failure_series(s: Session, since: datetime, width_s: int,
 def live_counts(s: Session, recipe_id: int | None = None) -> dict[str, int]:
     """``{"pending": n, "processing": m}`` now (each served by its partial index)."""
     out = {}
-    for status in ("pending", "processing"):
+    for status in JobStatus.LIVE:
         q = select(func.count()).select_from(Generation).where(Generation.status == status)
         if recipe_id is not None:
             q = q.where(Generation.recipe_id == recipe_id)
@@ -130,18 +124,19 @@ def live_counts(s: Session, recipe_id: int | None = None) -> dict[str, int]:
 def finished_counts(s: Session, since: datetime, recipe_id: int | None = None) -> dict[str, int]:
     """``{"completed": n, "failed": m}``: generations that finished since ``since``."""
     completed = select(func.count()).select_from(Generation).where(
-        Generation.completed_at >= since, Generation.status == "completed")
+        Generation.completed_at >= since, Generation.status == JobStatus.COMPLETED)
     failed = select(func.count()).select_from(Generation).where(
-        Generation.status == "failed", Generation.updated_at >= since)
+        Generation.status == JobStatus.FAILED, Generation.updated_at >= since)
     if recipe_id is not None:
         completed = completed.where(Generation.recipe_id == recipe_id)
         failed = failed.where(Generation.recipe_id == recipe_id)
-    return {"completed": int(s.scalar(completed) or 0), "failed": int(s.scalar(failed) or 0)}
+    return {JobStatus.COMPLETED: int(s.scalar(completed) or 0), JobStatus.FAILED: int(s.scalar(failed) or 0)}
 
 
 def _processing_window(s: Session, since: datetime, recipe_id: int | None):
     seconds = _seconds_between(s, Generation.started_at, Generation.completed_at)
-    where = [Generation.status == "completed", Generation.completed_at >= since, Generation.started_at.is_not(None)]
+    where = [Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since,
+             Generation.started_at.is_not(None)]
     if recipe_id is not None:
         where.append(Generation.recipe_id == recipe_id)
     return seconds, and_(*where)
@@ -222,13 +217,13 @@ def raw_counts(s: Session, start: datetime, end: datetime | None = None,
     b, g = _bucket(s, Generation.updated_at, SLOT)
     source = _failed_source()
     q = (select(b, Generation.recipe_id, source, func.count())
-         .where(Generation.status == "failed", *window(Generation.updated_at), *recipe(Generation.recipe_id))
+         .where(Generation.status == JobStatus.FAILED, *window(Generation.updated_at), *recipe(Generation.recipe_id))
          .group_by(g, Generation.recipe_id, source))
     rows += [(int(t), r, "failed", src, int(n)) for t, r, src, n in s.execute(q)]
 
     b, g = _bucket(s, Generation.created_at, SLOT)
     q = (select(b, Generation.recipe_id, func.count())
-         .where(*window(Generation.created_at), _users_own_jobs(), *recipe(Generation.recipe_id))
+         .where(*window(Generation.created_at), users_own(), *recipe(Generation.recipe_id))
          .group_by(g, Generation.recipe_id))
     rows += [(int(t), r, "normal", "", int(n)) for t, r, n in s.execute(q)]
 
@@ -236,7 +231,8 @@ def raw_counts(s: Session, start: datetime, end: datetime | None = None,
     whole = func.coalesce(cast(func.floor(seconds), Integer) if is_postgres(s) else cast(seconds, Integer), -1)
     b, g = _bucket(s, Generation.completed_at, HOUR)
     q = (select(b, Generation.recipe_id, whole, func.count())
-         .where(Generation.status == "completed", *window(Generation.completed_at), *recipe(Generation.recipe_id))
+         .where(Generation.status == JobStatus.COMPLETED, *window(Generation.completed_at),
+                *recipe(Generation.recipe_id))
          .group_by(g, Generation.recipe_id, whole))
     rows += [(int(t), r, "completed", str(w) if w >= 0 else "-", int(n)) for t, r, w, n in s.execute(q)]
     return rows

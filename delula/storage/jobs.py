@@ -1,23 +1,41 @@
 """Generation rows: creating them and reading them back.
 
 The queue service's state transitions (start, poll, complete, fail, retry, refund, recover) are
-statements in this module too.
+statements in this module too. A generation's source in SQL is :func:`source` and the two
+predicates on it, :func:`from_backlog` and :func:`users_own`; the domain's counterpart for a row
+is ``generations.source``.
 """
 from __future__ import annotations
 
 import json
 from datetime import datetime
 
-from sqlalchemy import func, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
-from .models import Generation, Recipe
+from .models import SYSTEM_BACKLOG_USER_ID, Generation, JobSource, JobStatus, Recipe
+
+
+def source():
+    """A generation's source as stored, ``metadata.source`` (a :class:`JobSource` value)."""
+    return Generation.meta["source"].as_string()
+
+
+def from_backlog():
+    """A backlog job, also once a user has claimed it."""
+    return source() == JobSource.BACKLOG
+
+
+def users_own():
+    """A user's own job, not a claimed backlog item. Exactly the predicate of the partial index
+    ``ix_generations_user_jobs``, so a query filtering on it can use that index."""
+    return and_(Generation.user_id != SYSTEM_BACKLOG_USER_ID, source() == JobSource.USER)
 
 
 def add_generation(s: Session, *, user_id: str, recipe_id: int, form_data: dict, meta: dict, priority: int,
-                   credits_charged: int, now: datetime, status: str = "pending") -> Generation:
+                   credits_charged: int, now: datetime, status: str = JobStatus.PENDING) -> Generation:
     gen = Generation(user_id=user_id, recipe_id=recipe_id, status=status, form_data=form_data, meta=meta,
                      priority=priority, credits_charged=credits_charged, attempts=0, poll_count=0,
                      refunded=False, created_at=now, updated_at=now)
@@ -30,7 +48,7 @@ def add_generations(s: Session, rows: list[dict], now: datetime) -> int:
     """Bulk insert of many pending generations in one statement; returns how many."""
     if not rows:
         return 0
-    defaults = dict(status="pending", attempts=0, poll_count=0, refunded=False, credits_charged=0,
+    defaults = dict(status=JobStatus.PENDING, attempts=0, poll_count=0, refunded=False, credits_charged=0,
                     created_at=now, updated_at=now)
     s.execute(insert(Generation), [{**defaults, **row} for row in rows])
     return len(rows)
@@ -43,18 +61,15 @@ def get_generation(s: Session, generation_id: int) -> Generation | None:
 def list_jobs(s: Session, *, statuses: tuple[str, ...] | None = None, recipe_id: int | None = None,
               source: str | None = None, limit: int = 500) -> list[Generation]:
     """Newest generations first, filtered; bounded by ``limit`` (the queue page's grid)."""
-    from .models import SYSTEM_BACKLOG_USER_ID
-
     q = select(Generation).order_by(Generation.id.desc()).limit(limit)
     if statuses:
         q = q.where(Generation.status.in_(statuses))
     if recipe_id is not None:
         q = q.where(Generation.recipe_id == recipe_id)
-    if source == "backlog":
-        q = q.where(Generation.meta["source"].as_string() == "backlog")
-    elif source == "user":
-        q = q.where(Generation.user_id != SYSTEM_BACKLOG_USER_ID,
-                    Generation.meta["source"].as_string() != "backlog")
+    if source == JobSource.BACKLOG:
+        q = q.where(from_backlog())
+    elif source == JobSource.USER:
+        q = q.where(users_own())
     return list(s.scalars(q))
 
 
@@ -84,20 +99,18 @@ def delete_failed_backlog(s: Session, *, older_than: datetime, keep: int) -> int
     ``keep`` failed ones of each recipe (kept for diagnosis); returns how many went."""
     from sqlalchemy import delete, func
 
-    from .models import SYSTEM_BACKLOG_USER_ID
-
     ranked = (select(Generation.id, Generation.created_at,
                      func.row_number().over(partition_by=Generation.recipe_id,
                                             order_by=(Generation.created_at.desc(), Generation.id.desc()))
                      .label("rn"))
-              .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == "failed")
+              .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == JobStatus.FAILED)
               .subquery())
     doomed = select(ranked.c.id).where(ranked.c.rn > keep, ranked.c.created_at < older_than)
     return s.execute(delete(Generation).where(Generation.id.in_(doomed))
                      .execution_options(synchronize_session=False)).rowcount or 0
 
 
-# --- the queue service (``delula.queue``) ----------------------------------------------------
+# --- the queue service (``delula.queue``, ``queue_actions``, ``queue_status``) ---------------
 #
 # Every transition of a job is one conditional statement on ``(id, status, attempts)``: the
 # attempt number names the submission a caller saw, so a poller, a timeout and an ops action
@@ -125,7 +138,7 @@ def _once(picked):
 
 
 def _on_attempt(generation_id: int, attempt: int):
-    return (Generation.id == generation_id, Generation.status == "processing", Generation.attempts == attempt)
+    return (Generation.id == generation_id, Generation.status == JobStatus.PROCESSING, Generation.attempts == attempt)
 
 
 def lock_queue_start(s: Session) -> None:
@@ -139,7 +152,7 @@ def lock_queue_start(s: Session) -> None:
 
 
 def count_processing(s: Session) -> int:
-    return s.scalar(select(func.count()).select_from(Generation).where(Generation.status == "processing")) or 0
+    return s.scalar(select(func.count()).select_from(Generation).where(Generation.status == JobStatus.PROCESSING)) or 0
 
 
 def claim_pending(s: Session, *, limit: int, now: datetime) -> list[Generation]:
@@ -149,12 +162,12 @@ def claim_pending(s: Session, *, limit: int, now: datetime) -> list[Generation]:
     if limit <= 0:
         return []
     due = (select(Generation.id)
-           .where(Generation.status == "pending",
+           .where(Generation.status == JobStatus.PENDING,
                   or_(Generation.next_attempt_at.is_(None), Generation.next_attempt_at <= now))
            .order_by(Generation.priority, Generation.created_at, Generation.id)
            .limit(limit).with_for_update(skip_locked=True))
-    stmt = (update(Generation).where(Generation.id.in_(_once(due)), Generation.status == "pending")
-            .values(status="processing", attempts=Generation.attempts + 1, started_at=now, poll_count=0,
+    stmt = (update(Generation).where(Generation.id.in_(_once(due)), Generation.status == JobStatus.PENDING)
+            .values(status=JobStatus.PROCESSING, attempts=Generation.attempts + 1, started_at=now, poll_count=0,
                     next_poll_at=None, next_attempt_at=None, provider_request_id=None, updated_at=now)
             .returning(Generation).execution_options(**_NO_SYNC))
     rows = list(s.scalars(stmt))
@@ -176,11 +189,11 @@ def lease_due_polls(s: Session, *, now: datetime, lease_until: datetime, limit: 
     """Submitted jobs whose poll is due, soonest first; their ``next_poll_at`` moves to
     ``lease_until`` so no other poller takes them meanwhile (nor after a crash mid-poll)."""
     due = (select(Generation.id)
-           .where(Generation.status == "processing", Generation.next_poll_at <= now,
+           .where(Generation.status == JobStatus.PROCESSING, Generation.next_poll_at <= now,
                   Generation.provider_request_id.is_not(None))
            .order_by(Generation.next_poll_at, Generation.id)
            .limit(limit).with_for_update(skip_locked=True))
-    stmt = (update(Generation).where(Generation.id.in_(_once(due)), Generation.status == "processing")
+    stmt = (update(Generation).where(Generation.id.in_(_once(due)), Generation.status == JobStatus.PROCESSING)
             .values(next_poll_at=lease_until)
             .returning(Generation).execution_options(**_NO_SYNC))
     return sorted(s.scalars(stmt), key=lambda g: g.id)
@@ -199,7 +212,7 @@ def record_poll(s: Session, generation_id: int, attempt: int, poll_count: int, *
 def complete(s: Session, generation_id: int, attempt: int, *, asset_url: str, thumbnail_url: str | None,
              meta_patch: dict, now: datetime) -> bool:
     stmt = (update(Generation).where(*_on_attempt(generation_id, attempt))
-            .values(status="completed", asset_url=asset_url, thumbnail_url=thumbnail_url, completed_at=now,
+            .values(status=JobStatus.COMPLETED, asset_url=asset_url, thumbnail_url=thumbnail_url, completed_at=now,
                     poll_count=Generation.poll_count + 1, next_poll_at=None, error=None,
                     meta=_meta_with(s, meta_patch), updated_at=now)
             .execution_options(**_NO_SYNC))
@@ -212,9 +225,9 @@ def fail_attempt(s: Session, generation_id: int, attempt: int, *, error: str, re
     when ``retry_at`` is None. Returns the updated row, ``None`` if the job moved on meanwhile."""
     values = dict(error=error, next_poll_at=None, meta=_meta_with(s, {"lastError": error}), updated_at=now)
     if retry_at is None:
-        values.update(status="failed", next_attempt_at=None)
+        values.update(status=JobStatus.FAILED, next_attempt_at=None)
     else:
-        values.update(status="pending", next_attempt_at=retry_at, provider_request_id=None, poll_count=0)
+        values.update(status=JobStatus.PENDING, next_attempt_at=retry_at, provider_request_id=None, poll_count=0)
     stmt = (update(Generation).where(*_on_attempt(generation_id, attempt)).values(**values)
             .returning(Generation).execution_options(**_NO_SYNC))
     return s.scalars(stmt).first()
@@ -230,14 +243,14 @@ def mark_refunded(s: Session, generation_id: int) -> bool:
 def timed_out(s: Session, *, started_before: datetime, limit: int) -> list[Generation]:
     """Processing jobs started before ``started_before`` (read only; the transition is conditional)."""
     return list(s.scalars(select(Generation)
-                          .where(Generation.status == "processing", Generation.started_at < started_before)
+                          .where(Generation.status == JobStatus.PROCESSING, Generation.started_at < started_before)
                           .order_by(Generation.started_at, Generation.id).limit(limit)))
 
 
 def repoll_submitted(s: Session, now: datetime) -> int:
     """Recovery: every submitted processing job is due for a poll now."""
     stmt = (update(Generation)
-            .where(Generation.status == "processing", Generation.provider_request_id.is_not(None))
+            .where(Generation.status == JobStatus.PROCESSING, Generation.provider_request_id.is_not(None))
             .values(next_poll_at=now, updated_at=now).execution_options(**_NO_SYNC))
     return s.execute(stmt).rowcount or 0
 
@@ -246,17 +259,18 @@ def restart_unsubmitted(s: Session, now: datetime) -> list[Generation]:
     """Recovery: processing jobs that never got a request id (the process died between marking
     them and storing the submission); their attempt restarts now, to be submitted again."""
     stmt = (update(Generation)
-            .where(Generation.status == "processing", Generation.provider_request_id.is_(None))
+            .where(Generation.status == JobStatus.PROCESSING, Generation.provider_request_id.is_(None))
             .values(started_at=now, poll_count=0, next_poll_at=None, updated_at=now)
             .returning(Generation).execution_options(**_NO_SYNC))
     return sorted(s.scalars(stmt), key=lambda g: (g.priority, g.created_at, g.id))
 
 
 def reset_for_retry(s: Session, generation_id: int, now: datetime) -> Generation | None:
-    """Ops retry: a failed or cancelled job back to ``pending`` with a fresh set of attempts."""
+    """Ops retry: a retryable job (:attr:`JobStatus.RETRYABLE`) back to ``pending`` with a fresh
+    set of attempts."""
     stmt = (update(Generation)
-            .where(Generation.id == generation_id, Generation.status.in_(("failed", "cancelled")))
-            .values(status="pending", attempts=0, poll_count=0, error=None, provider_request_id=None,
+            .where(Generation.id == generation_id, Generation.status.in_(JobStatus.RETRYABLE))
+            .values(status=JobStatus.PENDING, attempts=0, poll_count=0, error=None, provider_request_id=None,
                     next_poll_at=None, next_attempt_at=None, started_at=None, completed_at=None,
                     meta=_meta_with(s, {"retriedAt": now.isoformat()}), updated_at=now)
             .returning(Generation).execution_options(**_NO_SYNC))
@@ -264,11 +278,11 @@ def reset_for_retry(s: Session, generation_id: int, now: datetime) -> Generation
 
 
 def cancel_job(s: Session, generation_id: int, *, error: str, now: datetime) -> Generation | None:
-    """Ops cancel: a pending or processing job becomes ``cancelled`` (its request id is kept, so
-    the caller can cancel it at the provider too)."""
+    """Ops cancel: a cancellable job (:attr:`JobStatus.CANCELLABLE`) becomes ``cancelled`` (its
+    request id is kept, so the caller can cancel it at the provider too)."""
     stmt = (update(Generation)
-            .where(Generation.id == generation_id, Generation.status.in_(("pending", "processing")))
-            .values(status="cancelled", error=error, next_poll_at=None, next_attempt_at=None, updated_at=now)
+            .where(Generation.id == generation_id, Generation.status.in_(JobStatus.CANCELLABLE))
+            .values(status=JobStatus.CANCELLED, error=error, next_poll_at=None, next_attempt_at=None, updated_at=now)
             .returning(Generation).execution_options(**_NO_SYNC))
     return s.scalars(stmt).first()
 
@@ -281,9 +295,9 @@ def statuses_of(s: Session, ids: list[int]) -> dict[int, str]:
 
 def next_wakeup(s: Session, now: datetime) -> datetime | None:
     """The soonest moment a tick has new work: a poll falling due or a retry backoff ending."""
-    poll = s.scalar(select(func.min(Generation.next_poll_at)).where(Generation.status == "processing"))
+    poll = s.scalar(select(func.min(Generation.next_poll_at)).where(Generation.status == JobStatus.PROCESSING))
     retry = s.scalar(select(func.min(Generation.next_attempt_at))
-                     .where(Generation.status == "pending", Generation.next_attempt_at > now))
+                     .where(Generation.status == JobStatus.PENDING, Generation.next_attempt_at > now))
     times = [t for t in (poll, retry) if t is not None]
     if not times:
         return None
@@ -303,26 +317,24 @@ def count_by_status(s: Session, finished_since: datetime) -> dict[str, int]:
     """Jobs per status: pending and processing all (their partial indexes are small), the
     finished statuses only those that ended since ``finished_since`` (a bounded range of the
     ``(status, updated_at)`` index) — never a count over the whole table."""
-    from .models import STATUSES
-
-    out = {st: 0 for st in STATUSES}
-    for st in STATUSES:
+    out = {st: 0 for st in JobStatus}
+    for st in JobStatus:
         q = select(func.count()).select_from(Generation).where(Generation.status == st)
-        if st not in ("pending", "processing"):
+        if st not in JobStatus.LIVE:
             q = q.where(Generation.updated_at >= finished_since)
         out[st] = s.scalar(q) or 0
     return out
 
 
 def oldest_pending(s: Session) -> Generation | None:
-    return s.scalar(select(Generation).where(Generation.status == "pending")
+    return s.scalar(select(Generation).where(Generation.status == JobStatus.PENDING)
                     .order_by(Generation.created_at, Generation.id).limit(1))
 
 
 def next_polls(s: Session, limit: int = 5) -> list[tuple[Generation, str]]:
     """The soonest polls: ``(generation, recipe name)``."""
     q = (select(Generation, Recipe.name).join(Recipe, Recipe.id == Generation.recipe_id)
-         .where(Generation.status == "processing", Generation.next_poll_at.is_not(None))
+         .where(Generation.status == JobStatus.PROCESSING, Generation.next_poll_at.is_not(None))
          .order_by(Generation.next_poll_at, Generation.id).limit(limit))
     return [(g, name) for g, name in s.execute(q)]
 
@@ -330,7 +342,7 @@ def next_polls(s: Session, limit: int = 5) -> list[tuple[Generation, str]]:
 def processing_seconds(s: Session, since: datetime, limit: int = 50_000) -> tuple[float | None, float | None]:
     """Mean and 95th percentile (linear interpolation, as ``percentile_cont``) of
     ``completed_at - started_at`` over jobs completed since ``since`` (``completed_at`` index)."""
-    window = (Generation.status == "completed", Generation.completed_at >= since,
+    window = (Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since,
               Generation.started_at.is_not(None))
     if is_postgres(s):
         secs = func.extract("epoch", Generation.completed_at - Generation.started_at)

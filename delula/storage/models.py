@@ -5,7 +5,9 @@ them). Timestamps are timezone-aware UTC on both PostgreSQL and SQLite.
 """
 from __future__ import annotations
 
+import enum
 from datetime import datetime, timezone
+from typing import ClassVar
 
 from sqlalchemy import (JSON, BigInteger, and_, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index,
                         Integer, MetaData, String, Text, text)
@@ -16,7 +18,44 @@ from sqlalchemy.types import TypeDecorator
 SYSTEM_BACKLOG_USER_ID = "system_backlog"
 
 ROLES = ("user", "product", "ops", "system")
-STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+class JobStatus(enum.StrEnum):
+    """A generation's status, as the ``generations.status`` column stores it.
+
+    A ``str`` enum: a member is equal to its text, so rows read back (plain strings), JSON bodies
+    and URL filters compare with the members directly. The sets below are the rules about
+    statuses, stated here once for the SQL, the queue service and the pages; they are tuples in
+    the enum's order, so statements and messages built from them always read the same.
+    """
+
+    PENDING = "pending"          # waiting for a free slot (or for a retry's backoff to end)
+    PROCESSING = "processing"    # marked started, submitted to the provider, being polled
+    COMPLETED = "completed"      # the asset is stored
+    FAILED = "failed"            # gave up after the last attempt
+    CANCELLED = "cancelled"      # stopped by an operator
+
+    LIVE: ClassVar[tuple[JobStatus, ...]]         # not finished: pending or processing
+    FINISHED: ClassVar[tuple[JobStatus, ...]]     # completed, failed or cancelled
+    RETRYABLE: ClassVar[tuple[JobStatus, ...]]    # an operator may put it back to pending
+    CANCELLABLE: ClassVar[tuple[JobStatus, ...]]  # an operator may cancel it
+
+
+JobStatus.LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
+JobStatus.FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+JobStatus.RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+JobStatus.CANCELLABLE = (JobStatus.PENDING, JobStatus.PROCESSING)
+
+
+class JobSource(enum.StrEnum):
+    """Where a generation comes from (``metadata.source``, set when the row is created): a
+    user's own job, or a backlog refill -- which stays ``backlog`` once a user claims it."""
+
+    USER = "user"
+    BACKLOG = "backlog"
+
+
+STATUSES = tuple(JobStatus)
 LEDGER_KINDS = ("instant_claim", "generation", "refund", "grant")
 CLAIM_OUTCOMES = ("claimed", "no_backlog", "race", "insufficient_credits", "rate_limited", "invalid")
 
@@ -61,7 +100,7 @@ class Base(DeclarativeBase):
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class User(Base):
@@ -144,7 +183,7 @@ class Generation(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     recipe_id: Mapped[int] = mapped_column(ForeignKey("recipes.id"))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
     form_data: Mapped[dict] = mapped_column(default=dict)
     meta: Mapped[dict] = mapped_column("metadata", default=dict)
     # Lower runs first: user jobs (0) before backlog refills (10).

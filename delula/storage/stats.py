@@ -12,22 +12,23 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
-from .models import SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation
+from .jobs import from_backlog
+from .models import SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, JobSource, JobStatus
 
 
 def backlog_counts(s: Session) -> dict[int, dict[str, int]]:
     """``{recipe_id: {"completed": n, "inFlight": m}}`` for every recipe with backlog rows, one query."""
     q = (select(Generation.recipe_id, Generation.status, func.count())
          .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID,
-                Generation.status.in_(("completed", "pending", "processing")))
+                Generation.status.in_((JobStatus.COMPLETED, *JobStatus.LIVE)))
          .group_by(Generation.recipe_id, Generation.status))
     out: dict[int, dict[str, int]] = defaultdict(lambda: {"completed": 0, "inFlight": 0})
     for recipe_id, status, n in s.execute(q):
-        out[recipe_id]["completed" if status == "completed" else "inFlight"] += n
+        out[recipe_id]["completed" if status == JobStatus.COMPLETED else "inFlight"] += n
     return dict(out)
 
 
-def status_counts(s: Session, statuses: tuple[str, ...] = ("pending", "processing")) -> dict[str, int]:
+def status_counts(s: Session, statuses: tuple[str, ...] = JobStatus.LIVE) -> dict[str, int]:
     """Counts of the live statuses (each served by its partial index)."""
     out = {st: 0 for st in statuses}
     for st in statuses:
@@ -64,11 +65,11 @@ def backlog_lead_times(s: Session, since: datetime, sample: int = 2000) -> tuple
     else:
         minutes = (func.julianday(Generation.completed_at) - func.julianday(Generation.created_at)) * 1440.0
     newest = (select(Generation.recipe_id, Generation.status, minutes.label("minutes"),
-                     Generation.meta["source"].as_string().label("source"))
-              .where(Generation.status == "completed", Generation.completed_at >= since)
+                     from_backlog().label("from_backlog"))
+              .where(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since)
               .order_by(Generation.completed_at.desc()).limit(sample).subquery())
     recent = (select(newest.c.recipe_id, newest.c.minutes)
-              .where(newest.c.source == "backlog").subquery())
+              .where(newest.c.from_backlog).subquery())
     if is_postgres(s):
         q = (select(recent.c.recipe_id, func.percentile_cont(0.5).within_group(recent.c.minutes))
              .group_by(func.grouping_sets(tuple_(recent.c.recipe_id), tuple_())))
@@ -123,20 +124,20 @@ def finished_since(s: Session, since: datetime) -> dict[str, int]:
     from sqlalchemy import and_, or_
 
     q = (select(Generation.status, func.count())
-         .where(or_(and_(Generation.status == "completed", Generation.completed_at >= since),
-                    and_(Generation.status.in_(("failed", "cancelled")), Generation.updated_at >= since)))
+         .where(or_(and_(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since),
+                    and_(Generation.status.in_((JobStatus.FAILED, JobStatus.CANCELLED)),
+                         Generation.updated_at >= since)))
          .group_by(Generation.status))
     return {status: n for status, n in s.execute(q)}
 
 
 def processing_durations_since(s: Session, since: datetime, limit: int = 20_000) -> list[tuple[str, float]]:
     """``(source, seconds from started_at to completed_at)`` of generations completed since
-    ``since``, newest first, at most ``limit``; ``source`` is "backlog" or "user" (a claimed
-    backlog item stays "backlog")."""
-    source = Generation.meta["source"].as_string()
-    q = (select(source, Generation.started_at, Generation.completed_at)
-         .where(Generation.status == "completed", Generation.completed_at >= since,
+    ``since``, newest first, at most ``limit``; ``source`` is a :class:`JobSource` (a claimed
+    backlog item stays ``backlog``)."""
+    q = (select(from_backlog(), Generation.started_at, Generation.completed_at)
+         .where(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since,
                 Generation.started_at.is_not(None))
          .order_by(Generation.completed_at.desc()).limit(limit))
-    return [("backlog" if src == "backlog" else "user", max(0.0, (done - started).total_seconds()))
-            for src, started, done in s.execute(q)]
+    return [(JobSource.BACKLOG if backlog else JobSource.USER, max(0.0, (done - started).total_seconds()))
+            for backlog, started, done in s.execute(q)]
