@@ -204,7 +204,7 @@ class Generation(Base):
     updated_at: Mapped[datetime]
 
 
-IN_POOL = and_(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == "completed")
+IN_POOL = and_(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == JobStatus.COMPLETED)
 """The pool: what a claim may take. Finished generations still owned by the system user."""
 
 # The claimable pool: oldest first per recipe. Partial, so it stays small however large the table
