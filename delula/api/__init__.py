@@ -1,0 +1,450 @@
+"""The JSON API of SPEC §6: a Flask blueprint, thin over the domain functions.
+
+Every route reads the runtime with :func:`delula.runtime.current`, authenticates with
+``Authorization: Bearer <token>`` and hands a validated request to one domain call; the domain's
+result already carries the SPEC's status and body (``ClaimResult.response()``,
+``CreateResult.response()``), so the CLI, the dashboard and this API answer alike.
+
+Each route is registered with its entry of the route table (:func:`route`): method, path, body
+model, parameters and the type of each answer. ``GET /api/openapi.json`` is built from that table
+and the pydantic models of :mod:`delula.api.bodies` (:mod:`delula.api.openapi`), so the document
+lists exactly the routes served, with the bodies they read and answer.
+
+Error contract. Under ``/api/*``, ``/healthz`` and ``/metrics`` every error is JSON
+``{"message": ...}`` — never Flask's HTML page: 400 bad body (with per-field ``errors``), 401 (with
+``WWW-Authenticate: Bearer``), 403, 404 (also for URLs no route serves, which Dash's catch-all
+would otherwise answer with its index page), 405, 413 (bodies above ``MAX_CONTENT_LENGTH``), 415,
+503 when the database is unreachable (:class:`storage.DatabaseUnavailable`) and 500 for a bug.
+Other paths belong to Dash and keep Flask's default handling. ``OPTIONS`` names the methods the
+path really serves.
+
+Request bodies are read strictly before anything touches the database: ``Content-Type:
+application/json`` (else 415), then :mod:`delula.api.bodies` — UTF-8, a JSON object, integers
+within 64 bits, finite numbers, no NUL characters or lone surrogates in any string, each field of
+its JSON type and no field beyond the model's (the document says ``additionalProperties: false``).
+
+A malformed instant request is **not** recorded as a claim event: it is refused here, before
+the claim, and changes nothing at all. Requests that are well formed but name an unknown or
+inactive recipe or an unknown target user reach the claim, which records them with outcome
+``invalid`` — those are the "failed claims" the dashboard shows.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from functools import cache, wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .. import auth, backlog, claims, generations, metrics, queue_status, recipes, runtime
+from ..auth import STAFF_ROLES
+from ..storage import DatabaseUnavailable
+from . import bodies, openapi
+from .openapi import Operation, Parameter, Reply
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__)
+M = TypeVar("M", bound=BaseModel)
+
+LIST_LIMIT = 100  # GET /api/generations: the caller's newest generations
+# Paths whose errors are JSON; everything else is Dash's.
+JSON_PREFIXES = ("/api/", "/healthz", "/metrics")
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status and JSON body; raised anywhere inside a view."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None, **extra):
+        super().__init__(message)
+        self.status = status
+        self.body = {"message": message, **extra}
+        self.headers = headers or {}
+
+
+def init_app(app: Flask, rt) -> None:
+    """Mount the API on ``app`` with ``rt`` as the request runtime, and JSON errors for its paths."""
+    app.extensions["delula"] = rt
+    app.session_interface = _NoSessionUnderApi()
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _http_error_outside_views)
+    app.register_error_handler(500, _server_error_outside_views)
+
+
+def is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith(JSON_PREFIXES)
+
+
+class _NoSessionUnderApi(SecureCookieSessionInterface):
+    """The API authenticates by bearer token only: under its paths the dashboard's session cookie is
+    not read (a browser's cookie never authorizes an API call) and no request pays for opening it."""
+
+    def open_session(self, app, request):
+        if is_api_path(request.path):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+@bp.errorhandler(ApiError)
+def _api_error(e: ApiError):
+    return _json(e.status, e.body, e.headers)
+
+
+@bp.errorhandler(DatabaseUnavailable)
+def _database_unavailable(e: DatabaseUnavailable):
+    log.warning("database unavailable during %s %s: %s", request.method, request.path, e)
+    return _json(503, {"message": "Database unavailable"}, {"Retry-After": "5"})
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(e: HTTPException):
+    return _http_json(e)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(e: Exception):
+    log.exception("unhandled error in %s %s", request.method, request.path)
+    return _json(500, {"message": "Internal server error"})
+
+
+def _http_json(e: HTTPException) -> Response:
+    messages = {404: "Not found", 405: "Method not allowed",
+                413: "Request body too large", 415: "Unsupported media type"}
+    headers = {}
+    if e.code == 405 and getattr(e, "valid_methods", None):
+        headers["Allow"] = ", ".join(e.valid_methods)
+    return _json(e.code or 500, {"message": messages.get(e.code, e.name)}, headers)
+
+
+def _http_error_outside_views(e: HTTPException):
+    """404/405/413 raised by routing, before any view: JSON for API paths, Flask's page elsewhere."""
+    if e.code is None or not is_api_path(request.path):
+        return e
+    return _http_json(e)
+
+
+def _server_error_outside_views(e: HTTPException):
+    if not is_api_path(request.path):
+        return e
+    return _json(500, {"message": "Internal server error"})
+
+
+# --- authentication -------------------------------------------------------------------------
+
+def _unauthorized(message: str, error: str | None = None) -> ApiError:
+    challenge = 'Bearer realm="delula"' + (f', error="{error}"' if error else "")
+    return ApiError(401, message, {"WWW-Authenticate": challenge})
+
+
+def bearer_token() -> str:
+    """This request's bearer token, unchecked; raises 401 when the header is missing or malformed."""
+    header = request.headers.get("Authorization", "")
+    if not header.strip():
+        raise _unauthorized("Authentication required: send Authorization: Bearer <token>")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("Authorization must be 'Bearer <token>'", "invalid_request")
+    return token.strip()
+
+
+def _invalid_token() -> ApiError:
+    return _unauthorized("Invalid or revoked token", "invalid_token")
+
+
+def current_user():
+    """The user behind this request's bearer token; raises 401 when missing or not valid."""
+    user = auth.authenticate_token(runtime.current(), bearer_token())
+    if user is None:
+        raise _invalid_token()
+    return user
+
+
+def authenticated(*roles: str):
+    """Decorator: the view receives the authenticated user first; ``roles`` restricts who may call."""
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            user = current_user()
+            if roles and user.role not in roles:
+                raise ApiError(403, f"This needs the role {' or '.join(roles)}")
+            return view(user, *args, **kwargs)
+        return wrapper
+    return decorate
+
+
+# --- request bodies -------------------------------------------------------------------------
+
+def _invalid(errors: dict[str, str]) -> ApiError:
+    return ApiError(400, "Invalid request body", errors=errors)
+
+
+def json_object() -> dict:
+    """The request's JSON object, or a 400/413/415 :class:`ApiError` — before any database access."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "Content-Type must be application/json")
+    raw = request.get_data(cache=True)  # raises 413 when Content-Length is above MAX_CONTENT_LENGTH
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is cut at the limit without an error: treat reaching it as too large.
+        raise RequestEntityTooLarge()
+    try:
+        return bodies.parse(raw)
+    except bodies.BodyError as e:
+        raise _invalid(e.errors) from None
+
+
+def json_body(model: type[M], header_errors: dict[str, str] | None = None) -> M:
+    """The request's body as ``model``; its refused fields and ``header_errors`` make one 400."""
+    data = json_object()
+    try:
+        body = bodies.validate(model, data)
+    except bodies.BodyError as e:
+        raise _invalid({**e.errors, **(header_errors or {})}) from None
+    if header_errors:
+        raise _invalid(header_errors)
+    return body
+
+
+_IDEMPOTENCY_KEY = TypeAdapter(bodies.IdempotencyKey)
+
+
+def idempotency_key() -> tuple[str | None, dict[str, str]]:
+    """The ``Idempotency-Key`` header (``None`` when absent) and, when malformed, its refusal."""
+    if "Idempotency-Key" not in request.headers:
+        return None, {}
+    try:
+        return _IDEMPOTENCY_KEY.validate_python(request.headers["Idempotency-Key"].strip()), {}
+    except ValidationError:
+        return None, {"Idempotency-Key": f"must be 1-{bodies.MAX_KEY_LENGTH} printable ASCII characters"}
+
+
+# --- the route table ------------------------------------------------------------------------
+
+OPERATIONS: list[Operation] = []
+_UNAUTHORIZED = Reply("Missing, malformed or revoked bearer token", bodies.Error, {"WWW-Authenticate": str})
+_UNAVAILABLE = Reply("The database is unreachable", bodies.Error, {"Retry-After": bodies.RetryAfter})
+_TOO_LARGE = Reply("Body larger than 64 KiB", bodies.Error)
+_NOT_JSON = Reply("Content-Type is not application/json", bodies.Error)
+
+
+def _error(description: str) -> Reply:
+    return Reply(description, bodies.Error)
+
+
+def route(method: str, path: str, operation_id: str, summary: str, responses: dict[int, Reply], *,
+          body: type[BaseModel] | None = None, parameters: tuple[Parameter, ...] = (), public: bool = False):
+    """Decorator: serve the view at ``path`` (OpenAPI's form, ``{id}``) and list it in the document,
+    with the answers every route shares: 401 and 503 unless public, 413 and 415 with a body."""
+    shared = {} if public else {401: _UNAUTHORIZED, 503: _UNAVAILABLE}
+    if body is not None:
+        shared |= {413: _TOO_LARGE, 415: _NOT_JSON}
+    OPERATIONS.append(Operation(method, path, operation_id, summary, {**shared, **responses}, body, parameters,
+                                public))
+
+    def register(view):
+        bp.add_url_rule(re.sub(r"{(\w+)}", r"<\1>", path), view_func=view, methods=[method])
+        return view
+    return register
+
+
+@cache
+def openapi_document() -> dict:
+    return openapi.document(OPERATIONS, title="Delula backlog API", version="1.0.0", description=(
+        "Instant claims from the backlog, normal generations, backlog and queue status. Errors are JSON "
+        "{\"message\": ...}; timestamps ISO 8601 UTC. Request bodies are UTF-8 JSON objects of at most "
+        "64 KiB; no string in them, keys included, may hold a NUL character or a lone surrogate, and "
+        "integers are written without a fraction or an exponent and fit in 64 bits."))
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+@route("POST", "/api/generate/instant", "instantClaim", "Claim a finished backlog generation instantly",
+       body=bodies.InstantRequest, parameters=(Parameter(
+           "Idempotency-Key", "header", bodies.IdempotencyKey,
+           "a repeat by the same user returns the first response and never charges twice"),),
+       responses={
+           200: Reply("Claimed and charged", bodies.Charged),
+           400: Reply("Invalid body or Idempotency-Key, an unknown targetUserId (errors.targetUserId: "
+                      "\"no such user\"), or insufficient credits",
+                      bodies.InvalidRequest | bodies.InsufficientCredits),
+           403: _error("targetUserId given without role product or ops"),
+           404: Reply("Recipe not found (unknown or inactive), or no instant generation available",
+                      bodies.NoInstantGeneration | bodies.Error),
+           409: Reply("Every claimable item was taken by concurrent claims", bodies.NoInstantGeneration),
+           429: Reply("Cooldown after the credited user's last claim", bodies.RateLimited,
+                      {"Retry-After": bodies.RetryAfter}),
+       })
+def instant():
+    """Authenticates by itself: the token check and the claim are one statement (one round trip)."""
+    token = bearer_token()
+    try:
+        key, key_error = idempotency_key()
+        body = json_body(bodies.InstantRequest, key_error)
+    except (ApiError, HTTPException):
+        current_user()  # a refused token comes before a refused body
+        raise
+    user, result = claims.instant_claim_with_token(runtime.current(), token, recipe_id=body.recipe_id,
+                                                   target_user_id=body.target_user_id, idempotency_key=key)
+    if user is None:
+        raise _invalid_token()
+    if result is None:
+        raise ApiError(403, "targetUserId needs the role product or ops")
+    status, payload = result.response()
+    headers = {"Retry-After": str(payload["retryAfter"])} if status == 429 else None
+    return _json(status, payload, headers)
+
+
+@route("POST", "/api/generate", "createGeneration", "Queue a normal generation (validated, charged, pending)",
+       body=bodies.GenerateRequest, responses={
+           202: Reply("Charged and queued; the generation is pending", bodies.Charged),
+           400: Reply("Invalid body or form data, or insufficient credits",
+                      bodies.InvalidRequest | bodies.InsufficientCredits),
+           404: _error("Recipe not found (unknown or inactive)"),
+       })
+@authenticated()
+def generate(user):
+    body = json_body(bodies.GenerateRequest)
+    result = generations.create_user_generation(runtime.current(), user_id=user.id, recipe_id=body.recipe_id,
+                                                form_data=body.form_data)
+    return _json(*result.response())
+
+
+@route("GET", "/api/generations/{id}", "getGeneration",
+       "One generation (its owner and staff only; 404 for anyone else)",
+       parameters=(Parameter("id", "path", bodies.GenerationId),), responses={
+           200: Reply("The generation", bodies.Generation),
+           404: _error("No such generation, or not visible to the caller"),
+       })
+@authenticated()
+def generation(user, id: str):
+    not_found = ApiError(404, "Generation not found")
+    if not re.fullmatch(f"[0-9]{{1,{bodies.GENERATION_ID_DIGITS}}}", id):
+        raise not_found
+    gen = generations.get_generation(runtime.current(), int(id), viewer_id=user.id, viewer_role=user.role)
+    if gen is None:
+        raise not_found
+    return _json(200, generations.generation_json(gen))
+
+
+@route("GET", "/api/generations", "listGenerations",
+       f"The caller's own generations, newest first (at most {LIST_LIMIT})",
+       responses={200: Reply("Generations", bodies.Generations)})
+@authenticated()
+def my_generations(user):
+    rows = generations.list_generations(runtime.current(), user.id, limit=LIST_LIMIT)
+    return _json(200, {"generations": [generations.generation_json(g) for g in rows]})
+
+
+@route("GET", "/api/recipes", "listRecipes", "Active recipes with the number of instantly claimable generations",
+       responses={200: Reply("Recipes", bodies.Recipes)})
+@authenticated()
+def recipe_list(user):
+    return _json(200, {"recipes": recipes.list_with_availability(runtime.current())})
+
+
+@route("GET", "/api/backlog", "backlogStatus",
+       "Backlog per active recipe: claimable, in flight, target, deficit (staff only)", responses={
+           200: Reply("Backlog", bodies.Backlog),
+           403: _error("Role user may not see the backlog"),
+       })
+@authenticated(*STAFF_ROLES)
+def backlog_status(user):
+    return _json(200, {"recipes": backlog.status(runtime.current())})
+
+
+@route("GET", "/api/queue/stats", "queueStats", "Queue counts and processing times (cached up to 30 s)",
+       responses={200: Reply("Queue statistics", bodies.QueueStats)})
+@authenticated()
+def queue_stats(user):
+    return _json(200, queue_status.stats(runtime.current()))
+
+
+@route("GET", "/api/me", "me", "The caller", responses={200: Reply("The authenticated user", bodies.Me)})
+@authenticated()
+def me(user):
+    return _json(200, auth.user_json(user))
+
+
+@route("GET", "/api/openapi.json", "openapi", "This document", public=True,
+       responses={200: Reply(f"OpenAPI {openapi.OPENAPI_VERSION} document", dict[str, Any])})
+def openapi_json():
+    return _json(200, openapi_document())
+
+
+@route("GET", "/healthz", "health", "Liveness and database reachability", public=True, responses={
+    200: Reply("Healthy", bodies.Health),
+    503: Reply("The database is unreachable", bodies.HealthDegraded),
+})
+def healthz():
+    if runtime.current().store.ping():
+        return _json(200, {"status": "ok", "database": "ok"})
+    return _json(503, {"status": "degraded", "database": "unreachable", "message": "Database unavailable"})
+
+
+@route("GET", "/metrics", "metrics", "Prometheus metrics computed from the database (cached a few seconds)",
+       public=True, responses={
+           200: Reply("Prometheus text exposition format 0.0.4", str, media_type="text/plain"),
+           503: _UNAVAILABLE,
+       })
+def prometheus_metrics():
+    return Response(metrics.render(runtime.current()), content_type=metrics.CONTENT_TYPE)
+
+
+# --- what no route serves -------------------------------------------------------------------
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _served_methods() -> list[str]:
+    """The methods a route of the API serves at this request's path (the catch-all aside)."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    served = []
+    for method in _METHODS:
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != "api.unrouted":
+            served.append(method)
+    return served
+
+
+@bp.before_request
+def _options():
+    """``OPTIONS``: the methods the path really serves. Flask's automatic answer would list every
+    rule matching the path — the catch-all below and Dash's page route too."""
+    if request.method != "OPTIONS":
+        return None
+    served = _served_methods()
+    if not served:
+        raise ApiError(404, "Not found")
+    implied = ["HEAD"] if "GET" in served else []
+    return Response(status=200, headers={"Allow": ", ".join(served + implied + ["OPTIONS"])})
+
+
+@bp.route("/api", methods=list(_METHODS))
+@bp.route("/api/", methods=list(_METHODS))
+@bp.route("/api/<path:rest>", methods=list(_METHODS))
+def unrouted(rest: str = ""):
+    """URLs under /api that no route serves: 405 when another method would, else 404.
+
+    Without this, Dash's catch-all page route would answer ``GET /api/typo`` with HTML.
+    """
+    allowed = _served_methods()
+    if allowed:
+        raise ApiError(405, "Method not allowed", {"Allow": ", ".join(sorted(allowed))})
+    raise ApiError(404, "Not found")

@@ -1,0 +1,346 @@
+"""The JSON bodies of the API as pydantic models: what requests must hold, what responses hold.
+
+The request models validate; the response models only describe (the domain builds the bodies) —
+both feed the OpenAPI document (:mod:`delula.api.openapi`). Field names are snake_case here and
+camelCase on the wire.
+
+A request body is read in two steps, both before anything touches the database:
+
+1. :func:`parse` — the wire: UTF-8, one JSON object, integers within 64 bits, finite numbers,
+   no ``NaN``/``Infinity``, no NUL character or lone surrogate in any string or key (PostgreSQL
+   could not store them). A refusal names ``body``.
+2. :func:`validate` — the fields, strictly: JSON types as they are (``true`` is no integer,
+   ``1.0`` is none either, ``"1"`` neither), no field beyond the declared ones. Each refusal names
+   its field with the sentence the field's type carries (:func:`refusal`).
+
+Both raise :class:`BodyError` with ``{field: reason}``; the face answers it with 400.
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import pydantic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WrapValidator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from ..auth import ROLES
+from ..claims import target_error
+from ..generations import JobStatus
+
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+MAX_USER_ID_LENGTH = 64
+MAX_KEY_LENGTH = 200
+MAX_FIELD_NAME = 100  # an unknown field is named in the refusal by its first 100 characters
+GENERATION_ID_DIGITS = 18
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class BodyError(ValueError):
+    """A refused body; ``errors`` maps a field (or ``body``) to why."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+# --- reading a body -------------------------------------------------------------------------
+
+def _parse_int(text: str) -> int:
+    if len(text) > 21:  # never hand Python a 5000-digit number to convert
+        raise BodyError({"body": "integer too large"})
+    value = int(text)
+    if not INT64[0] <= value <= INT64[1]:
+        raise BodyError({"body": "integer too large"})
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BodyError({"body": "number out of range"})
+    return value
+
+
+def _not_json(name: str):
+    raise BodyError({"body": "is not valid JSON"})
+
+
+def _unstorable(data) -> str | None:
+    """Why a string somewhere in ``data`` cannot be stored (NUL, lone surrogate), else ``None``."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL characters"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "must not contain unpaired surrogates"
+    return None
+
+
+def parse(raw: bytes) -> dict:
+    """The JSON object in ``raw``; raises :class:`BodyError` naming ``body``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BodyError({"body": "is not valid UTF-8"}) from None
+    try:
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_not_json)
+    except BodyError:
+        raise
+    except (ValueError, RecursionError):
+        raise BodyError({"body": "is not valid JSON"}) from None
+    if not isinstance(data, dict):
+        raise BodyError({"body": "must be a JSON object"})
+    bad = _unstorable(data)
+    if bad:
+        raise BodyError({"body": bad})
+    return data
+
+
+def validate(model: type[M], data: dict) -> M:
+    """``data`` as ``model``; raises :class:`BodyError` with every refused field at once."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise BodyError(_reasons(e)) from None
+
+
+def _reasons(error: pydantic.ValidationError) -> dict[str, str]:
+    general = {"missing": "is required", "extra_forbidden": "is not a field of this request"}
+    return {str(e["loc"][0])[:MAX_FIELD_NAME]: general.get(e["type"], e["msg"]) for e in error.errors()}
+
+
+def refusal(reason: str, **by_error: str) -> WrapValidator:
+    """Annotation: a value the annotated type refuses is refused with ``reason`` — or with
+    ``by_error[kind]``, where kind is pydantic's error type, or ``null`` for a JSON ``null``."""
+    def check(value, handler):
+        try:
+            return handler(value)
+        except pydantic.ValidationError as e:
+            kind = "null" if value is None else e.errors()[0]["type"]
+            raise PydanticCustomError("refused", by_error.get(kind, reason)) from None
+    return WrapValidator(check)
+
+
+def _claimable_for(user_id: str) -> str:
+    errors = target_error(user_id)
+    if errors is not None:
+        raise PydanticCustomError("refused", errors["targetUserId"])
+    return user_id
+
+
+# --- field types ----------------------------------------------------------------------------
+
+# What parse() vouches for, stated for the document: no string holds a NUL character (PostgreSQL
+# stores none), integers fit in 64 bits.
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+Int64 = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+FormValue = Text | Int64 | float | bool | None  # what a form field holds; null (or "") takes the default
+
+
+def _an_object(value, handler):
+    """Form data is checked here only for being an object: :func:`parse` vouched for its strings
+    and numbers, and the recipe's form (``forms.validate``) judges its fields, with its own reasons.
+    The annotated type describes it for the document."""
+    if not isinstance(value, dict):
+        raise PydanticCustomError("refused", "must be an object")
+    return value
+
+
+RecipeId = Annotated[int, Field(ge=INT32[0], le=INT32[1]),
+                     refusal("must be an integer", null="is required", greater_than_equal="is out of range",
+                             less_than_equal="is out of range")]
+TargetUserId = Annotated[
+    Text, StringConstraints(min_length=1, max_length=MAX_USER_ID_LENGTH),
+    refusal(f"must be a user id (1-{MAX_USER_ID_LENGTH} characters)"), AfterValidator(_claimable_for),
+    Field(description="credit another user (roles product and ops only)")]
+FormData = Annotated[dict[str, FormValue], WrapValidator(_an_object),
+                     Field(description="values by field id (the recipe's `variables`); defaults fill gaps")]
+# The header, stripped of surrounding white space: 1-200 printable ASCII characters.
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH,
+                                                  pattern=r"^[!-~]([ -~]*[!-~])?$")]
+GenerationId = Annotated[int, Field(ge=0, le=10**GENERATION_ID_DIGITS - 1)]
+RetryAfter = Annotated[int, Field(ge=1, description="seconds to wait before trying again")]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Body(BaseModel):
+    """camelCase on the wire, nothing beyond the declared fields, JSON types as they are."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=True)
+
+
+# --- requests -------------------------------------------------------------------------------
+
+class InstantRequest(_Body):
+    """An instant claim: the recipe, and for staff the user to credit."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"recipeId": 1}]})
+
+    recipe_id: RecipeId
+    target_user_id: TargetUserId = None  # may be left out, never sent as null
+
+
+class GenerateRequest(_Body):
+    """A normal generation: the recipe and its form data."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"recipeId": 2, "formData": {"dish": "ramen",
+                                                                                           "mess": 3}}]})
+
+    recipe_id: RecipeId
+    form_data: FormData = Field(default_factory=dict)
+
+
+# --- responses ------------------------------------------------------------------------------
+
+class Error(_Body):
+    """Every refusal without further details."""
+
+    message: str
+
+
+class InvalidRequest(_Body):
+    """A refused body, form or target user; per-field reasons in `errors`."""
+
+    message: str
+    errors: dict[str, str] = Field(description="field name → reason")
+
+
+class InsufficientCredits(_Body):
+    """The credited user has fewer credits than the recipe costs."""
+
+    message: Literal["Insufficient credits"]
+    required: int
+    available: int
+
+
+class NoInstantGeneration(_Body):
+    """No finished generation to claim: fall back to the normal (modal) flow."""
+
+    message: str
+    fallback_to_modal: Literal[True]
+
+
+class RateLimited(_Body):
+    """The credited user's cooldown after their last claim."""
+
+    message: str
+    retry_after: RetryAfter
+
+
+class Generation(_Body):
+    """A generation (SPEC §6); timestamps ISO 8601 UTC."""
+
+    id: int
+    recipe_id: int
+    user_id: str
+    status: Literal[tuple(JobStatus)]
+    form_data: dict[str, Any]
+    asset_url: str | None
+    thumbnail_url: str | None
+    metadata: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class Charged(_Body):
+    """A generation the caller (or the credited user) was charged for."""
+
+    generation: Generation
+    credits_charged: int
+    credits_remaining: int
+
+
+class Generations(_Body):
+    generations: list[Generation]
+
+
+class Recipe(_Body):
+    """An active recipe with its number of instantly claimable generations."""
+
+    id: int
+    name: str
+    slug: str
+    description: str
+    credit_cost: Count
+    is_active: bool
+    model_id: str
+    variables: list[dict[str, Any]] = Field(description="the form's fields (SPEC §4)")
+    min_backlog: int | None
+    usage_count: int
+    instant_available: Count
+
+
+class Recipes(_Body):
+    recipes: list[Recipe]
+
+
+class BacklogRecipe(_Body):
+    """One active recipe's backlog: claimable, in flight, target and what is missing."""
+
+    recipe_id: int
+    name: str
+    completed: int
+    in_flight: int
+    target: int
+    deficit: Count
+    minimum: int
+    claim_rate_per_min: float
+    lead_time_min: float
+    below_minimum: bool
+
+
+class Backlog(_Body):
+    recipes: list[BacklogRecipe]
+
+
+class QueueStats(_Body):
+    """Queue counts and processing times of the last hour."""
+
+    pending: int
+    processing: int
+    completed_last_hour: int
+    failed_last_hour: int
+    avg_processing_seconds: float | None
+    p95_processing_seconds: float | None
+    cached_at: datetime
+
+
+class Me(_Body):
+    """The authenticated user."""
+
+    id: str
+    username: str
+    role: Literal[ROLES]
+    credits: int
+
+
+class Health(_Body):
+    """The service and its database answer."""
+
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+class HealthDegraded(_Body):
+    """The database does not answer."""
+
+    status: Literal["degraded"]
+    database: Literal["unreachable"]
+    message: str
