@@ -15,7 +15,7 @@ import requests
 from browser_support import (ADMIN_PASSWORD, BROWSER_TZ, CLAIMS, READY, browser, live_app,  # noqa: F401
                              seed_activity)
 
-from delula import auth, recipes, scheduler
+from delula import auth, recipes, schedule
 
 pytestmark = pytest.mark.browser
 
@@ -189,7 +189,7 @@ def test_maintenance_shows_leader_and_jobs_and_runs_maintenance_now(live_app, br
     rt = live_app.rt
     seed_activity(rt)
     for job in ("backlog-maintenance", "metrics-sample"):
-        scheduler.run_now(rt, job)
+        schedule.run_now(rt, job)
     recipes.set_min_backlog(rt, 1, 8)  # Cat Olympics: 5 ready, now wants 8
     browser.sign_in(live_app, path="/maintenance")
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import requests
 
-from delula import auth, generations, recipes, scheduler
+from delula import auth, generations, jobruns, recipes
 from delula.storage import accounts
 from delula.storage.models import CreditTransaction, Generation
 from tests.conftest import Cluster, _free_port, add_pool_items, can_make_clusters
@@ -109,7 +109,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_resubmits_nothing(pg_url, mak
     assert all(g.error for g in jobs if g.status == "failed")
     _assert_money_is_right(rt, user, jobs, cost=2, credits=100)
     # the new worker recovered the orphans when it took over
-    runs = scheduler.recent_runs(rt, limit=100, job="queue-recovery")
+    runs = jobruns.recent_runs(rt, limit=100, job="queue-recovery")
     assert any(r["pid"] == second.pid and r["outcome"] == "ok" for r in runs)
 
 
@@ -279,13 +279,13 @@ def test_a_killed_leader_is_replaced_and_the_cap_holds(pg_url, make_runtime, tmp
     try:
         workers = [_spawn(["-m", "delula", "worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
         by_pid = {p.pid: p for p in workers}
-        leader = wait_for(lambda: scheduler.leader(rt), what="a leader")["pid"]
+        leader = wait_for(lambda: jobruns.leader(rt), what="a leader")["pid"]
         wait_for(lambda: sum(1 for g in _jobs(rt, recipe.id) if g.status == "completed") >= 3,
                  what="some jobs done by the first leader")
         by_pid[leader].send_signal(signal.SIGKILL)
         by_pid[leader].wait(timeout=30)
         (standby,) = set(by_pid) - {leader}
-        wait_for(lambda: (scheduler.leader(rt) or {}).get("pid") == standby, what="the standby to lead")
+        wait_for(lambda: (jobruns.leader(rt) or {}).get("pid") == standby, what="the standby to lead")
         jobs = wait_for(lambda: (lambda js: js if all(g.status in TERMINAL for g in js) else None)(_jobs(rt, recipe.id)),
                         timeout=120, what="every job to end")
     finally:

@@ -25,7 +25,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from delula import auth, generations, recipes, scheduler, simulator
+from delula import auth, generations, jobruns, recipes, simulator
 from delula.storage import accounts
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation
 from tests.conftest import Cluster, _free_port, add_pool_items, can_make_clusters
@@ -130,7 +130,7 @@ def test_a_worker_killed_at_the_worst_moments_repeats_only_the_unrecorded_submis
         charges = Counter(t.generation_id for t in s.query(CreditTransaction).filter(CreditTransaction.user_id == user.id,
                                                                                      CreditTransaction.kind != "grant"))
     assert sorted(charges) == sorted(g.id for g in done) and set(charges.values()) == {1}   # no refund, one charge
-    runs = scheduler.recent_runs(rt, limit=50, job="queue-recovery")
+    runs = jobruns.recent_runs(rt, limit=50, job="queue-recovery")
     assert any(r["pid"] == second.pid and r["outcome"] == "ok" and r["detail"].get("resubmitted") == 2
                for r in runs), runs
 
