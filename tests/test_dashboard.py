@@ -1,8 +1,8 @@
 """The dashboard's data and callbacks, called directly on real databases (SQLite and PostgreSQL).
 
 ``delula.overview.snapshot`` is checked number by number against seeded activity
-(``browser_support.seed_activity``); the overview's and the maintenance page's shaping functions
-and callbacks run inside a Flask request of the real app, signed in through the session.
+(``tests.support.factories.seed_activity``); the overview's and the maintenance page's shaping
+functions and callbacks run inside a Flask request of the real app, signed in through the session.
 """
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from contextvars import copy_context
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from browser_support import (CLAIMS, FAILED_BACKLOG, FAILED_USER, IN_FLIGHT, NORMAL_GENERATIONS, PROCESSING_S,
-                             READY, seed_activity)
 
 from delula import auth, backlog, demo, jobruns, overview, recipes
 from delula.clock import ManualClock
 from delula.storage import pool
+from tests.support.factories import (CLAIMS, FAILED_BACKLOG, FAILED_USER, IN_FLIGHT, NORMAL_GENERATIONS, PROCESSING_S,
+                                     READY, seed_activity)
 
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=timezone.utc)
 

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from delula import auth, claims, recipes
 from delula.storage import db
 from delula.storage.models import ClaimEvent, Generation
-from tests.conftest import add_pool_items
+from tests.support.factories import add_pool_items
 
 pytestmark = pytest.mark.postgres
 

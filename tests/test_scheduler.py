@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,19 +13,9 @@ import psycopg
 import pytest
 
 from delula import auth, demo, housekeeping, jobruns, schedule, scheduler
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll until ``predicate()`` is truthy (a generous deadline that only guards against hangs)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _job(job_id, fn, interval=0.05, **kw) -> schedule.JobSpec:
