@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dash
 
-from delula import api, auth, cli, demo, scheduler, simulator, storage
+from delula import api, auth, demo, logs, scheduler, simulator, storage
 from delula.config import ConfigError, Settings
 from delula.runtime import Runtime
 
@@ -128,7 +128,7 @@ def _parse(argv):
 
 
 if __name__ == "__main__":
-    cli.configure_logging()
+    logs.configure()
     args = _parse(sys.argv[1:])
     try:
         settings = Settings.from_env(**({"database_url": args.database_url} if args.database_url else {}))

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+from . import logs
 from .config import ConfigError, Settings
 
 
@@ -292,17 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def configure_logging() -> None:
-    """INFO to stderr for the app, the worker and the CLI; Alembic only when something goes wrong
-    (it is run on every start and would otherwise narrate its plugin set-up each time)."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
+    logs.configure()
     args = build_parser().parse_args(argv)
     try:
         rt = _runtime(args)
