@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from .generations import isoformat
+from .clock import isoformat
 from .storage import schedule as store_schedule
 
 LEADER_NAME = "scheduler"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from . import backlog, jobruns
-from .generations import isoformat
+from .clock import isoformat
 from .storage import dashboard
 
 CACHE_TTL_S = 5.0

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from . import backlog, housekeeping, jobruns, overview, queue
-from .generations import isoformat
+from .clock import isoformat
 from .storage import DatabaseUnavailable
 from .storage import schedule as store_schedule
 

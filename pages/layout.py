@@ -21,7 +21,7 @@ from dash import dcc, html
 from dash.exceptions import CallbackException, DependencyException, InvalidResourceError
 from flask import jsonify, redirect, request
 
-from delula.generations import isoformat
+from delula.clock import isoformat
 
 from . import login
 from .access import AccessDenied, SessionUser, current_user, no_access

@@ -20,7 +20,7 @@ from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, 
 from dash.exceptions import PreventUpdate
 
 from delula import backlog, jobruns, recipes, runtime, schedule
-from delula.generations import isoformat
+from delula.clock import isoformat
 from pages import access
 from pages.layout import duration_text, empty_state, local_time, page_header, status_badge
 
