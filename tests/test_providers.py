@@ -40,7 +40,8 @@ class CountingSession(requests.Session):
 
 @pytest.fixture(scope="module")
 def sim_url():
-    server = make_server("127.0.0.1", 0, create_app(Simulator(duration=0, failure_rate=0.0)), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(Simulator(duration=0, failure_rate=0.0), key="test-key"),
+                         threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
