@@ -39,7 +39,8 @@ def boot(rt: Runtime) -> None:
 
 
 def create_app(rt: Runtime | None = None, *, start_scheduler: bool | None = None) -> dash.Dash:
-    """Build the Dash app on ``rt`` (default: from the environment) with API and simulator mounted."""
+    """Build the Dash app on ``rt`` (default: from the environment) with the API mounted, and the
+    simulator's HTTP API with the simulator provider."""
     rt = rt or Runtime.from_settings(Settings.from_env())
     boot(rt)
     _forget_page_callbacks()
@@ -111,24 +112,21 @@ def _forget_page_callbacks() -> None:
     _callback.GLOBAL_INLINE_SCRIPTS.clear()
 
 
-SIMULATOR_MOUNT = "/sim/fal"
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
 def _mount_simulator(server: Flask, rt: Runtime) -> None:
     """The simulator's fal-compatible API at ``/sim/fal``, only with ``DELULA_PROVIDER=simulator``
     and behind the deployment's simulator key. Elsewhere every URL under it is a JSON 404 like the
     API's unknown URLs (Dash's catch-all page route would answer them with its index page)."""
     if rt.settings.provider == "simulator":
         blueprint = simulator.create_blueprint(lambda: _simulator(rt), key=rt.simulator_key)
-        server.register_blueprint(blueprint, url_prefix=SIMULATOR_MOUNT)
+        server.register_blueprint(blueprint, url_prefix=simulator.MOUNT)
         return
 
     def simulator_closed(rest: str = ""):
         return jsonify(message="Not found"), 404
 
-    for rule in (SIMULATOR_MOUNT, SIMULATOR_MOUNT + "/", SIMULATOR_MOUNT + "/<path:rest>"):
-        server.add_url_rule(rule, "simulator_closed", simulator_closed, methods=METHODS)
+    for rule in (simulator.MOUNT, simulator.MOUNT + "/", simulator.MOUNT + "/<path:rest>"):
+        server.add_url_rule(rule, "simulator_closed", simulator_closed,
+                            methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 
 
 def _simulator(rt: Runtime) -> simulator.Simulator:

@@ -197,6 +197,14 @@ def cmd_simulator(rt, args):
 
 # --- parser ---------------------------------------------------------------------------------
 
+def _simulator_key(value: str) -> str:
+    """``simulator --key``: checked like ``DELULA_SIMULATOR_KEY`` (a bad one exits 2)."""
+    try:
+        return Settings().replace(simulator_key=value).simulator_key
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m delula", description="Delula backlog operations.")
     p.add_argument("--database-url", help="SQLAlchemy URL (default: DELULA_DATABASE_URL or sqlite:///delula.db)")
@@ -267,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulator", help="serve the fal-compatible simulator alone")
     s.add_argument("--port", type=int, default=8060)
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--key", help="the key callers must send as 'Authorization: Key ...' "
+    s.add_argument("--key", type=_simulator_key, help="the key callers must send as 'Authorization: Key ...' "
                                  "(default: DELULA_SIMULATOR_KEY, else one drawn and printed)")
     s.set_defaults(func=cmd_simulator)
     return p

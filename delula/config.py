@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 PROVIDERS = ("simulator", "fal")
+_HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
 class ConfigError(ValueError):
@@ -81,6 +83,9 @@ class Settings:
         if self.max_backlog < self.min_backlog:
             raise ConfigError(
                 f"DELULA_MAX_BACKLOG ({self.max_backlog}) must not be below DELULA_MIN_BACKLOG ({self.min_backlog})")
+        if self.simulator_key is not None and not _HEADER_TOKEN.fullmatch(self.simulator_key):
+            raise ConfigError("the simulator key (DELULA_SIMULATOR_KEY) must be printable ASCII without "
+                              "spaces: it is sent as 'Authorization: Key <key>'")
         if self.provider == "fal" and not self.fal_key:
             raise ConfigError("FAL_KEY must be set when DELULA_PROVIDER=fal")
         if not self.database_url.startswith(("sqlite", "postgresql")):

@@ -31,7 +31,7 @@ def test_values_are_parsed():
     ("DELULA_POLL_SCHEDULE", "15,,30"), ("DELULA_POLL_SCHEDULE", "15,-3"), ("DELULA_SCHEDULER", "maybe"),
     ("DELULA_PROVIDER", "openai"), ("DELULA_SIMULATOR_DURATION", "40-5"), ("DELULA_SIMULATOR_FAILURE_RATE", "1.5"),
     ("DELULA_JOB_TIMEOUT_S", "nan"), ("DELULA_DATABASE_URL", "mysql://x"), ("DELULA_MAX_BACKLOG", "1"),
-    ("DELULA_PROVIDER_TIMEOUT_S", "0"),
+    ("DELULA_PROVIDER_TIMEOUT_S", "0"), ("DELULA_SIMULATOR_KEY", "two words"), ("DELULA_SIMULATOR_KEY", "clé"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):

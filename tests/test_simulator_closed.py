@@ -173,15 +173,17 @@ def test_a_configured_simulator_key_is_the_only_one(sqlite_url, make_runtime):
 
 
 def test_the_standalone_simulator_takes_its_key_and_says_from_where(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DELULA_", "FAL_"))}
-    env.update(PYTHONPATH=str(ROOT), DELULA_SIMULATOR_DURATION="0", DELULA_SIMULATOR_KEY="env-key")
-    cases = [(["--key", "flag-key"], "flag-key", "key from --key"),
-             ([], "env-key", "key from DELULA_SIMULATOR_KEY")]
-    for extra, expected, said in cases:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("DELULA_", "FAL_"))}
+    bare.update(PYTHONPATH=str(ROOT), DELULA_SIMULATOR_DURATION="0")
+    env = {**bare, "DELULA_SIMULATOR_KEY": "env-key"}
+    cases = [(["--key", "flag-key"], env, "flag-key", "key from --key"),
+             ([], env, "env-key", "key from DELULA_SIMULATOR_KEY"),
+             ([], bare, None, "key drawn for this run (set DELULA_SIMULATOR_KEY to keep one): ")]
+    for extra, environ, expected, said in cases:
         port = _free_port()
         log = tmp_path / f"sim-{port}.log"
         proc = subprocess.Popen([sys.executable, "-m", "delula", "simulator", "--port", str(port), *extra],
-                                cwd=tmp_path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                                cwd=tmp_path, env=environ, stdout=open(log, "w"), stderr=subprocess.STDOUT)
         try:
             def submitted(headers) -> int | None:
                 try:
@@ -191,8 +193,12 @@ def test_the_standalone_simulator_takes_its_key_and_says_from_where(tmp_path):
                     return None
 
             assert wait_for(lambda: submitted(key("wrong")), timeout=60, what="the simulator") == 401
-            assert submitted(key(expected)) == 200
             assert said in log.read_text()
+            expected = expected or log.read_text().split(said)[1].split()[0]
+            assert submitted(key(expected)) == 200
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+    bad = subprocess.run([sys.executable, "-m", "delula", "simulator", "--key", "two words"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--key" in bad.stderr

@@ -82,13 +82,14 @@ The package, by responsibility:
 
 It depends on :mod:`delula.providers.base` (the provider contract), never the other way round.
 """
-from .engine import SimAnswer, Simulator
+from .engine import MOUNT, SimAnswer, Simulator
 from .http import create_app, create_blueprint, serve
 from .provider import SimulatorProvider
 from .ticket import FAULTS, InvalidRequestId, Ticket, secret_for
 
 __all__ = [
     "FAULTS",
+    "MOUNT",
     "InvalidRequestId",
     "SimAnswer",
     "Simulator",

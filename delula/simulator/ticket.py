@@ -46,7 +46,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "submit_5xx": {"code": 503},
     "status_5xx": {"code": 503, "for_s": 2.0},
     "status_429": {"retry_after": 1.0, "for_s": 2.0},
-    "status_hang": {"hang_s": 5.0},
+    "status_hang": {"hang_s": math.inf},   # as long as the engine lets an answer hang
     "status_malformed": {},
     "status_unknown": {},
     "status_missing": {},
