@@ -22,7 +22,7 @@ class Runtime:
     store: Store
     clock: object = field(default_factory=SystemClock)
     _provider: object = None
-    _kept: dict = field(default_factory=dict)
+    _kept: dict = field(default_factory=dict, repr=False)   # secrets: never printed
     _caches: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
