@@ -184,10 +184,7 @@ def ensure_admin(rt) -> str | None:
 
 def secret_key(rt) -> str:
     """``DELULA_SECRET_KEY``, else one generated once and kept in the database."""
-    if rt.settings.secret_key:
-        return rt.settings.secret_key
-    with rt.store.begin() as s:
-        return accounts.put_setting_once(s, "flask_secret_key", secrets.token_hex(32))
+    return rt.kept_secret("flask_secret_key", rt.settings.secret_key)
 
 
 def _require_user(s, username: str):

@@ -209,14 +209,33 @@ def cmd_worker(rt, args):
 
 
 def cmd_simulator(rt, args):
-    from . import simulator
+    """The simulator alone, behind ``--key``, else ``DELULA_SIMULATOR_KEY``, else a key drawn for
+    this run (its request ids die with it); says which on stderr."""
+    import secrets
 
-    settings = rt.settings
-    sim = simulator.Simulator(duration=settings.simulator_duration, failure_rate=settings.simulator_failure_rate)
-    simulator.serve(args.host, args.port, sim)
+    from . import simulator
+    from .provider_factory import make_simulator
+
+    if args.key:
+        key, origin = args.key, "from --key"
+    elif rt.settings.simulator_key:
+        key, origin = rt.settings.simulator_key, "from DELULA_SIMULATOR_KEY"
+    else:
+        key = secrets.token_urlsafe(24)
+        origin = f"drawn for this run (set DELULA_SIMULATOR_KEY to keep one): {key}"
+    print(f"simulator at http://{args.host}:{args.port}/sim/fal; key {origin}", file=sys.stderr, flush=True)
+    simulator.serve(args.host, args.port, make_simulator(rt.settings, key=key), key=key)
 
 
 # --- parser ---------------------------------------------------------------------------------
+
+def _simulator_key(value: str) -> str:
+    """``simulator --key``: checked like ``DELULA_SIMULATOR_KEY`` (a bad one exits 2)."""
+    try:
+        return Settings().replace(simulator_key=value).simulator_key
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m delula", description="Delula backlog operations.")
@@ -288,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulator", help="serve the fal-compatible simulator alone")
     s.add_argument("--port", type=int, default=8060)
     s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--key", type=_simulator_key, help="the key callers must send as 'Authorization: Key ...' "
+                                 "(default: DELULA_SIMULATOR_KEY, else one drawn and printed)")
     s.set_defaults(func=cmd_simulator)
     return p
 

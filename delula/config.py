@@ -1,16 +1,20 @@
 """Configuration: every environment variable of SPEC §3, read once, typed and validated.
 
 ``Settings.from_env()`` raises :class:`ConfigError` naming the variable at fault, so a typo in a
-deployment fails at start-up with a sentence, not deep inside a job.
+deployment fails at start-up with a sentence, not deep inside a job. The secrets (``secret_key``,
+``fal_key``, ``simulator_key``, ``admin_password``) are left out of the repr, so logging the
+settings never prints them.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 PROVIDERS = ("simulator", "fal")
+_HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
 class ConfigError(ValueError):
@@ -20,7 +24,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///delula.db"
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     scheduler: bool = True
     min_backlog: int = 3
     max_backlog: int = 30
@@ -31,11 +35,12 @@ class Settings:
     maintenance_interval_s: float = 60.0
     instant_cooldown_s: float = 10.0
     provider: str = "simulator"
-    fal_key: str | None = None
+    fal_key: str | None = field(default=None, repr=False)
     fal_queue_url: str = "https://queue.fal.run"
     provider_timeout_s: float = 10.0
     simulator_duration: tuple[float, float] = (5.0, 40.0)
     simulator_failure_rate: float = 0.05
+    simulator_key: str | None = field(default=None, repr=False)
     admin_password: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -61,6 +66,7 @@ class Settings:
             simulator_duration=r.duration("DELULA_SIMULATOR_DURATION", cls.simulator_duration),
             simulator_failure_rate=r.number("DELULA_SIMULATOR_FAILURE_RATE", cls.simulator_failure_rate,
                                             minimum=0, maximum=1),
+            simulator_key=r.text("DELULA_SIMULATOR_KEY", None),
             admin_password=r.text("DELULA_ADMIN_PASSWORD", None),
         )
         values.update(overrides)
@@ -77,6 +83,9 @@ class Settings:
         if self.max_backlog < self.min_backlog:
             raise ConfigError(
                 f"DELULA_MAX_BACKLOG ({self.max_backlog}) must not be below DELULA_MIN_BACKLOG ({self.min_backlog})")
+        if self.simulator_key is not None and not _HEADER_TOKEN.fullmatch(self.simulator_key):
+            raise ConfigError("the simulator key (DELULA_SIMULATOR_KEY) must be printable ASCII without "
+                              "spaces: it is sent as 'Authorization: Key <key>'")
         if self.provider == "fal" and not self.fal_key:
             raise ConfigError("FAL_KEY must be set when DELULA_PROVIDER=fal")
         if not self.database_url.startswith(("sqlite", "postgresql")):

@@ -5,6 +5,7 @@ to the domain functions, which never read the environment themselves.
 """
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from cachetools import TTLCache
 
 from .clock import SystemClock
 from .config import Settings
-from .storage import Store
+from .storage import Store, accounts
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Runtime:
     store: Store
     clock: object = field(default_factory=SystemClock)
     _provider: object = None
+    _kept: dict = field(default_factory=dict, repr=False)   # secrets: never printed
     _caches: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -31,14 +33,32 @@ class Runtime:
 
     @property
     def provider(self):
-        """The generation provider of ``DELULA_PROVIDER`` (built on first use)."""
+        """The generation provider of ``DELULA_PROVIDER`` (built on first use); the simulator
+        signs its request ids with the deployment's :attr:`simulator_key`."""
         if self._provider is None:
+            key = self.simulator_key if self.settings.provider == "simulator" else None
             with self._lock:
                 if self._provider is None:
                     from .provider_factory import make_provider
 
-                    self._provider = make_provider(self.settings, clock=self.clock)
+                    self._provider = make_provider(self.settings, clock=self.clock, simulator_key=key)
         return self._provider
+
+    def kept_secret(self, name: str, configured: str | None) -> str:
+        """``configured`` when set, else a random secret generated once and kept in the database
+        under ``name``: every process of the deployment, now and after a restart, reads the same."""
+        if configured:
+            return configured
+        if name not in self._kept:
+            with self.store.begin() as s:
+                self._kept[name] = accounts.put_setting_once(s, name, secrets.token_hex(32))
+        return self._kept[name]
+
+    @property
+    def simulator_key(self) -> str:
+        """The key of the simulator's HTTP API (``DELULA_SIMULATOR_KEY``, else kept); its ticket
+        signing secret derives from it."""
+        return self.kept_secret("simulator_key", self.settings.simulator_key)
 
     def now(self):
         return self.clock.now()

@@ -133,7 +133,7 @@ def test_a_misbehaving_provider_fails_jobs_readably_and_the_scheduler_keeps_goin
               for fault in FAULTS}
     port = _free_port()
     sim = worker = None
-    env = _env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key",
+    env = _env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key", DELULA_SIMULATOR_KEY="test-key",
                DELULA_FAL_QUEUE_URL=f"http://127.0.0.1:{port}/sim/fal", DELULA_MAX_CONCURRENT_JOBS=10,
                DELULA_MAX_ATTEMPTS=2, DELULA_JOB_TIMEOUT_S=8, DELULA_SIMULATOR_DURATION="0.5",
                DELULA_SIMULATOR_FAILURE_RATE="0",   # the faults are the recipes' own; the good job must not fail by chance

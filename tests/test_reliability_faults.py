@@ -51,7 +51,7 @@ class CountingProvider:
         self.submissions: dict[str, list[str]] = defaultdict(list)
         self.hold, self.held, self._release = hold, threading.Event(), threading.Event()
         app = flask.Flask("counting-provider")
-        app.register_blueprint(simulator.create_blueprint(self.sim), url_prefix="/sim/fal")
+        app.register_blueprint(simulator.create_blueprint(self.sim, key="test-key"), url_prefix="/sim/fal")
         app.before_request(self._read)
         app.after_request(self._count)
         self.port = _free_port()
