@@ -12,10 +12,10 @@ import uuid
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .storage import SYSTEM_BACKLOG_USER_ID, Conflict, accounts
+from . import storage
+from .storage import STAFF_ROLES, SYSTEM_BACKLOG_USER_ID, Conflict, accounts
 
 ROLES = ("user", "product", "ops")
-STAFF_ROLES = ("product", "ops")
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MAX_GRANT = 1_000_000_000
 # Verified against when the username is unknown, so a miss costs as much as a hit.
@@ -31,12 +31,14 @@ def hash_token(token: str) -> str:
 
 
 def user_json(user) -> dict:
-    return {"id": user.id, "username": user.username, "role": user.role, "credits": user.credits}
+    return {"id": user.id, "username": user.username, "role": user.role, "credits": user.credits,
+            "isTest": bool(user.is_test)}
 
 
 def create_user(rt, username: str, *, role: str = "user", credits: int = 0, password: str | None = None,
-                user_id: str | None = None, with_token: bool = True) -> tuple[object, str | None]:
-    """Create a user with an initial grant (a ledger row) and, by default, a fresh API token."""
+                user_id: str | None = None, with_token: bool = True, is_test: bool = False) -> tuple[object, str | None]:
+    """Create a user with an initial grant (a ledger row) and, by default, a fresh API token.
+    ``is_test``: a test account, which product staff may act for."""
     if not isinstance(username, str) or not USERNAME.match(username):
         raise AuthError("username must be 1-64 letters, digits or . _ - @")
     if role not in ROLES + ("system",):
@@ -47,7 +49,8 @@ def create_user(rt, username: str, *, role: str = "user", credits: int = 0, pass
     with rt.store.begin() as s:
         try:
             user = accounts.add_user(s, id=user_id or f"u_{uuid.uuid4().hex[:20]}", username=username, role=role,
-                                     password_hash=generate_password_hash(password) if password else None, now=now)
+                                     password_hash=generate_password_hash(password) if password else None, now=now,
+                                     is_test=is_test)
         except Conflict as e:
             raise AuthError(str(e)) from None
         if credits:
@@ -79,12 +82,10 @@ def caller(user):
     return user if user is not None and user.role in ROLES else None
 
 
-def may_act_for(user, target_user_id: str | None) -> bool:
-    """Whether ``user`` may claim for ``target_user_id`` (``None``: for itself): staff only.
-
-    The one-statement API claim (``storage.pool.claim_with_token``) applies the same rule with
-    :data:`STAFF_ROLES` as its ``targeters``."""
-    return target_user_id is None or user.role in STAFF_ROLES
+def may_act_for(actor, target) -> bool:
+    """Whether ``actor`` may claim, generate or top up for the account ``target``: itself, or as
+    :func:`storage.may_act_for` says (ops any account, product staff test accounts only)."""
+    return actor.id == target.id or storage.may_act_for(actor.role, target.is_test)
 
 
 def plausible_token(token: str | None) -> bool:

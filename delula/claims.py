@@ -16,15 +16,19 @@ outcome and the body, and gives back the same result.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass
 
-from . import auth
+from . import audit, auth
 from .clock import isoformat
 from .generations import generation_json
 from .storage import SYSTEM_BACKLOG_USER_ID, pool
 
 NO_BACKLOG_MESSAGE = "No instant generation available"
 RACE_MESSAGE = "No instant generation available (race condition)"
+FORBIDDEN_MESSAGE = "targetUserId: ops may act for any account, product staff for test accounts only"
+KEY_REUSED_MESSAGE = "This Idempotency-Key was used for a different request"
 
 
 class Outcome(str, enum.Enum):
@@ -36,6 +40,8 @@ class Outcome(str, enum.Enum):
     RATE_LIMITED = "rate_limited"
     RECIPE_NOT_FOUND = "recipe_not_found"
     INVALID = "invalid"
+    FORBIDDEN = "forbidden"                         # the caller may not claim for this user
+    KEY_REUSED = "key_reused"                       # the idempotency key was used for another request
 
     @property
     def event(self) -> str:
@@ -89,6 +95,10 @@ def response(result: ClaimResult) -> tuple[int, dict]:
                      "retryAfter": result.retry_after}
     if o is Outcome.RECIPE_NOT_FOUND:
         return 404, {"message": "Recipe not found"}
+    if o is Outcome.FORBIDDEN:
+        return 403, {"message": FORBIDDEN_MESSAGE}
+    if o is Outcome.KEY_REUSED:
+        return 422, {"message": KEY_REUSED_MESSAGE}
     return 400, {"message": "Invalid request", "errors": result.errors or {}}
 
 
@@ -119,20 +129,25 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
     """
     actor_id = actor_id or user_id
     now = rt.now()
+    asked = request_hash(recipe_id, user_id)
     # Without an idempotency key the claim is one statement (on PostgreSQL one function call),
     # atomic by itself: no BEGIN/COMMIT round trips around it.
     with (rt.store.begin() if idempotency_key is not None else rt.store.single_statement()) as s:
-        if idempotency_key is not None and not pool.reserve_key(s, actor_id, idempotency_key, now):
+        if idempotency_key is not None and not pool.reserve_key(s, actor_id, idempotency_key, now, asked):
             stored = pool.stored_response(s, actor_id, idempotency_key)
             if stored is not None:
-                return _replayed(Outcome(stored[0]), stored[1])
+                if stored.request_hash not in (None, asked):
+                    return ClaimResult(Outcome.KEY_REUSED)
+                return _replayed(Outcome(stored.outcome), stored.response)
         errors = target_error(user_id)
         if errors is not None:
-            pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=now)
+            pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=now,
+                                actor_id=actor_id)
             result = ClaimResult(Outcome.INVALID, errors=errors)
         else:
-            result = _from_row(pool.claim(s, recipe_id=recipe_id, user_id=user_id, now=now,
-                                          meta_patch=_meta_patch(now), cooldown_s=rt.settings.instant_cooldown_s))
+            result = _from_row(pool.claim(s, recipe_id=recipe_id, user_id=user_id, actor_id=actor_id, now=now,
+                                          meta_patch=_meta_patch(now), cooldown_s=rt.settings.instant_cooldown_s,
+                                          request_id=audit.request_id()))
         if idempotency_key is not None:
             pool.store_response(s, actor_id, idempotency_key, result.outcome.value, *response(result))
     if result.ok:
@@ -140,19 +155,25 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
     return result
 
 
+def request_hash(recipe_id: int, user_id: str) -> str:
+    """What a claim asks for, hashed: an idempotency key repeated with another recipe or for
+    another user is refused (422), not answered with the first claim."""
+    return hashlib.sha256(json.dumps([recipe_id, user_id]).encode()).hexdigest()
+
+
 def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: str | None = None,
                              idempotency_key: str | None = None) -> tuple[object | None, ClaimResult | None]:
     """Authenticate a bearer token and claim for its user, or for ``target_user_id`` (staff only).
 
     Returns ``(None, None)`` for a token that authenticates nobody (unknown, revoked, the system
-    user's), ``(user, None)`` when the user may not claim for ``target_user_id``, else
-    ``(user, result)`` as :func:`instant_claim`. Without an idempotency key the token check and
+    user's), else ``(user, result)`` as :func:`instant_claim` (``FORBIDDEN`` when the user may not
+    claim for ``target_user_id``). Without an idempotency key the token check and
     the claim are one statement (on PostgreSQL an API claim costs one round trip).
     """
     if idempotency_key is not None or target_error(target_user_id) is not None:
         user = auth.authenticate_token(rt, token)
-        if user is None or not auth.may_act_for(user, target_user_id):
-            return user, None
+        if user is None:
+            return None, None
         return user, instant_claim(rt, recipe_id=recipe_id, user_id=target_user_id or user.id, actor_id=user.id,
                                    idempotency_key=idempotency_key)
     if not auth.plausible_token(token):
@@ -160,8 +181,8 @@ def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: 
     now = rt.now()
     with rt.store.single_statement() as s:
         done = pool.claim_with_token(s, token_hash=auth.hash_token(token), recipe_id=recipe_id,
-                                     target_user_id=target_user_id, claimers=auth.ROLES, targeters=auth.STAFF_ROLES,
-                                     meta_patch=_meta_patch(now), now=now, cooldown_s=rt.settings.instant_cooldown_s)
+                                     target_user_id=target_user_id, claimers=auth.ROLES, meta_patch=_meta_patch(now),
+                                     now=now, cooldown_s=rt.settings.instant_cooldown_s, request_id=audit.request_id())
     user = auth.caller(done.user)
     if user is None or done.row is None:
         return user, None

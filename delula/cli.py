@@ -91,7 +91,8 @@ def cmd_users_create(rt, args):
     from . import auth
 
     try:
-        user, token = auth.create_user(rt, args.name, role=args.role, credits=args.credits, password=args.password)
+        user, token = auth.create_user(rt, args.name, role=args.role, credits=args.credits, password=args.password,
+                                       is_test=args.test)
     except auth.AuthError as e:
         raise Refused(str(e)) from None
     _print({**auth.user_json(user), "token": token})
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--role", default="user", choices=["user", "product", "ops"])
     c.add_argument("--credits", type=int, default=0)
     c.add_argument("--password")
+    c.add_argument("--test", action="store_true", help="a test account: product staff may act for it")
     c.set_defaults(func=cmd_users_create)
     g = users.add_parser("grant", help="add credits (a ledger row)")
     g.add_argument("name")

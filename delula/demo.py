@@ -134,7 +134,7 @@ def seed(rt) -> dict:
     for name, credits in TEST_USERS:
         if auth.get_user(rt, username=name) is None:
             try:
-                auth.create_user(rt, name, role="user", credits=credits, with_token=False)
+                auth.create_user(rt, name, role="user", credits=credits, with_token=False, is_test=True)
                 created["users"].append(name)
             except auth.AuthError:
                 pass

@@ -14,8 +14,10 @@ from .db import Conflict, insert_unique, is_postgres
 from .models import ApiToken, AppSetting, CreditTransaction, User
 
 
-def add_user(s: Session, *, id: str, username: str, role: str, password_hash: str | None, now: datetime) -> User:
-    user = User(id=id, username=username, role=role, credits=0, password_hash=password_hash, created_at=now)
+def add_user(s: Session, *, id: str, username: str, role: str, password_hash: str | None, now: datetime,
+             is_test: bool = False) -> User:
+    user = User(id=id, username=username, role=role, credits=0, password_hash=password_hash, created_at=now,
+                is_test=is_test)
     return insert_unique(s, user, f"user {username!r} already exists")
 
 
@@ -63,12 +65,13 @@ def set_password_hash(s: Session, user_id: str, password_hash: str) -> None:
 
 def change_credits(s: Session, user_id: str, amount: int, *, kind: str, now: datetime,
                    generation_id: int | None = None, allow_debit: bool = False,
-                   cooldown_until: datetime | None = None) -> int | None:
+                   cooldown_until: datetime | None = None, actor_id: str | None = None) -> int | None:
     """Add ``amount`` (negative spends) and write the ledger row. Returns the new balance.
 
     Spending is conditional on ``credits >= -amount`` unless ``allow_debit``; when the condition
     fails nothing changes and ``None`` is returned. ``cooldown_until`` sets the instant-claim
-    cooldown in the same statement.
+    cooldown in the same statement. The ledger row names ``actor_id`` as who asked (the user
+    itself by default).
     """
     values = {"credits": User.credits + amount}
     if cooldown_until is not None:
@@ -80,7 +83,7 @@ def change_credits(s: Session, user_id: str, amount: int, *, kind: str, now: dat
     if balance is None:
         return None
     s.add(CreditTransaction(user_id=user_id, amount=amount, balance_after=balance, kind=kind,
-                            generation_id=generation_id, created_at=now))
+                            generation_id=generation_id, created_at=now, actor_id=actor_id or user_id))
     s.flush()
     return balance
 

@@ -49,7 +49,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column('actor_id', sa.String(length=64), nullable=True))
     with op.batch_alter_table('claim_events') as batch:
         batch.add_column(sa.Column('actor_id', sa.String(length=64), nullable=True))
-        batch.drop_constraint('ck_claim_events_outcome', type_='check')
+        batch.drop_constraint(op.f('ck_claim_events_outcome'), type_='check')
         batch.create_check_constraint(op.f('ck_claim_events_outcome'), OUTCOMES.format(", 'forbidden'"))
     with op.batch_alter_table('idempotency_keys') as batch:
         batch.add_column(sa.Column('request_hash', sa.String(length=64), nullable=True))
@@ -81,7 +81,7 @@ def downgrade() -> None:
         batch.drop_column('request_hash')
     op.execute("DELETE FROM claim_events WHERE outcome = 'forbidden'")
     with op.batch_alter_table('claim_events') as batch:
-        batch.drop_constraint('ck_claim_events_outcome', type_='check')
+        batch.drop_constraint(op.f('ck_claim_events_outcome'), type_='check')
         batch.create_check_constraint(op.f('ck_claim_events_outcome'), OUTCOMES.format(""))
         batch.drop_column('actor_id')
     with op.batch_alter_table('credit_transactions') as batch:
@@ -89,7 +89,7 @@ def downgrade() -> None:
         batch.alter_column('balance_after', existing_type=sa.BigInteger(), type_=sa.Integer(), existing_nullable=False)
         batch.alter_column('amount', existing_type=sa.BigInteger(), type_=sa.Integer(), existing_nullable=False)
     with op.batch_alter_table('users') as batch:
-        batch.drop_constraint('ck_users_credits', type_='check')
+        batch.drop_constraint(op.f('ck_users_credits'), type_='check')
         batch.drop_column('session_epoch')
         batch.drop_column('is_active')
         batch.drop_column('is_test')
