@@ -17,7 +17,7 @@ from pathlib import Path
 import dash
 from flask import Flask, jsonify
 
-from delula import api, auth, cli, demo, scheduler, simulator, storage
+from delula import api, auth, demo, logs, scheduler, simulator, storage
 from delula.config import ConfigError, Settings
 from delula.provider_factory import make_simulator
 from delula.runtime import Runtime
@@ -146,7 +146,7 @@ def _parse(argv):
 
 
 if __name__ == "__main__":
-    cli.configure_logging()
+    logs.configure()
     args = _parse(sys.argv[1:])
     try:
         settings = Settings.from_env(**({"database_url": args.database_url} if args.database_url else {}))

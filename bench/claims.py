@@ -28,6 +28,7 @@ import resource
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -324,7 +325,7 @@ class Gunicorn:
                "DELULA_INSTANT_COOLDOWN_S": "0", "DELULA_ADMIN_PASSWORD": "bench-admin-password",
                "DELULA_SECRET_KEY": "bench-secret"}
         self.proc = subprocess.Popen(
-            [shutil.which("gunicorn") or "gunicorn", "app:server", "-w", "2", "--threads", "4",
+            [sys.executable, "-m", "gunicorn", "app:server", "-w", "2", "--threads", "4",
              "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.peak_rss: dict[int, int] = {}

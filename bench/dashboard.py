@@ -121,8 +121,7 @@ def _has_seq_scan(node, relation: str) -> bool:
 def _data_calls(rt, pages) -> dict:
     """Each page's data: the domain functions the page's layout and callbacks call, with the
     same arguments (the target of the issue is on these)."""
-    from delula import auth, backlog, generations, overview, scheduler
-    from delula import queue_status
+    from delula import auth, backlog, generations, jobruns, overview, queue_status, schedule
     from delula import recipes
 
     def queue_data():
@@ -139,8 +138,8 @@ def _data_calls(rt, pages) -> dict:
         "recipes": lambda: (recipes.list_with_availability(rt),
                             auth.test_users(rt, limit=pages["recipes"].ACTING_AS_SHOWN)),
         "queue": queue_data,
-        "maintenance": lambda: (scheduler.leader(rt), scheduler.jobs_overview(rt),
-                                scheduler.recent_runs(rt, pages["maintenance"].RECENT_RUNS),
+        "maintenance": lambda: (jobruns.leader(rt), schedule.jobs_overview(rt),
+                                jobruns.recent_runs(rt, pages["maintenance"].RECENT_RUNS),
                                 recipes.list_recipes(rt), backlog.status(rt)),
     }
 

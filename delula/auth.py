@@ -61,14 +61,6 @@ def create_user(rt, username: str, *, role: str = "user", credits: int = 0, pass
     return user, token
 
 
-def issue_token(rt, username: str) -> str:
-    token = secrets.token_urlsafe(32)
-    with rt.store.begin() as s:
-        user = _require_user(s, username)
-        accounts.add_token(s, user.id, hash_token(token), rt.now())
-    return token
-
-
 def authenticate_token(rt, token: str | None):
     """The user behind a bearer token, or ``None`` (unknown, revoked, or the system user)."""
     if not plausible_token(token):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
+from . import logs
 from .config import ConfigError, Settings
 
 
@@ -204,9 +206,9 @@ def cmd_instant(rt, args):
 
 
 def cmd_worker(rt, args):
-    from . import scheduler
-
-    scheduler.run_worker(rt)
+    if args.worker is None:
+        raise Refused("this entry point has no scheduler: run `python -m delula worker`")
+    args.worker(rt)
 
 
 def cmd_simulator(rt, args):
@@ -315,18 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def configure_logging() -> None:
-    """INFO to stderr for the app, the worker and the CLI; Alembic only when something goes wrong
-    (it is run on every start and would otherwise narrate its plugin set-up each time)."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def main(argv: list[str] | None = None) -> int:
-    configure_logging()
+def main(argv: list[str] | None = None, *, worker: Callable[[object], None] | None = None) -> int:
+    """Run one command. ``worker`` runs the scheduler until stopped (the ``worker`` command); the
+    program's entry point, ``delula/__main__.py``, passes the scheduler's, so this face does not
+    import another."""
+    logs.configure()
     args = build_parser().parse_args(argv)
+    args.worker = worker
     try:
         rt = _runtime(args)
     except ConfigError as e:

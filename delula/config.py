@@ -92,10 +92,6 @@ class Settings:
             raise ConfigError(
                 f"DELULA_DATABASE_URL must be a sqlite:// or postgresql+psycopg:// URL, got {self.database_url!r}")
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.database_url.startswith("postgresql")
-
 
 class _Reader:
     def __init__(self, env: Mapping[str, str]):

@@ -2,14 +2,14 @@
 
 :func:`snapshot` answers everything the dashboard's overview shows — tiles, per-recipe backlog,
 the time series and the processing-time distribution — in a handful of bounded queries
-(``storage.dashboard``), plus ``backlog.status`` and the scheduler's leader. Series are aligned
-on one list of bucket starts with gaps filled (counts with 0; queue samples with ``None``, so a
-chart shows a gap where no scheduler was sampling rather than an invented value). Results are
-cached for :data:`CACHE_TTL_S` seconds per (range, recipe), so any number of open dashboards
-costs the database one snapshot per few seconds.
+(``storage.dashboard``), plus ``backlog.status`` and the scheduler's leader (``jobruns``). Series
+are aligned on one list of bucket starts with gaps filled (counts with 0; queue samples with
+``None``, so a chart shows a gap where no scheduler was sampling rather than an invented value).
+Results are cached for :data:`CACHE_TTL_S` seconds per (range, recipe), so any number of open
+dashboards costs the database one snapshot per few seconds.
 
-The day and the week read ``stat_counts``, which :func:`roll_up` (a scheduler job) fills for
-every closed hour, and the raw tables only for the hours since: their totals start at the hour
+The day and the week read ``stat_counts``, which :func:`roll_up` (a job of ``schedule``) fills
+for every closed hour, and the raw tables only for the hours since: their totals start at the hour
 holding the range's start, and their processing-time percentiles are known to the second.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import bisect
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import backlog, scheduler
-from .generations import isoformat
+from . import backlog, jobruns
+from .clock import isoformat
 from .storage import dashboard
 
 CACHE_TTL_S = 5.0
@@ -101,7 +101,7 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
             histogram = dashboard.processing_histogram(s, since, edges, recipe_id)
             n_processed, (p50, p95) = dashboard.processing_percentiles(s, since, (0.5, 0.95), recipe_id)
     all_recipes = backlog.status(rt)
-    leader = scheduler.leader(rt)
+    leader = jobruns.leader(rt)
 
     index = {b: i for i, b in enumerate(buckets)}
 
@@ -196,7 +196,7 @@ def _floor_hour(t: datetime) -> datetime:
 
 
 def roll_up(rt) -> dict:
-    """Add the hours closed since the last run to ``stat_counts`` (the scheduler's ``stats-rollup``
+    """Add the hours closed since the last run to ``stat_counts`` (the schedule's ``stats-rollup``
     job). The first run starts a week and two hours back, enough for the longest range."""
     now = rt.now()
     with rt.store.begin() as s:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .generations import isoformat
+from .clock import isoformat
 from .storage import JobStatus, jobs
 from .storage import stats as store_stats
 

@@ -61,11 +61,6 @@ def current_user() -> SessionUser | None:
     return load_user(runtime.current(), user_id)
 
 
-def has_role(*roles: str) -> bool:
-    user = current_user()
-    return user is not None and user.role in roles
-
-
 def require(*roles: str) -> SessionUser:
     """The signed-in user if their role is one of ``roles``; else raises :class:`AccessDenied`.
 

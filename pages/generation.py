@@ -13,6 +13,7 @@ from dash.exceptions import PreventUpdate
 
 from delula import auth, forms, generations, runtime
 from delula import recipes as recipe_domain
+from delula.clock import isoformat
 from delula.generations import JobStatus
 from pages import access
 from pages.layout import empty_state, local_time, page_header, status_badge
@@ -69,9 +70,9 @@ def timeline(gen) -> list[tuple[str, str | None]]:
     """(step, ISO time or None) for created, started, completed and claimed, in that order."""
     meta = gen.meta or {}
     return [
-        ("Created", generations.isoformat(gen.created_at)),
-        ("Started", generations.isoformat(gen.started_at)),
-        ("Completed", generations.isoformat(gen.completed_at)),
+        ("Created", isoformat(gen.created_at)),
+        ("Started", isoformat(gen.started_at)),
+        ("Completed", isoformat(gen.completed_at)),
         ("Claimed", meta.get("claimedAt")),
     ]
 

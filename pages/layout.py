@@ -12,7 +12,7 @@ in the viewer's time zone by ``assets/delula.js``), :func:`status_badge`, :func:
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from urllib.parse import quote
 
 import dash
@@ -21,7 +21,7 @@ from dash import dcc, html
 from dash.exceptions import CallbackException, DependencyException, InvalidResourceError
 from flask import jsonify, redirect, request
 
-from delula.generations import isoformat
+from delula.clock import isoformat
 
 from . import login
 from .access import AccessDenied, SessionUser, current_user, no_access
@@ -195,7 +195,3 @@ def duration_text(seconds: float | None) -> str:
         return f"{m} min {s} s" if s else f"{m} min"
     h, m = divmod(int(round(seconds)) // 60, 60)
     return f"{h} h {m} min" if m else f"{h} h"
-
-
-def utcnow_iso() -> str:
-    return isoformat(datetime.now(timezone.utc))

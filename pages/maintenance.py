@@ -4,7 +4,7 @@
 - every scheduled job with its interval, last run (when, how long, outcome, error) and next run;
 - per recipe the demand-based target next to its minimum, editable by ops
   (``recipes.set_min_backlog``; empty means the ``DELULA_MIN_BACKLOG`` default);
-- "Run maintenance now" (ops): ``scheduler.run_now(rt, "backlog-maintenance")``, recorded like a
+- "Run maintenance now" (ops): ``schedule.run_now(rt, "backlog-maintenance")``, recorded like a
   scheduled run, showing what it created.
 
 The status part refreshes every few seconds (paused while the tab is hidden). Every change is
@@ -19,8 +19,8 @@ import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from delula import backlog, recipes, runtime, scheduler
-from delula.generations import isoformat
+from delula import backlog, jobruns, recipes, runtime, schedule
+from delula.clock import isoformat
 from pages import access
 from pages.layout import duration_text, empty_state, local_time, page_header, status_badge
 
@@ -231,8 +231,8 @@ def layout(**_query):
           Input("mt-interval", "n_intervals"), Input("mt-version", "data"))
 def refresh_status(_n, _version):
     rt = runtime.current()
-    return (leader_card(scheduler.leader(rt)), jobs_table(scheduler.jobs_overview(rt), rt.now()),
-            runs_table(scheduler.recent_runs(rt, RECENT_RUNS)))
+    return (leader_card(jobruns.leader(rt)), jobs_table(schedule.jobs_overview(rt), rt.now()),
+            runs_table(jobruns.recent_runs(rt, RECENT_RUNS)))
 
 
 @callback(Output("mt-minimums", "children"), Input("mt-version", "data"))
@@ -252,7 +252,7 @@ def run_maintenance(n_clicks, version):
         raise PreventUpdate
     access.require("ops")
     rt = runtime.current()
-    result = scheduler.run_now(rt, MAINTENANCE_JOB)
+    result = schedule.run_now(rt, MAINTENANCE_JOB)
     names = {r.id: r.name for r in recipes.list_recipes(rt)}
     color, text = run_summary(result, names)
     return (dbc.Alert(text, color=color, dismissable=True, className="mb-4", id="mt-run-alert"),

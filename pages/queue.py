@@ -21,6 +21,7 @@ from dash.exceptions import PreventUpdate
 
 from delula import auth, generations, queue_actions, queue_status, runtime
 from delula import recipes as recipe_domain
+from delula.clock import isoformat
 from delula.generations import JobSource, JobStatus
 from pages import access
 from pages.layout import local_time, page_header
@@ -86,7 +87,7 @@ def job_row(gen, *, now: datetime, recipe_names: dict, usernames: dict, is_ops: 
         "error": gen.error or "",
         "nextPoll": next_poll,
         "age": _seconds(now, gen.created_at),
-        "createdAt": generations.isoformat(gen.created_at),
+        "createdAt": isoformat(gen.created_at),
         "actions": actions_for(gen.status, is_ops),
     }
 

@@ -5,25 +5,25 @@ answers, else a throwaway cluster when ``initdb``/``pg_ctl`` exist; otherwise Po
 skipped — or fail, when ``DELULA_REQUIRE_POSTGRES=1``. The schema is migrated once into a template
 database; each test gets its own copy (``CREATE DATABASE … TEMPLATE``) and drops it afterwards.
 SQLite tests copy a migrated template file the same way.
+
+The helpers the fixtures use, and the test modules share, are in ``tests/support``.
 """
 from __future__ import annotations
 
 import itertools
 import os
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from delula import storage
-from delula.config import Settings
+from delula import auth, storage
 from delula.runtime import Runtime
-from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
+from tests.support import browser as browsers
+from tests.support import dash
+from tests.support.db import Cluster, admin_exec, answers, can_make_clusters, database_url, test_settings
 
 REQUIRE_POSTGRES = os.environ.get("DELULA_REQUIRE_POSTGRES") == "1"
 _counter = itertools.count()
@@ -41,74 +41,6 @@ def _skip_or_fail(reason: str):
     pytest.skip(reason)
 
 
-def _answers(conninfo: str) -> bool:
-    try:
-        with psycopg.connect(conninfo, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """A throwaway PostgreSQL cluster in a temporary folder: the fallback when no server runs, and
-    a server of a test's own that it may halt and start at will."""
-
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="delula-pg-"))
-        self.port = _free_port()
-        prefix = []
-        if os.geteuid() == 0:  # initdb refuses root: run as the postgres user
-            shutil.chown(self.dir, "postgres")
-            prefix = ["runuser", "-u", "postgres", "--"]
-        self.prefix = prefix
-        subprocess.run(prefix + [pg_binary("initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust"],
-                       check=True, capture_output=True)
-        self.start()
-        self.conninfo = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self):
-        subprocess.run(self.prefix + [pg_binary("pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"),
-                                      "-w", "-o", f"-p {self.port} -k {self.dir} -h 127.0.0.1", "start"],
-                       check=True, capture_output=True)
-
-    def halt(self):
-        """Stop the server at once (connections are cut), keeping the data for :meth:`start`."""
-        subprocess.run(self.prefix + [pg_binary("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w",
-                                      "stop"], check=True, capture_output=True)
-
-    def stop(self):
-        subprocess.run(self.prefix + [pg_binary("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def pg_binary(name: str) -> str:
-    """A PostgreSQL server program: on the PATH, else from Debian's /usr/lib/postgresql/N/bin."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not candidates:
-        raise FileNotFoundError(name)
-    return str(candidates[-1])
-
-
-def can_make_clusters() -> bool:
-    try:
-        pg_binary("initdb"), pg_binary("pg_ctl")
-        return True
-    except FileNotFoundError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def pg_admin():
     """``(conninfo, sqlalchemy_base_url)`` of a PostgreSQL server we may create databases on."""
@@ -116,9 +48,9 @@ def pg_admin():
     url = os.environ.get("DELULA_TEST_DATABASE_URL")
     if url:
         conninfo = storage.db.normalise_url(url).replace("postgresql+psycopg://", "postgresql://")
-        if not _answers(conninfo):
+        if not answers(conninfo):
             _skip_or_fail(f"DELULA_TEST_DATABASE_URL={url} does not answer")
-    elif _answers("host=127.0.0.1 port=5432 user=postgres dbname=postgres"):
+    elif answers("host=127.0.0.1 port=5432 user=postgres dbname=postgres"):
         conninfo = "postgresql://postgres@127.0.0.1:5432/postgres"
     elif can_make_clusters():
         try:
@@ -133,26 +65,16 @@ def pg_admin():
         cluster.stop()
 
 
-def _db_url(admin: str, name: str) -> str:
-    base = admin.rsplit("/", 1)[0]
-    return base.replace("postgresql://", "postgresql+psycopg://") + "/" + name
-
-
-def _admin_exec(admin: str, sql: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql)
-
-
 @pytest.fixture(scope="session")
 def pg_template(pg_admin):
     name = f"delula_t{os.getpid()}_template"
-    _admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin_exec(pg_admin, f'CREATE DATABASE "{name}"')
-    store = storage.Store(_db_url(pg_admin, name))
+    admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_exec(pg_admin, f'CREATE DATABASE "{name}"')
+    store = storage.Store(database_url(pg_admin, name))
     storage.upgrade(store)
     store.dispose()
     yield name
-    _admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -161,14 +83,14 @@ def pg_url(pg_admin, pg_template):
     name = f"delula_t{os.getpid()}_{next(_counter)}"
     for attempt in range(20):  # the template may still be busy for a moment
         try:
-            _admin_exec(pg_admin, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+            admin_exec(pg_admin, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
             break
         except psycopg.errors.ObjectInUse:
             time.sleep(0.1)
     else:
         raise RuntimeError("template database stayed busy")
-    yield _db_url(pg_admin, name)
-    _admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield database_url(pg_admin, name)
+    admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -195,17 +117,6 @@ def db_url(request):
     return request.getfixturevalue("pg_url")
 
 
-def test_settings(url: str, **overrides) -> Settings:
-    """Settings for tests: the given database, no cooldown, instant simulator, no env reading."""
-    base = dict(database_url=url, instant_cooldown_s=0, simulator_duration=(0.0, 0.0),
-                simulator_failure_rate=0.0, scheduler=False)
-    base.update(overrides)
-    return Settings(**base)
-
-
-test_settings.__test__ = False  # not a test, despite the name
-
-
 @pytest.fixture
 def make_runtime():
     """``make_runtime(url, clock=None, pool_size=10, **settings)``; closed after the test."""
@@ -225,8 +136,6 @@ def make_runtime():
 @pytest.fixture
 def rt(db_url, make_runtime):
     """A runtime on a fresh database (SQLite and PostgreSQL), with the system user."""
-    from delula import auth
-
     runtime = make_runtime(db_url)
     auth.ensure_system_user(runtime)
     return runtime
@@ -234,41 +143,39 @@ def rt(db_url, make_runtime):
 
 @pytest.fixture
 def pg_rt(pg_url, make_runtime):
-    from delula import auth
-
     runtime = make_runtime(pg_url, pool_size=40)
     auth.ensure_system_user(runtime)
     return runtime
 
 
-def pool_row(recipe_id: int, now, **overrides) -> dict:
-    """The row of a finished backlog generation ready to claim, for ``jobs.add_generations``."""
-    return {**dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe_id, status="completed", form_data={},
-                   meta={"source": "backlog"}, priority=10, asset_url=f"/sim/fal/files/test-{recipe_id}/video.svg",
-                   completed_at=now), **overrides}
+@pytest.fixture
+def world(db_url, make_runtime):
+    """The whole app on a fresh database (SQLite and PostgreSQL) with a user of each role:
+    ``(rt, dash_app, users, failed_job_id)`` (:func:`tests.support.dash.app_world`)."""
+    rt = make_runtime(db_url)
+    auth.ensure_system_user(rt)
+    return dash.app_world(rt)
 
 
-def add_pool_items(rt, recipe_id: int, n: int, *, form_data: dict | None = None) -> list[int]:
-    """``n`` finished backlog generations ready to claim, oldest first; returns their ids."""
-    now = rt.now()
-    rows = [pool_row(recipe_id, now, form_data=form_data or {},
-                     asset_url=f"/sim/fal/files/test-{recipe_id}-{i}/video.svg") for i in range(n)]
-    with rt.store.begin() as s:
-        jobs.add_generations(s, rows, now)
-        return [g.id for g in jobs.list_for_user(s, SYSTEM_BACKLOG_USER_ID, limit=100000)
-                if g.recipe_id == recipe_id and g.status == "completed"]
+@pytest.fixture
+def live_app(sqlite_url, make_runtime):
+    """The whole app on a fresh SQLite database, demo data seeded, scheduler off, served in a
+    thread (:mod:`tests.support.browser`)."""
+    browsers.require_browser()
+    rt = make_runtime(sqlite_url, admin_password=browsers.ADMIN_PASSWORD)
+    live = browsers.start_live_app(rt)
+    yield live
+    live.stop()
 
 
-def wait_for_a_lock_wait(rt, timeout: float = 10.0) -> None:
-    """Until a session of ``rt``'s PostgreSQL database waits for a lock (a transaction of the
-    test has made another block on it)."""
-    from sqlalchemy import text
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with rt.store.begin() as s:
-            if s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                              "AND datname = current_database()")).scalar():
-                return
-        time.sleep(0.02)
-    raise AssertionError("nobody waited for a lock")
+@pytest.fixture
+def browser(request):
+    """The session's Chromium, with no cookies left from an earlier test."""
+    browsers.require_browser()
+    driver = browsers.session_driver(request.config)
+    driver.delete_all_cookies()
+    b = browsers.Browser(driver)
+    b.console_errors()  # drop what earlier tests logged
+    yield b
+    driver.get("about:blank")   # a dashboard left open keeps refreshing, using CPU for the rest of the run
+    driver.delete_all_cookies()

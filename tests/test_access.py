@@ -16,40 +16,13 @@ from hypothesis import strategies as st
 
 from delula import auth, demo, forms, generations
 from delula.storage.models import ApiToken
-from tests.conftest import add_pool_items
-from tests.test_api import db_snapshot
+from tests.support.dash import signed_in
+from tests.support.db import db_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("/", "/recipes", "/queue", "/maintenance", "/generations/1")
 SQL_META = ["'; DROP TABLE users; --", "\" OR 1=1 --", "%' OR '%'='", "\\'; SELECT pg_sleep(5); --",
             "1; DELETE FROM generations", "$$ || $$", "\x00"]
-
-
-@pytest.fixture
-def world(db_url, make_runtime):
-    rt = make_runtime(db_url)
-    auth.ensure_system_user(rt)
-    demo.seed(rt)
-    import app as app_module
-
-    dash_app = app_module.create_app(rt, start_scheduler=False)
-    users = {role: auth.create_user(rt, f"acc_{role}", role=role, password=f"pw-{role}-123", credits=20)
-             for role in ("user", "product", "ops")}
-    add_pool_items(rt, 1, 3)
-    failed = generations.create_user_generation(rt, user_id=users["user"][0].id, recipe_id=2, form_data={})
-    return rt, dash_app, users, failed.generation["id"]
-
-
-def _login(client, username: str, password: str):
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-    return client.post("/login", data={"username": username, "password": password, "csrf": token, "next": "/"})
-
-
-def _signed_in(dash_app, role: str):
-    client = dash_app.server.test_client()
-    assert _login(client, f"acc_{role}", f"pw-{role}-123").status_code == 302
-    return client
 
 
 def _callback(dash_app, output_fragment: str, inputs: list[dict], state: list[dict]) -> dict:
@@ -108,12 +81,12 @@ def test_staff_actions_are_checked_in_the_callback_itself(world):
                      inputs=[{"id": "queue-confirm", "property": "submit_n_clicks", "value": 1}],
                      state=[{"id": "queue-pending-action", "property": "data", "value": {"action": "retry", "id": job}}])
     before = db_snapshot(rt)
-    r = _signed_in(dash_app, "product").post("/_dash-update-component", json=body)
+    r = signed_in(dash_app, "product").post("/_dash-update-component", json=body)
     assert r.status_code == 403 and "ops" in r.get_json()["message"]
-    r = _signed_in(dash_app, "user").post("/_dash-update-component", json=body)
+    r = signed_in(dash_app, "user").post("/_dash-update-component", json=body)
     assert r.status_code == 403
     assert db_snapshot(rt) == before
-    r = _signed_in(dash_app, "ops").post("/_dash-update-component", json=body)
+    r = signed_in(dash_app, "ops").post("/_dash-update-component", json=body)
     assert r.status_code == 200, r.get_data(as_text=True)[:300]
     assert generations.get_generation(rt, job).status == "pending"
 
@@ -123,7 +96,7 @@ def test_a_malformed_callback_request_is_400_not_500(world):
     body = _callback(dash_app, "queue-changed.data", inputs=[{"id": "queue-confirm", "property": "submit_n_clicks",
                                                                 "value": 1}], state=[])
     before = db_snapshot(rt)
-    r = _signed_in(dash_app, "ops").post("/_dash-update-component", json=body)
+    r = signed_in(dash_app, "ops").post("/_dash-update-component", json=body)
     assert r.status_code == 400 and "Malformed callback request" in r.get_json()["message"]
     assert db_snapshot(rt) == before
 
@@ -164,7 +137,7 @@ def test_tokens_are_stored_hashed_and_revoked_from_the_cli(world):
 ])
 def test_path_traversal_finds_nothing(world, path):
     rt, dash_app, _, _ = world
-    client = _signed_in(dash_app, "ops")
+    client = signed_in(dash_app, "ops")
     r = client.get(path)
     body = r.get_data(as_text=True)
     assert r.status_code in (200, 302, 400, 404), (path, r.status_code)

@@ -1,14 +1,12 @@
 """The JSON API through Flask's test client: every status of SPEC §6, roles, bad input, idempotency.
 
-The HTTP tests (``test_api_http.py``) and the schema tests (``test_api_schema.py``) reuse the
-helpers defined here (:func:`make_app`, :func:`world`, :func:`db_snapshot`, :func:`bearer`).
+The HTTP tests (``test_api_http.py``) and the schema tests (``test_api_schema.py``) share its
+helpers (``tests/support``: :func:`make_app`, :func:`world`, :func:`db_snapshot`, :func:`bearer`).
 """
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import timedelta
-from types import SimpleNamespace
 
 import flask
 import pytest
@@ -17,73 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from delula import api, auth, claims, recipes
 from delula.clock import ManualClock
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, jobs
-from delula.storage.models import (ApiToken, ClaimEvent, CreditTransaction, Generation, IdempotencyKey, Recipe,
-                                   RecipeUsageOption, User)
-from tests.conftest import _admin_exec, _db_url, add_pool_items, test_settings
+from delula.storage.models import ApiToken, Generation
+from tests.support.api import MAX_BODY, NO_BACKLOG, RACE, bearer, make_app
+from tests.support.db import admin_exec, database_url, db_snapshot, events, test_settings
+from tests.support.factories import VARIABLES, add_pool_items, world
 
-MAX_BODY = 64 * 1024
-NO_BACKLOG = {"message": "No instant generation available", "fallbackToModal": True}
-RACE = {"message": "No instant generation available (race condition)", "fallbackToModal": True}
 GENERATION_KEYS = {"id", "recipeId", "userId", "status", "formData", "assetUrl", "thumbnailUrl", "metadata",
                    "error", "createdAt", "updatedAt", "completedAt"}
-VARIABLES = [
-    {"id": "mood", "label": "Mood", "type": "dropdown", "required": True, "defaultValue": "calm",
-     "options": [{"label": "Calm", "value": "calm"}, {"label": "Wild", "value": "wild"}]},
-    {"id": "speed", "label": "Speed", "type": "slider", "required": True, "defaultValue": 2,
-     "min": 1, "max": 5, "step": 1},
-    {"id": "caption", "label": "Caption", "type": "text", "required": False, "maxLength": 20},
-]
-
-
-# --- helpers shared with the other API test modules -----------------------------------------
-
-def make_app(rt) -> flask.Flask:
-    """A bare Flask app with only the API mounted (what ``app.create_app`` does for it)."""
-    app = flask.Flask("delula-api-test")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    api.init_app(app, rt)
-    return app
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def world(rt, *, pool: int = 3, cost: int = 2) -> SimpleNamespace:
-    """Users of every role with tokens, an active recipe with ``pool`` claimable items, an
-    inactive recipe with items, and an active recipe with an empty pool."""
-    w = SimpleNamespace()
-    for name, role, credits in [("user", "user", 20), ("other", "user", 20), ("poor", "user", 1),
-                                ("product", "product", 0), ("ops", "ops", 50)]:
-        account, token = auth.create_user(rt, f"api_{name}", role=role, credits=credits)
-        setattr(w, name, account)
-        setattr(w, f"{name}_token", token)
-    w.recipe = recipes.create_recipe(rt, name="Api Recipe", credit_cost=cost, variables=VARIABLES)
-    w.pool = add_pool_items(rt, w.recipe.id, pool)
-    w.inactive = recipes.create_recipe(rt, name="Api Retired", credit_cost=1, is_active=False)
-    add_pool_items(rt, w.inactive.id, 2)
-    w.empty = recipes.create_recipe(rt, name="Api Empty", credit_cost=1)
-    return w
-
-
-def db_snapshot(rt) -> dict:
-    """Everything a refused request must leave unchanged."""
-    with rt.store.begin() as s:
-        return {
-            "ledger": sorted((t.id, t.user_id, t.amount) for t in s.query(CreditTransaction)),
-            "events": s.query(ClaimEvent).count(),
-            "generations": sorted((g.id, g.user_id, g.status, json.dumps(g.meta, sort_keys=True))
-                                  for g in s.query(Generation)),
-            "keys": s.query(IdempotencyKey).count(),
-            "credits": sorted((u.id, u.credits) for u in s.query(User)),
-            "usage": sorted((r.id, r.usage_count) for r in s.query(Recipe)),
-            "options": sorted((o.recipe_id, o.variable_id, o.value, o.count) for o in s.query(RecipeUsageOption)),
-        }
-
-
-def events(rt) -> list[str]:
-    with rt.store.begin() as s:
-        return [e.outcome for e in s.query(ClaimEvent).order_by(ClaimEvent.id)]
 
 
 def credits(rt, user) -> int:
@@ -510,9 +448,9 @@ def shared_env(request, tmp_path_factory):
     else:
         admin, template = request.getfixturevalue("pg_admin"), request.getfixturevalue("pg_template")
         name = f"{template}_api_malformed"
-        _admin_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        _admin_exec(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        url, drop = _db_url(admin, name), (admin, name)
+        admin_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_exec(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        url, drop = database_url(admin, name), (admin, name)
     from delula.runtime import Runtime
 
     rt = Runtime.from_settings(test_settings(url))
@@ -522,7 +460,7 @@ def shared_env(request, tmp_path_factory):
     yield env
     rt.close()
     if drop:
-        _admin_exec(drop[0], f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
+        admin_exec(drop[0], f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
 
 
 def _post_raw(env, path, content_type, raw, headers=None):
@@ -620,14 +558,14 @@ def test_database_going_away_mid_service_is_503_and_changes_nothing(pg_admin, pg
     assert env.client.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
     before = db_snapshot(rt)
     name = pg_url.rsplit("/", 1)[1]
-    _admin_exec(pg_admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    _admin_exec(pg_admin, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    admin_exec(pg_admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    admin_exec(pg_admin, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
     try:
         r = _instant(env, env.user_token, headers={"Idempotency-Key": "during-outage"})
         assert (r.status_code, r.get_json()) == (503, {"message": "Database unavailable"})
         assert env.client.get("/healthz").status_code == 503
     finally:
-        _admin_exec(pg_admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin_exec(pg_admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     assert env.client.get("/healthz").status_code == 200
     assert db_snapshot(rt) == before
     r = _instant(env, env.user_token, headers={"Idempotency-Key": "during-outage"})

@@ -8,33 +8,18 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from delula import auth, recipes
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation
-from tests.conftest import add_pool_items
-from tests.test_api import (MAX_BODY, NO_BACKLOG, RACE, bearer, db_snapshot, events, make_app, world)
+from tests.support.api import MAX_BODY, NO_BACKLOG, RACE, bearer, make_app, serve
+from tests.support.db import db_snapshot, events
+from tests.support.factories import add_pool_items, world
 
 TIMEOUT = 60
-
-
-@contextmanager
-def serve(app):
-    """Serve ``app`` on 127.0.0.1 on a free port in a background thread; yields the base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="api-test-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
 
 
 def _json_error(r: requests.Response, status: int) -> dict:

@@ -28,9 +28,8 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, negativ
 
 from delula import api, auth, demo
 from delula.storage.models import Generation
-from tests.conftest import add_pool_items
-from tests.test_api import bearer, make_app, world
-from tests.test_api_http import serve
+from tests.support.api import bearer, make_app, serve
+from tests.support.factories import add_pool_items, world
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = api.openapi_document()

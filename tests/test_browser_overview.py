@@ -2,7 +2,7 @@
 
 Each test runs the whole app (``app.create_app``) on a fresh SQLite database in a thread and
 drives Chromium through selenium; screenshots land in ``test-artifacts/``. The browser runs in
-``browser_support.BROWSER_TZ`` (UTC+5:30), so times drawn in the viewer's local time are told
+``tests.support.browser.BROWSER_TZ`` (UTC+5:30), so times drawn in the viewer's local time are told
 apart from UTC.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-from browser_support import (ADMIN_PASSWORD, BROWSER_TZ, CLAIMS, READY, browser, live_app,  # noqa: F401
-                             seed_activity)
 
-from delula import auth, recipes, scheduler
+from delula import auth, recipes, schedule
+from tests.support.browser import ADMIN_PASSWORD, BROWSER_TZ
+from tests.support.factories import CLAIMS, READY, seed_activity
 
 pytestmark = pytest.mark.browser
 
@@ -189,7 +189,7 @@ def test_maintenance_shows_leader_and_jobs_and_runs_maintenance_now(live_app, br
     rt = live_app.rt
     seed_activity(rt)
     for job in ("backlog-maintenance", "metrics-sample"):
-        scheduler.run_now(rt, job)
+        schedule.run_now(rt, job)
     recipes.set_min_backlog(rt, 1, 8)  # Cat Olympics: 5 ready, now wants 8
     browser.sign_in(live_app, path="/maintenance")
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 
-from browser_support import browser, live_app  # noqa: F401  (fixtures)
-
 from delula import auth, generations
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
 

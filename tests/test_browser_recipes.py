@@ -16,10 +16,9 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from browser_support import BROWSER_TZ, browser, live_app  # noqa: F401  (fixtures)
-
 from delula import auth, generations, recipes
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
+from tests.support.browser import BROWSER_TZ
 
 CAT_OLYMPICS, TINY_CHEF, RETRO_AD, PET_SHOW, SKATE = 1, 2, 3, 5, 7
 

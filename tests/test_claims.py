@@ -14,7 +14,8 @@ from delula import auth, claims, recipes
 from delula.clock import ManualClock
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, catalog, jobs
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation, Recipe
-from tests.conftest import add_pool_items, pool_row, wait_for_a_lock_wait
+from tests.support.db import wait_for_a_lock_wait
+from tests.support.factories import add_pool_items, pool_row
 
 
 def _recipe(rt, cost=2, **kw):

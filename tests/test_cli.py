@@ -11,7 +11,7 @@ import pytest
 
 from delula.config import Settings
 from delula.runtime import Runtime
-from tests.conftest import add_pool_items
+from tests.support.factories import add_pool_items
 
 ROOT = Path(__file__).resolve().parents[1]
 

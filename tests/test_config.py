@@ -22,7 +22,7 @@ def test_values_are_parsed():
         "DELULA_INSTANT_COOLDOWN_S": "0", "DELULA_PROVIDER": "fal", "FAL_KEY": "k",
         "DELULA_FAL_QUEUE_URL": "http://127.0.0.1:9/sim/fal/", "DELULA_PROVIDER_TIMEOUT_S": "2.5"})
     assert s.scheduler is False and s.poll_schedule == (0.05,) and s.simulator_duration == (0, 0)
-    assert s.min_backlog == 5 and s.instant_cooldown_s == 0 and s.is_postgres
+    assert s.min_backlog == 5 and s.instant_cooldown_s == 0 and s.database_url == "postgresql+psycopg://u@h/db"
     assert s.fal_queue_url == "http://127.0.0.1:9/sim/fal" and s.provider_timeout_s == 2.5
 
 

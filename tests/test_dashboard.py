@@ -1,8 +1,8 @@
 """The dashboard's data and callbacks, called directly on real databases (SQLite and PostgreSQL).
 
 ``delula.overview.snapshot`` is checked number by number against seeded activity
-(``browser_support.seed_activity``); the overview's and the maintenance page's shaping functions
-and callbacks run inside a Flask request of the real app, signed in through the session.
+(``tests.support.factories.seed_activity``); the overview's and the maintenance page's shaping
+functions and callbacks run inside a Flask request of the real app, signed in through the session.
 """
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from contextvars import copy_context
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from browser_support import (CLAIMS, FAILED_BACKLOG, FAILED_USER, IN_FLIGHT, NORMAL_GENERATIONS, PROCESSING_S,
-                             READY, seed_activity)
 
-from delula import auth, backlog, demo, overview, recipes, scheduler
+from delula import auth, backlog, demo, jobruns, overview, recipes
 from delula.clock import ManualClock
 from delula.storage import pool
+from tests.support.factories import (CLAIMS, FAILED_BACKLOG, FAILED_USER, IN_FLIGHT, NORMAL_GENERATIONS, PROCESSING_S,
+                                     READY, seed_activity)
 
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=timezone.utc)
 
@@ -315,7 +315,7 @@ def test_run_maintenance_now_is_for_ops_and_reports_what_it_created(dash_app, pa
     assert version == 5 and alert.color == "success"
     # Tiny Chef (1 ready + 2 in flight) and Claymation Weather (2 + 1) are at their targets already
     assert re.fullmatch(r"Maintenance ran in .+ and created 3 backlog jobs: Cat Olympics \+3\.", alert.children)
-    runs = scheduler.recent_runs(seeded, 1)
+    runs = jobruns.recent_runs(seeded, 1)
     assert runs[0]["job"] == "backlog-maintenance" and runs[0]["detail"]["createdTotal"] == 3
     with signed_in(dash_app, "admin"):
         leader_card, jobs_table, runs_table = pages.maintenance.refresh_status(1, 5)

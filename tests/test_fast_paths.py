@@ -3,17 +3,26 @@
 - ``Store.single_statement``: on PostgreSQL the keyless instant claim runs in autocommit (one
   function call, no BEGIN/COMMIT); it commits on its own and sees what other transactions did.
 - The pool's check of a connection before use (instead of a ``SELECT 1`` per checkout): a
-  connection the server terminated while it sat in the pool is replaced, not handed out.
+  connection the server terminated while it sat in the pool is replaced, not handed out — also
+  when the backend is told to terminate but has not closed its socket yet (the transaction's
+  ``BEGIN`` is sent at checkout, and its failure replaces the connection).
 """
 from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy import text
 
 from delula import auth, claims, recipes
+from delula.storage import db
 from delula.storage.models import ClaimEvent, Generation
-from tests.conftest import add_pool_items
+from tests.support.factories import add_pool_items
 
 pytestmark = pytest.mark.postgres
 
@@ -69,6 +78,64 @@ def test_a_connection_terminated_in_the_pool_is_replaced_before_use(pg_url, make
     for _ in range(3):  # no DatabaseUnavailable: the dead connection is never handed out
         with rt.store.begin() as s:
             assert s.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+
+
+def _stoppable_backend(s) -> int | None:
+    """The pid of the session's backend when it is a process of this machine that this test may
+    stop: its process title names this database and this connection's client port."""
+    pid, dbname = s.execute(text("SELECT pg_backend_pid(), current_database()")).one()
+    dbapi_conn = s.connection().connection.dbapi_connection
+    try:
+        with socket.fromfd(dbapi_conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
+            port = sock.getsockname()[1]
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
+    except (OSError, IndexError):
+        return None
+    if not (title.startswith("postgres") and f" {dbname} " in title and f"({port})" in title):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def test_a_connection_terminated_as_it_is_checked_out_is_replaced(pg_url, make_runtime, monkeypatch):
+    """The race of the test above, made certain: the backend is stopped (SIGSTOP) when it is told
+    to terminate, so its socket still looks idle at checkout, and resumed once the transaction's
+    BEGIN is on its way: the BEGIN is answered "terminating connection", the pool connects anew,
+    the transaction runs there."""
+    rt = make_runtime(pg_url, pool_size=1)
+    with rt.store.begin() as s:
+        pid = _stoppable_backend(s)
+    if pid is None:
+        pytest.skip("the database's backends are not processes of this machine this test may stop")
+    begins, begin = [], db._begin
+
+    def begin_then_resume(dbapi_conn):
+        if not begins:
+            threading.Timer(0.2, os.kill, (pid, signal.SIGCONT)).start()
+        try:
+            begin(dbapi_conn)
+            begins.append("ok")
+        except Exception as e:
+            begins.append(type(e).__name__)
+            raise
+
+    other = make_runtime(pg_url, pool_size=1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with other.store.begin() as s:
+            assert s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar() is True
+        monkeypatch.setattr(db, "_begin", begin_then_resume)
+        with rt.store.begin() as s:
+            assert s.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert begins == ["DisconnectionError"]   # the new connection, just made, is used as it is
 
 
 def test_recipes_leave_room_for_the_usage_counter(pg_rt):

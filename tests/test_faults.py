@@ -2,49 +2,25 @@
 restart under load, a killed leader. Each scenario checks what happened to the data."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 
-from delula import auth, generations, recipes, scheduler
+from delula import auth, generations, jobruns, recipes
 from delula.storage import accounts
 from delula.storage.models import CreditTransaction, Generation
-from tests.conftest import Cluster, _free_port, add_pool_items, can_make_clusters
-from tests.test_scheduler import wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
-TERMINAL = {"completed", "failed", "cancelled"}
+from tests.support.api import start_claiming
+from tests.support.db import Cluster, can_make_clusters, free_port
+from tests.support.factories import add_pool_items
+from tests.support.processes import ROOT, TERMINAL, halt_under_claims, spawn, stop_processes, worker_env
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-def _env(url: str, **extra) -> dict:
-    env = {**os.environ, "DELULA_DATABASE_URL": url, "PYTHONPATH": str(ROOT), "DELULA_MIN_BACKLOG": "0",
-           "DELULA_MAINTENANCE_INTERVAL_S": "3600", "DELULA_POLL_SCHEDULE": "0.3"}
-    env.pop("DELULA_SCHEDULER", None)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=log.parent, env=env,
-                            stdout=open(log, "a"), stderr=subprocess.STDOUT)
-
-
-def _stop(*procs) -> None:
-    for p in procs:
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait(timeout=30)
 
 
 def _jobs(rt, recipe_id: int) -> list[Generation]:
@@ -83,11 +59,11 @@ def test_a_worker_killed_mid_job_loses_nothing_and_resubmits_nothing(pg_url, mak
     rt = make_runtime(pg_url)
     auth.ensure_system_user(rt)
     recipe, user = _user_jobs(rt, 12)
-    env = _env(pg_url, DELULA_SIMULATOR_DURATION="1-3", DELULA_SIMULATOR_FAILURE_RATE="0.35",
+    env = worker_env(pg_url, DELULA_SIMULATOR_DURATION="1-3", DELULA_SIMULATOR_FAILURE_RATE="0.35",
                DELULA_MAX_ATTEMPTS=2, DELULA_MAX_CONCURRENT_JOBS=3)
     first = second = None
     try:
-        first = _spawn(["-m", "delula", "worker"], env, tmp_path / "worker1.log")
+        first = spawn(["-m", "delula", "worker"], env, tmp_path / "worker1.log")
         submitted = wait_for(lambda: [g for g in _jobs(rt, recipe.id)
                                       if g.status == "processing" and g.provider_request_id] or None,
                              what="jobs processing at the provider")
@@ -96,11 +72,11 @@ def test_a_worker_killed_mid_job_loses_nothing_and_resubmits_nothing(pg_url, mak
         at_kill = {g.id: (g.attempts, g.provider_request_id) for g in _jobs(rt, recipe.id)
                    if g.status == "processing" and g.provider_request_id}
         assert at_kill and set(at_kill) >= {g.id for g in submitted if g.status == "processing"} - set(at_kill)
-        second = _spawn(["-m", "delula", "worker"], env, tmp_path / "worker2.log")
+        second = spawn(["-m", "delula", "worker"], env, tmp_path / "worker2.log")
         jobs = wait_for(lambda: (lambda js: js if all(g.status in TERMINAL for g in js) else None)(_jobs(rt, recipe.id)),
                         timeout=180, what="every job to end")
     finally:
-        _stop(first, second)
+        stop_processes(first, second)
     by_id = {g.id: g for g in jobs}
     for gid, (attempts, request_id) in at_kill.items():
         if by_id[gid].attempts == attempts:        # the same attempt finished: polled, never resubmitted
@@ -109,7 +85,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_resubmits_nothing(pg_url, mak
     assert all(g.error for g in jobs if g.status == "failed")
     _assert_money_is_right(rt, user, jobs, cost=2, credits=100)
     # the new worker recovered the orphans when it took over
-    runs = scheduler.recent_runs(rt, limit=100, job="queue-recovery")
+    runs = jobruns.recent_runs(rt, limit=100, job="queue-recovery")
     assert any(r["pid"] == second.pid and r["outcome"] == "ok" for r in runs)
 
 
@@ -131,24 +107,24 @@ def test_a_misbehaving_provider_fails_jobs_readably_and_the_scheduler_keeps_goin
     auth.ensure_system_user(rt)
     faulty = {fault: _user_jobs(rt, 2, model_id=f"sim/fault/{fault}", name=f"Fault {fault.split('/')[0]}")
               for fault in FAULTS}
-    port = _free_port()
+    port = free_port()
     sim = worker = None
-    env = _env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key", DELULA_SIMULATOR_KEY="test-key",
+    env = worker_env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key", DELULA_SIMULATOR_KEY="test-key",
                DELULA_FAL_QUEUE_URL=f"http://127.0.0.1:{port}/sim/fal", DELULA_MAX_CONCURRENT_JOBS=10,
                DELULA_MAX_ATTEMPTS=2, DELULA_JOB_TIMEOUT_S=8, DELULA_SIMULATOR_DURATION="0.5",
                DELULA_SIMULATOR_FAILURE_RATE="0",   # the faults are the recipes' own; the good job must not fail by chance
                DELULA_PROVIDER_TIMEOUT_S=1)
     try:
-        sim = _spawn(["-m", "delula", "simulator", "--port", str(port)], env, tmp_path / "sim.log")
+        sim = spawn(["-m", "delula", "simulator", "--port", str(port)], env, tmp_path / "sim.log")
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), what="the simulator")
-        worker = _spawn(["-m", "delula", "worker"], env, tmp_path / "worker.log")
+        worker = spawn(["-m", "delula", "worker"], env, tmp_path / "worker.log")
         ended = {fault: wait_for(lambda r=recipe: _ended(rt, r.id), timeout=120, what=f"the {fault} jobs to end")
                  for fault, (recipe, _) in faulty.items()}
         good, good_user = _user_jobs(rt, 1, name="Good after faults")
         (after,) = wait_for(lambda: _ended(rt, good.id), timeout=60, what="a good job after the faults")
         assert worker.poll() is None
     finally:
-        _stop(worker, sim)
+        stop_processes(worker, sim)
     assert after.status == "completed" and after.asset_url, (after.status, after.error, (tmp_path / "worker.log").read_text()[-4000:])
     for fault, jobs in ended.items():
         assert [g.status for g in jobs] == ["failed", "failed"], fault
@@ -157,38 +133,6 @@ def test_a_misbehaving_provider_fails_jobs_readably_and_the_scheduler_keeps_goin
             assert FAULTS[fault].lower() in g.error.lower(), (fault, g.error)
             assert "Traceback" not in g.error and len(g.error) < 500
         _assert_money_is_right(rt, faulty[fault][1], jobs, cost=2, credits=100)
-
-
-def start_claiming(base: str, recipe_id: int, token: str, results: list, stop: threading.Event,
-                   clients: int = 4) -> list[threading.Thread]:
-    """``clients`` threads claiming over HTTP every 20 ms until ``stop``; each answer (or -1 for
-    a broken connection) goes to ``results`` as ``(status, body)``."""
-    def client():
-        with requests.Session() as http:
-            while not stop.is_set():
-                try:
-                    r = http.post(f"{base}/api/generate/instant", json={"recipeId": recipe_id},
-                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
-                    results.append((r.status_code, r.json()))
-                except (requests.RequestException, ValueError) as e:
-                    results.append((-1, {"error": str(e)}))
-                time.sleep(0.02)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    return threads
-
-
-def halt_under_claims(cluster, base: str, results: list, unavailable: int) -> None:
-    """Once 20 claims succeeded, halt ``cluster`` and wait for ``unavailable`` 503 answers;
-    ``/healthz`` then says the database is down."""
-    wait_for(lambda: sum(1 for s, _ in results if s == 200) >= 20, what="claims before the halt")
-    cluster.halt()
-    down_at = len(results)
-    wait_for(lambda: sum(1 for s, _ in results[down_at:] if s == 503) >= unavailable, what="503s while down")
-    health = requests.get(f"{base}/healthz", timeout=30)
-    assert health.status_code == 503 and health.json()["database"] != "ok"
 
 
 def _ended(rt, recipe_id: int) -> list[Generation] | None:
@@ -225,9 +169,9 @@ def test_the_api_survives_a_database_restart_under_load(tmp_path):
         recipe = recipes.create_recipe(rt, name="Restart", credit_cost=1)
         add_pool_items(rt, recipe.id, 400)
         user, token = auth.create_user(rt, "restarter", credits=1000)
-        port = _free_port()
-        env = _env(url, DELULA_SCHEDULER="off", DELULA_INSTANT_COOLDOWN_S=0, DELULA_ADMIN_PASSWORD="x-admin-pass")
-        app = _spawn([str(ROOT / "app.py"), "--port", str(port), "--no-scheduler"], env, tmp_path / "app.log")
+        port = free_port()
+        env = worker_env(url, DELULA_SCHEDULER="off", DELULA_INSTANT_COOLDOWN_S=0, DELULA_ADMIN_PASSWORD="x-admin-pass")
+        app = spawn([str(ROOT / "app.py"), "--port", str(port), "--no-scheduler"], env, tmp_path / "app.log")
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(f"{base}/healthz"), timeout=60, what="the app")
         results: list[tuple[int, dict]] = []
@@ -245,7 +189,7 @@ def test_the_api_survives_a_database_restart_under_load(tmp_path):
         assert requests.get(f"{base}/healthz", timeout=30).json() == {"status": "ok", "database": "ok"}
         assert app.poll() is None                                     # the same process all along
     finally:
-        _stop(app)
+        stop_processes(app)
         cluster.stop()
     statuses = Counter(s for s, _ in results)
     assert set(statuses) <= {200, 503}, statuses                      # no 500, no connection errors
@@ -263,7 +207,7 @@ def test_a_killed_leader_is_replaced_and_the_cap_holds(pg_url, make_runtime, tmp
     rt = make_runtime(pg_url)
     auth.ensure_system_user(rt)
     recipe, user = _user_jobs(rt, 10, name="Cap")
-    env = _env(pg_url, DELULA_SIMULATOR_DURATION="1-2", DELULA_SIMULATOR_FAILURE_RATE="0", DELULA_MAX_CONCURRENT_JOBS=2)
+    env = worker_env(pg_url, DELULA_SIMULATOR_DURATION="1-2", DELULA_SIMULATOR_FAILURE_RATE="0", DELULA_MAX_CONCURRENT_JOBS=2)
     workers = []
     seen: list[int] = []
     stop = threading.Event()
@@ -277,21 +221,21 @@ def test_a_killed_leader_is_replaced_and_the_cap_holds(pg_url, make_runtime, tmp
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        workers = [_spawn(["-m", "delula", "worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
+        workers = [spawn(["-m", "delula", "worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
         by_pid = {p.pid: p for p in workers}
-        leader = wait_for(lambda: scheduler.leader(rt), what="a leader")["pid"]
+        leader = wait_for(lambda: jobruns.leader(rt), what="a leader")["pid"]
         wait_for(lambda: sum(1 for g in _jobs(rt, recipe.id) if g.status == "completed") >= 3,
                  what="some jobs done by the first leader")
         by_pid[leader].send_signal(signal.SIGKILL)
         by_pid[leader].wait(timeout=30)
         (standby,) = set(by_pid) - {leader}
-        wait_for(lambda: (scheduler.leader(rt) or {}).get("pid") == standby, what="the standby to lead")
+        wait_for(lambda: (jobruns.leader(rt) or {}).get("pid") == standby, what="the standby to lead")
         jobs = wait_for(lambda: (lambda js: js if all(g.status in TERMINAL for g in js) else None)(_jobs(rt, recipe.id)),
                         timeout=120, what="every job to end")
     finally:
         stop.set()
         sampler.join(10)
-        _stop(*workers)
+        stop_processes(*workers)
     assert [g.status for g in jobs] == ["completed"] * 10
     assert seen and max(seen) <= 2, Counter(seen)
     _assert_money_is_right(rt, user, jobs, cost=2, credits=100)

@@ -9,70 +9,19 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import requests
 
 from delula import auth, recipes
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation
-from tests.conftest import add_pool_items
-from tests.test_api import bearer, make_app
-from tests.test_api_http import serve
+from tests.support.api import bearer, claim_concurrently, make_app, percentile, serve
+from tests.support.factories import add_pool_items
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 THREADS, ATTEMPTS, POOL, COST, USERS = 64, 1000, 200, 2, 40
-
-
-def _percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round((len(ordered) - 1) * p / 100)))]
-
-
-def claim_concurrently(base: str, recipe_id: int, todo: list, headers_of, threads: int = THREADS):
-    """``threads`` clients, each with its own keep-alive session and started together, send one
-    instant claim per item of ``todo`` (popped from the end), with ``headers_of(item)``. Returns
-    ``([(item, status, body, ms)], seconds)``; a broken connection is status -1."""
-    lock = threading.Lock()
-    results: list[tuple[object, int, dict, float]] = []
-    start = threading.Barrier(threads)
-
-    def client():
-        with requests.Session() as http:
-            start.wait()
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    item = todo.pop()
-                t0 = time.perf_counter()
-                try:
-                    r = http.post(f"{base}/api/generate/instant", json={"recipeId": recipe_id},
-                                  headers=headers_of(item), timeout=120)
-                    status, body = r.status_code, _body(r)
-                except requests.RequestException as e:
-                    status, body = -1, {"error": str(e)}
-                with lock:
-                    results.append((item, status, body, (time.perf_counter() - t0) * 1000))
-
-    t0 = time.perf_counter()
-    pool = [threading.Thread(target=client) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(600)
-    return results, time.perf_counter() - t0
-
-
-def _body(r) -> dict:
-    try:
-        return r.json()
-    except ValueError:
-        return {"raw": r.text[:200]}
 
 
 @pytest.mark.slow
@@ -130,8 +79,8 @@ def test_64_threads_1000_attempts_keep_every_invariant(pg_rt):
     figures = {"threads": THREADS, "attempts": ATTEMPTS, "pool": POOL, "affordable": affordable,
                "statuses": {str(k): v for k, v in sorted(statuses.items())},
                "attemptsPerSecond": round(ATTEMPTS / elapsed, 1), "seconds": round(elapsed, 2),
-               "latencyMs": {"p50": round(_percentile(all_ms, 50), 1), "p99": round(_percentile(all_ms, 99), 1),
-                             "claimedP50": round(_percentile(ok_ms, 50), 1)}}
+               "latencyMs": {"p50": round(percentile(all_ms, 50), 1), "p99": round(percentile(all_ms, 99), 1),
+                             "claimedP50": round(percentile(ok_ms, 50), 1)}}
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "load.json").write_text(json.dumps(figures, indent=2))
     print("load test:", json.dumps(figures))

@@ -20,7 +20,7 @@ from flask import session
 from delula import auth, forms, generations, recipes
 from delula.demo import RECIPES
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
-from tests.conftest import add_pool_items
+from tests.support.factories import add_pool_items
 
 CAT_OLYMPICS, TINY_CHEF, RETRO_AD, DRONE, PET_SHOW, CLAYMATION, SKATE = range(1, 8)
 

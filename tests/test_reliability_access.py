@@ -21,9 +21,9 @@ import pytest
 from delula import auth, claims, generations, recipes
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, jobs
 from delula.storage.models import CreditTransaction
-from tests.conftest import add_pool_items
-from tests.test_access import _login, _signed_in, world  # noqa: F401  (world is a fixture)
-from tests.test_api import db_snapshot
+from tests.support.dash import login, signed_in
+from tests.support.db import db_snapshot
+from tests.support.factories import add_pool_items
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_the_dashboard_never_claims_or_queues_for_the_system_user(plain):
     again. Now the claim is refused as invalid (and counted as such) and nothing else changes."""
     rt, dash_app, users, recipe, _ = plain
     before = db_snapshot(rt)
-    client = _signed_in(dash_app, "product")
+    client = signed_in(dash_app, "product")
     r = client.post("/_dash-update-component", json=_instant_body(dash_app, recipe.id, SYSTEM_BACKLOG_USER_ID))
     assert r.status_code == 200, r.get_data(as_text=True)[:300]
     view = r.get_json()["response"]["recipes-claim"]["data"]
@@ -180,12 +180,12 @@ def test_sign_in_failures_survive_other_traffic(plain):
     rt, dash_app, users, recipe, _ = plain
     client = dash_app.server.test_client()
     for _ in range(5):
-        assert _login(client, "acc_product", "wrong").status_code == 401
+        assert login(client, "acc_product", "wrong").status_code == 401
     api = dash_app.server.test_client()
     r = api.post("/api/generate/instant", json={"recipeId": recipe.id},
                  headers={"Authorization": f"Bearer {users['user'][1]}"})
     assert r.status_code == 200                                  # a write: caches were invalidated
-    r = _login(client, "acc_product", "pw-product-123")
+    r = login(client, "acc_product", "pw-product-123")
     assert r.status_code == 429 and r.headers["Retry-After"] == "300"
     assert client.post("/_dash-update-component", json={}).status_code == 401   # still signed out
 
@@ -196,7 +196,7 @@ def test_sign_in_failures_are_limited_per_address_over_many_names(plain):
     rt, dash_app, _, _, _ = plain
     client = dash_app.server.test_client()
     for i in range(20):
-        assert _login(client, f"guess_{i}", "wrong").status_code == 401
-    r = _login(client, "acc_ops", "pw-ops-123")
+        assert login(client, f"guess_{i}", "wrong").status_code == 401
+    r = login(client, "acc_ops", "pw-ops-123")
     assert r.status_code == 429
     assert client.get("/_dash-layout").status_code == 401

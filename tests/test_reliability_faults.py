@@ -25,12 +25,14 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from delula import auth, generations, recipes, scheduler, simulator
+from delula import auth, generations, jobruns, recipes, simulator
 from delula.storage import accounts
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation
-from tests.conftest import Cluster, _free_port, add_pool_items, can_make_clusters
-from tests.test_faults import TERMINAL, _env, _spawn, _stop, halt_under_claims, start_claiming
-from tests.test_scheduler import wait_for
+from tests.support.api import start_claiming
+from tests.support.db import Cluster, can_make_clusters, free_port
+from tests.support.factories import add_pool_items
+from tests.support.processes import TERMINAL, halt_under_claims, spawn, stop_processes, worker_env
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -54,7 +56,7 @@ class CountingProvider:
         app.register_blueprint(simulator.create_blueprint(self.sim, key="test-key"), url_prefix="/sim/fal")
         app.before_request(self._read)
         app.after_request(self._count)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/sim/fal"
         self._server = make_server("127.0.0.1", self.port, app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -98,10 +100,10 @@ def test_a_worker_killed_at_the_worst_moments_repeats_only_the_unrecorded_submis
     ids = {r.id for r in made}
     first = second = None
     with CountingProvider(hold="Kill 2") as provider:
-        env = _env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key", DELULA_FAL_QUEUE_URL=provider.url,
+        env = worker_env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key", DELULA_FAL_QUEUE_URL=provider.url,
                    DELULA_PROVIDER_TIMEOUT_S=60, DELULA_MAX_CONCURRENT_JOBS=3, DELULA_JOB_TIMEOUT_S=60)
         try:
-            first = _spawn(["-m", "delula", "worker"], env, tmp_path / "worker1.log")
+            first = spawn(["-m", "delula", "worker"], env, tmp_path / "worker1.log")
             assert provider.held.wait(90), "the worker never submitted the second job"
             jobs = {g.recipe_id: g for g in _jobs(rt, ids)}
             one, two, three = (jobs[r.id] for r in made[:3])
@@ -113,11 +115,11 @@ def test_a_worker_killed_at_the_worst_moments_repeats_only_the_unrecorded_submis
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)
             provider.release()
-            second = _spawn(["-m", "delula", "worker"], env, tmp_path / "worker2.log")
+            second = spawn(["-m", "delula", "worker"], env, tmp_path / "worker2.log")
             done = wait_for(lambda: (lambda js: js if all(g.status in TERMINAL for g in js) else None)(_jobs(rt, ids)),
                             timeout=120, what="every job to end")
         finally:
-            _stop(first, second)
+            stop_processes(first, second)
     by_name = {g.meta["recipeName"]: g for g in done}
     assert {g.status for g in done} == {"completed"} and all(g.attempts == 1 for g in done)
     sent = {name: len(provider.submissions[name]) for name in names}
@@ -130,7 +132,7 @@ def test_a_worker_killed_at_the_worst_moments_repeats_only_the_unrecorded_submis
         charges = Counter(t.generation_id for t in s.query(CreditTransaction).filter(CreditTransaction.user_id == user.id,
                                                                                      CreditTransaction.kind != "grant"))
     assert sorted(charges) == sorted(g.id for g in done) and set(charges.values()) == {1}   # no refund, one charge
-    runs = scheduler.recent_runs(rt, limit=50, job="queue-recovery")
+    runs = jobruns.recent_runs(rt, limit=50, job="queue-recovery")
     assert any(r["pid"] == second.pid and r["outcome"] == "ok" and r["detail"].get("resubmitted") == 2
                for r in runs), runs
 
@@ -163,13 +165,13 @@ def test_gunicorn_and_the_worker_ride_out_a_database_restart(tmp_path):
         user, token = auth.create_user(rt, "restart_user", credits=1000)
         for _ in range(4):
             assert generations.create_user_generation(rt, user_id=user.id, recipe_id=job_recipe.id, form_data={}).ok
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = _env(url, DELULA_INSTANT_COOLDOWN_S=0, DELULA_SIMULATOR_DURATION="1-2", DELULA_SIMULATOR_FAILURE_RATE=0,
+        env = worker_env(url, DELULA_INSTANT_COOLDOWN_S=0, DELULA_SIMULATOR_DURATION="1-2", DELULA_SIMULATOR_FAILURE_RATE=0,
                    DELULA_MAX_CONCURRENT_JOBS=2)
-        server = _spawn(["-m", "gunicorn", "app:server", "-w", "2", "--threads", "4", "-b", f"127.0.0.1:{port}"],
+        server = spawn(["-m", "gunicorn", "app:server", "-w", "2", "--threads", "4", "-b", f"127.0.0.1:{port}"],
                         {**env, "DELULA_SCHEDULER": "off"}, tmp_path / "gunicorn.log")
-        worker = _spawn(["-m", "delula", "worker"], env, tmp_path / "worker.log")
+        worker = spawn(["-m", "delula", "worker"], env, tmp_path / "worker.log")
         wait_for(lambda: _status(f"{base}/healthz") == 200, timeout=90, what="gunicorn")
         auth_header = {"Authorization": f"Bearer {token}"}
 
@@ -212,7 +214,7 @@ def test_gunicorn_and_the_worker_ride_out_a_database_restart(tmp_path):
             assert accounts.ledger_mismatches(s) == []
     finally:
         stop.set()
-        _stop(server, worker)
+        stop_processes(server, worker)
         cluster.stop()
     # no 500; a connection broken by the SIGKILLed web worker (one per client at most) and no other
     broken = [i for i, (s, _) in enumerate(results) if s == -1]

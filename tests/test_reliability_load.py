@@ -27,9 +27,10 @@ from delula.config import Settings
 from delula.runtime import Runtime
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation
-from tests.conftest import _admin_exec, _db_url, _free_port, add_pool_items
-from tests.test_load import _percentile, claim_concurrently
-from tests.test_scheduler import wait_for
+from tests.support.api import claim_concurrently, percentile
+from tests.support.db import admin_exec, database_url, free_port
+from tests.support.factories import add_pool_items
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -45,9 +46,9 @@ def served(pg_admin, pg_template, tmp_path_factory):
     """A database of its own with a recipe, 200 pool items and 50 users on a budget, served by
     gunicorn (scheduler off, no cooldown). Yields ``(base_url, runtime, world)``."""
     name = f"{pg_template}_gunicorn_load"
-    _admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin_exec(pg_admin, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    url = _db_url(pg_admin, name)
+    admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_exec(pg_admin, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    url = database_url(pg_admin, name)
     rt = Runtime.from_settings(Settings(database_url=url, instant_cooldown_s=0, scheduler=False), pool_size=5)
     import app as app_module
 
@@ -61,7 +62,7 @@ def served(pg_admin, pg_template, tmp_path_factory):
         budget[i] += COST if sum(b // COST for b in budget) < AFFORDABLE else (-COST if budget[i] >= COST else 0)
     users = [(*auth.create_user(rt, f"gload_{i}", credits=budget[i], password=f"pw-gload-{i}"), budget[i])
              for i in range(USERS)]
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DELULA_DATABASE_URL": url, "DELULA_SCHEDULER": "off", "DELULA_INSTANT_COOLDOWN_S": "0",
            "PYTHONPATH": str(ROOT)}
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
@@ -87,7 +88,7 @@ def served(pg_admin, pg_template, tmp_path_factory):
             server.kill()
             server.wait(timeout=30)
         rt.close()
-        _admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_64_threads_1000_attempts_through_gunicorn_workers(served):
@@ -154,8 +155,8 @@ def test_64_threads_1000_attempts_through_gunicorn_workers(served):
                "outcomes": dict(sorted(outcomes.items())),
                "seconds": round(elapsed, 2), "attemptsPerSecond": round(ATTEMPTS / elapsed, 1),
                "claimsPerSecond": round(len(ids) / elapsed, 1),
-               "latencyMs": {"p50": round(_percentile(all_ms, 50), 1), "p99": round(_percentile(all_ms, 99), 1),
-                             "claimedP50": round(_percentile(ok_ms, 50), 1)}}
+               "latencyMs": {"p50": round(percentile(all_ms, 50), 1), "p99": round(percentile(all_ms, 99), 1),
+                             "claimedP50": round(percentile(ok_ms, 50), 1)}}
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "load_gunicorn.json").write_text(json.dumps(figures, indent=2))
     print("gunicorn load test:", json.dumps(figures))

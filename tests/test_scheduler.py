@@ -6,35 +6,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from delula import auth, demo, scheduler
+from delula import auth, demo, housekeeping, jobruns, schedule, scheduler
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll until ``predicate()`` is truthy (a generous deadline that only guards against hangs)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _job(job_id, fn, interval=0.05, **kw) -> scheduler.JobSpec:
-    return scheduler.JobSpec(job_id, fn, lambda settings: interval, **kw)
+def _job(job_id, fn, interval=0.05, **kw) -> schedule.JobSpec:
+    return schedule.JobSpec(job_id, fn, lambda settings: interval, **kw)
 
 
 def _runs(rt, job=None) -> list[dict]:
-    return scheduler.recent_runs(rt, limit=1000, job=job)
+    return jobruns.recent_runs(rt, limit=1000, job=job)
 
 
 def test_runs_are_recorded_and_a_failing_job_never_stops_the_others(rt):
@@ -62,7 +51,7 @@ def test_runs_are_recorded_and_a_failing_job_never_stops_the_others(rt):
         assert r["pid"] == os.getpid() and r["host"] and r["startedAt"] <= r["finishedAt"]
         assert r["durationMs"] is not None and r["durationMs"] >= 0
     assert good_runs[0]["detail"] == {"done": 1}  # lists are left out of the stored summary
-    assert scheduler.leader(rt) is None           # resigned on shutdown
+    assert jobruns.leader(rt) is None           # resigned on shutdown
 
 
 def test_quiet_jobs_record_only_runs_that_did_something(rt):
@@ -75,7 +64,7 @@ def test_quiet_jobs_record_only_runs_that_did_something(rt):
         return value
 
     spec = _job("tick", tick, quiet=True)
-    outcomes = [scheduler.execute(rt, spec)["outcome"] for _ in range(3)]
+    outcomes = [schedule.execute(rt, spec)["outcome"] for _ in range(3)]
 
     assert outcomes == ["ok", "ok", "error"]
     runs = _runs(rt, "tick")
@@ -86,13 +75,13 @@ def test_quiet_jobs_record_only_runs_that_did_something(rt):
 def test_run_now_runs_maintenance_and_records_it(rt):
     demo.seed(rt)
 
-    result = scheduler.run_now(rt, "backlog-maintenance")
+    result = schedule.run_now(rt, "backlog-maintenance")
 
     assert result["outcome"] == "ok" and result["result"]["createdTotal"] == 20
     last = _runs(rt)[0]
     assert last["job"] == "backlog-maintenance" and last["outcome"] == "ok"
     assert last["detail"]["createdTotal"] == 20 and "recipes" not in last["detail"]
-    overview = {j["id"]: j for j in scheduler.jobs_overview(rt)}
+    overview = {j["id"]: j for j in schedule.jobs_overview(rt)}
     assert set(overview) == {"queue-recovery", "queue-tick", "backlog-maintenance", "metrics-sample",
                              "stats-rollup", "housekeeping"}
     assert overview["backlog-maintenance"]["interval"] == rt.settings.maintenance_interval_s
@@ -100,17 +89,17 @@ def test_run_now_runs_maintenance_and_records_it(rt):
     assert overview["backlog-maintenance"]["nextRun"] is None       # no scheduler in this process
     assert overview["metrics-sample"]["lastRun"] is None
     with pytest.raises(ValueError, match="unknown scheduler job"):
-        scheduler.run_now(rt, "format-disk")
+        schedule.run_now(rt, "format-disk")
 
 
 def test_housekeeping_keeps_the_run_history_bounded(rt, monkeypatch):
-    monkeypatch.setattr(scheduler, "KEEP_RUNS_PER_JOB", 5)
+    monkeypatch.setattr(housekeeping, "KEEP_RUNS_PER_JOB", 5)
     spec = _job("noisy", lambda _rt: {"n": 1})
     for _ in range(12):
-        scheduler.execute(rt, spec)
-    scheduler.execute(rt, _job("other", lambda _rt: None))
+        schedule.execute(rt, spec)
+    schedule.execute(rt, _job("other", lambda _rt: None))
 
-    result = scheduler.run_now(rt, "housekeeping")
+    result = schedule.run_now(rt, "housekeeping")
 
     assert result["result"]["runsDeleted"] == 7
     assert len(_runs(rt, "noisy")) == 5 and len(_runs(rt, "other")) == 1
@@ -128,7 +117,7 @@ def test_housekeeping_forgets_idempotency_keys_after_a_day(rt):
             assert pool.reserve_key(s, alice.id, key, now - age)
             pool.store_response(s, alice.id, key, "claimed", 200, {"key": key})
 
-    result = scheduler.run_now(rt, "housekeeping")
+    result = schedule.run_now(rt, "housekeeping")
 
     assert result["result"]["idempotencyKeysDeleted"] == 1
     with rt.store.begin() as s:
@@ -142,15 +131,15 @@ def test_start_in_process_is_idempotent_and_leads_on_sqlite(sqlite_url, make_run
     first = scheduler.start_in_process(rt)
     try:
         assert scheduler.start_in_process(rt) is first
-        who = wait_for(lambda: scheduler.leader(rt), what="a leader row")
+        who = wait_for(lambda: jobruns.leader(rt), what="a leader row")
         assert who["isThisProcess"] and who["pid"] == os.getpid()
         wait_for(lambda: _runs(rt, "backlog-maintenance"), what="the first maintenance pass")
-        overview = {j["id"]: j for j in scheduler.jobs_overview(rt)}
+        overview = {j["id"]: j for j in schedule.jobs_overview(rt)}
         assert overview["backlog-maintenance"]["nextRun"] is not None
         assert overview["backlog-maintenance"]["lastRun"]["outcome"] == "ok"
     finally:
         first.shutdown()
-    assert scheduler.leader(rt) is None
+    assert jobruns.leader(rt) is None
     second = scheduler.start_in_process(rt)  # a stopped scheduler is replaced
     try:
         assert second is not first and second.running
@@ -178,7 +167,7 @@ def test_only_the_lock_holder_runs_jobs_and_a_standby_takes_over(pg_url, make_ru
         a.shutdown()                                    # releases the lock
         wait_for(lambda: b.is_leader, what="the standby to take over")
         wait_for(lambda: calls["b"] >= 3, what="runs of the new leader")
-        assert scheduler.leader(rt_a) is not None
+        assert jobruns.leader(rt_a) is not None
     finally:
         a.shutdown()
         b.shutdown()
@@ -199,7 +188,7 @@ def test_the_leader_steps_down_when_its_lock_connection_dies(pg_url, make_runtim
         assert killed == 1
         # it notices, steps down and campaigns again on a new connection
         wait_for(lambda: sched.is_leader and sched.leader_since != first_term, what="a new term")
-        assert scheduler.leader(rt) is not None
+        assert jobruns.leader(rt) is not None
     finally:
         sched.shutdown()
 
@@ -224,7 +213,7 @@ def test_two_worker_processes_one_leader_and_takeover_after_sigkill(pg_url, make
         return Counter(r["pid"] for r in _runs(rt, "backlog-maintenance"))
 
     try:
-        who = wait_for(lambda: scheduler.leader(rt), what="a leader")
+        who = wait_for(lambda: jobruns.leader(rt), what="a leader")
         first = who["pid"]
         assert first in by_pid and not who["isThisProcess"]
         wait_for(lambda: maintenance_pids()[first] >= 3, what="maintenance runs of the leader")
@@ -235,12 +224,12 @@ def test_two_worker_processes_one_leader_and_takeover_after_sigkill(pg_url, make
         by_pid[first].send_signal(signal.SIGKILL)
         by_pid[first].wait(timeout=30)
         (second,) = set(by_pid) - {first}
-        wait_for(lambda: (scheduler.leader(rt) or {}).get("pid") == second, what="the standby to lead")
+        wait_for(lambda: (jobruns.leader(rt) or {}).get("pid") == second, what="the standby to lead")
         wait_for(lambda: maintenance_pids()[second] >= 2, what="maintenance runs of the new leader")
 
         by_pid[second].send_signal(signal.SIGTERM)                  # a clean stop resigns
         assert by_pid[second].wait(timeout=60) == 0
-        assert scheduler.leader(rt) is None
+        assert jobruns.leader(rt) is None
     finally:
         for p in procs:
             if p.poll() is None:

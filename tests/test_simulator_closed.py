@@ -19,8 +19,8 @@ from werkzeug.serving import make_server
 from delula.simulator import Simulator, SimulatorProvider
 from delula.simulator.engine import MAX_HANG_S
 from delula.storage import accounts
-from tests.conftest import _free_port
-from tests.test_scheduler import wait_for
+from tests.support.db import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BURST = 16
@@ -71,7 +71,7 @@ def test_the_hang_attack_finds_no_simulator_on_a_production_server(pg_url, tmp_p
     provider: the hang fault is asked for, then 16 status requests go out at once. Every one is
     refused with the API's JSON 404, and the dashboard's sign-in page answers within 1 s meanwhile
     (before, the 16 requests each held a thread for 120 s)."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DELULA_DATABASE_URL": pg_url, "DELULA_SCHEDULER": "off", "PYTHONPATH": str(ROOT),
            "DELULA_PROVIDER": "fal", "FAL_KEY": "x", "DELULA_FAL_QUEUE_URL": "http://127.0.0.1:9/queue"}
@@ -181,7 +181,7 @@ def test_the_standalone_simulator_takes_its_key_and_says_from_where(tmp_path):
              ([], env, "env-key", "key from DELULA_SIMULATOR_KEY"),
              ([], bare, None, "key drawn for this run (set DELULA_SIMULATOR_KEY to keep one): ")]
     for extra, environ, expected, said in cases:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"sim-{port}.log"
         proc = subprocess.Popen([sys.executable, "-m", "delula", "simulator", "--port", str(port), *extra],
                                 cwd=tmp_path, env=environ, stdout=open(log, "w"), stderr=subprocess.STDOUT)

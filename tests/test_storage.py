@@ -15,7 +15,7 @@ from delula import auth, storage
 from delula.storage import accounts
 from delula.storage.db import insert_unique
 from delula.storage.models import AppSetting, Base, QueueSample
-from tests.conftest import wait_for_a_lock_wait
+from tests.support.db import wait_for_a_lock_wait
 
 
 def test_migrations_create_exactly_the_models(rt):

@@ -1,24 +1,29 @@
 """Engine, sessions and transactions.
 
 PostgreSQL goes through psycopg 3; a pooled connection is checked before use without a round trip
-(:func:`_check_socket`); SQLite runs in WAL mode with a busy
-timeout, and every transaction there starts with ``BEGIN IMMEDIATE`` so that a read-then-write
-transaction (the claim) holds the database write lock from its first statement.
+of its own (:func:`_check_on_checkout`); SQLite runs in WAL mode with a busy timeout, and every
+transaction there starts with ``BEGIN IMMEDIATE`` so that a read-then-write transaction (the
+claim) holds the database write lock from its first statement.
 """
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, exc, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Set while :meth:`Store.single_statement` checks out its connection: no BEGIN for an autocommit one.
+_FOR_AUTOCOMMIT: ContextVar[bool] = ContextVar("delula_checkout_for_autocommit", default=False)
+_NEW = "delula_new"   # in a pool entry's info from connecting until its first checkout
 
 
 def is_postgres(s: Session) -> bool:
@@ -74,7 +79,8 @@ class Store:
                 # 24 h planned as over all time. Keep the saved parse, plan with the real values.
                 connect_args={"connect_timeout": 5, "application_name": "delula",
                               "options": "-c plan_cache_mode=force_custom_plan"})
-            event.listen(self.engine, "checkout", _check_socket)
+            event.listen(self.engine, "connect", _mark_new)
+            event.listen(self.engine, "checkout", _check_on_checkout)
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql+psycopg")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
@@ -101,15 +107,26 @@ class Store:
         instead of three; the pool checks the connection without one). Two statements in this
         session would be two transactions, so use :meth:`begin` for anything more. On SQLite it
         is :meth:`begin` (``BEGIN IMMEDIATE`` takes the write lock the claim's steps need).
+
+        Unlike a transaction's, this statement is not retried when the server turns out to be
+        closing the connection as it arrives (see :func:`_check_on_checkout`): it commits by
+        itself, so its failure does not prove it did nothing. The caller answers 503.
         """
         if not self.is_postgres:
             with self.begin() as session:
                 yield session
             return
-        with _unavailable_on_disconnect(), self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with _unavailable_on_disconnect(), self._autocommit_connection() as conn:
             with Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
                 yield session
+
+    def _autocommit_connection(self) -> Connection:
+        checkout = _FOR_AUTOCOMMIT.set(True)
+        try:
+            conn = self.engine.connect()
+        finally:
+            _FOR_AUTOCOMMIT.reset(checkout)
+        return conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def ping(self) -> bool:
         try:
@@ -123,18 +140,44 @@ class Store:
         self.engine.dispose()
 
 
-def _check_socket(dbapi_conn, _record, _proxy) -> None:
+def _mark_new(_dbapi_conn, record) -> None:
+    record.info[_NEW] = True
+
+
+def _check_on_checkout(dbapi_conn, record, _proxy) -> None:
     """Pessimistic disconnect handling without the round trip of ``pool_pre_ping``.
 
-    An idle pooled connection has nothing to read: the server only writes to it when it goes
+    Two checks; either raises :class:`exc.DisconnectionError`, which makes the pool discard the
+    connection and check out a fresh one:
+
+    - :func:`_check_socket` finds a connection the server has closed while it sat in the pool;
+    - for a transaction, :func:`_begin` sends its ``BEGIN`` now. A backend told to terminate (a
+      restart, ``pg_terminate_backend``) closes its connection only when it next runs, which on a
+      busy machine can be after the socket looked fine: its answer to the next message is then
+      "terminating connection". That message is the ``BEGIN``, which does nothing, so the
+      connection can still be replaced, where the first statement could not have been retried.
+      psycopg sends the same ``BEGIN`` as its own round trip before a transaction's first
+      statement anyway, so this costs none.
+
+    A connection checked out for :meth:`Store.single_statement` gets only the socket check: it
+    runs in autocommit, without a ``BEGIN``. A connection just made is handed out unchecked: it
+    has not sat in the pool, and the pool replaces a connection twice at most, then raises an
+    error that does not say "disconnected" (a statement failing on it says so: 503).
+    """
+    if record.info.pop(_NEW, False):
+        return
+    _check_socket(dbapi_conn)
+    if not _FOR_AUTOCOMMIT.get():
+        _begin(dbapi_conn)
+
+
+def _check_socket(dbapi_conn) -> None:
+    """An idle pooled connection has nothing to read: the server only writes to it when it goes
     away (a restart or shutdown sends "terminating connection" and closes it, a crashed server's
     socket reads as end of file). So a readable (or broken) socket means the connection is
-    stale: :class:`exc.DisconnectionError` makes the pool discard it and connect a fresh one,
-    which is what the ping did, minus a round trip on every checkout (half the database round
-    trips of an API claim).
+    stale. Polling it replaces the ``SELECT 1`` of a ping: half the database round trips of an
+    API claim.
     """
-    import select
-
     if dbapi_conn.closed or dbapi_conn.broken:
         raise exc.DisconnectionError("connection closed")
     try:
@@ -145,6 +188,28 @@ def _check_socket(dbapi_conn, _record, _proxy) -> None:
         raise exc.DisconnectionError(str(e)) from e
     if events:  # data, end of file, an error or a hang-up: not usable as it is
         raise exc.DisconnectionError("the server closed the connection")
+
+
+def _begin(dbapi_conn) -> None:
+    """Start the transaction psycopg would start before the first statement, the same way.
+
+    Sent on the libpq connection psycopg exposes for this (``pgconn``): psycopg decides whether
+    to begin from the transaction status the server reports, so it sees the transaction open and
+    sends no ``BEGIN`` of its own; commit and rollback are unchanged. A connection psycopg would
+    begin otherwise (an isolation level, read-only, deferrable) is left to psycopg.
+    """
+    from psycopg import OperationalError, pq
+
+    if (dbapi_conn.autocommit or dbapi_conn.info.transaction_status != pq.TransactionStatus.IDLE
+            or (dbapi_conn.isolation_level, dbapi_conn.read_only, dbapi_conn.deferrable) != (None, None, None)):
+        return
+    try:
+        result = dbapi_conn.pgconn.exec_(b"BEGIN")
+    except OperationalError as e:
+        raise exc.DisconnectionError(str(e)) from e
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        message = (result.error_message or dbapi_conn.pgconn.error_message).decode("utf-8", "replace").strip()
+        raise exc.DisconnectionError(message or "BEGIN failed")
 
 
 @contextmanager

@@ -1,10 +1,6 @@
-"""Shared support for the browser tests: a live app on a fresh database, headless Chromium,
-sign-in, screenshots — and :func:`seed_activity`, realistic dashboard data (also used by the
-data-shaping tests).
-
-Use in a test module::
-
-    from browser_support import browser, live_app  # noqa: F401  (fixtures)
+"""Headless Chromium driving a live app, for the browser tests: the app served in a thread, the
+session's Chromium, sign-in, waiting, screenshots. The fixtures ``live_app`` and ``browser`` (in
+``conftest.py``) are built from these::
 
     def test_something(live_app, browser):
         browser.sign_in(live_app)                    # the ops user, lands on /
@@ -20,22 +16,17 @@ tests are skipped — or fail, when ``DELULA_REQUIRE_BROWSER=1``.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from delula import auth, demo
-from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs, pool, schedule, stats
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("DELULA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DELULA_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -44,78 +35,6 @@ ADMIN_PASSWORD = "ops-password-for-tests"
 WINDOW = (1440, 1000)   # a laptop screen
 WAIT_S = 30             # how long an element may take to appear before a test fails
 BROWSER_TZ = os.environ.get("DELULA_BROWSER_TZ", "Asia/Kolkata")   # UTC+5:30, no daylight saving
-
-
-# --- realistic data ---------------------------------------------------------------------------------
-
-# Ready backlog per demo recipe (ids 1..7; default minimum 3, recipe 7's override is 2):
-# recipes 2 and 6 are below their minimum.
-READY = {1: 5, 2: 1, 3: 3, 4: 4, 5: 3, 6: 2, 7: 2}
-IN_FLIGHT = {2: 2, 6: 1}            # pending backlog jobs
-PROCESSING_S = (8, 12, 15, 22, 25, 31, 40, 55, 70, 95, 130, 200)   # completed jobs' processing times
-CLAIMS = {"claimed": 10, "no_backlog": 3, "race": 1, "insufficient_credits": 2}
-FAILED_BACKLOG, FAILED_USER = 2, 1
-NORMAL_GENERATIONS = 4
-
-
-def seed_activity(rt, *, leader: bool = True) -> dict:
-    """Demo recipes and users plus an hour of activity ending at ``rt.now()``: ready and in-flight
-    backlog, completed and failed jobs with processing times, claim attempts by outcome, normal
-    user generations, queue samples every 30 s and (if ``leader``) a live scheduler leader row.
-    Returns the numbers it wrote."""
-    demo.seed(rt)
-    now = rt.now()
-    maya = auth.get_user(rt, username="maya")
-    ago = lambda seconds: now - timedelta(seconds=seconds)  # noqa: E731
-    rows = []
-    for rid, n in READY.items():
-        rows += [dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=rid, status="completed", form_data={},
-                      meta={"source": "backlog"}, priority=10, asset_url=f"/sim/fal/files/seed-{rid}-{i}/video.svg",
-                      created_at=ago(3400), started_at=ago(3300),
-                      completed_at=ago(3300 - (6 + 9 * i + 3 * rid)))
-                 for i in range(n)]
-    for rid, n in IN_FLIGHT.items():
-        rows += [dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=rid, form_data={}, meta={"source": "backlog"},
-                      priority=10, created_at=ago(40)) for _ in range(n)]
-    # Jobs processed in the last hour, owned by maya (normal generations that completed).
-    for i, seconds in enumerate(PROCESSING_S):
-        done = ago(3000 - i * 240)
-        rows.append(dict(user_id=maya.id, recipe_id=1 + i % 3, status="completed", form_data={},
-                         meta={"source": "user"}, priority=0, created_at=done - timedelta(seconds=seconds + 5),
-                         started_at=done - timedelta(seconds=seconds), completed_at=done, updated_at=done,
-                         asset_url=f"/sim/fal/files/seed-job-{i}/video.svg"))
-    for i in range(FAILED_BACKLOG):
-        rows.append(dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=2, status="failed", form_data={},
-                         meta={"source": "backlog"}, priority=10, created_at=ago(1900 + i * 60),
-                         updated_at=ago(1800 + i * 60), error="provider: FAILED (simulated failure)", attempts=3))
-    for i in range(FAILED_USER):
-        rows.append(dict(user_id=maya.id, recipe_id=3, status="failed", form_data={}, meta={"source": "user"},
-                         priority=0, created_at=ago(700), updated_at=ago(600), error="provider: timed out", attempts=3))
-    # Normal generations still queued (created recently).
-    for i in range(NORMAL_GENERATIONS):
-        rows.append(dict(user_id=maya.id, recipe_id=4, form_data={}, meta={"source": "user"}, priority=0,
-                         created_at=ago(300 + i * 400)))
-    normal_created = NORMAL_GENERATIONS + len(PROCESSING_S) + FAILED_USER
-    with rt.store.begin() as s:
-        for row in rows:
-            jobs.add_generations(s, [row], row.get("created_at", now))
-        minute = 0
-        for outcome, n in CLAIMS.items():
-            for _ in range(n):
-                minute += 3
-                pool.record_event(s, user_id=maya.id, recipe_id=1 + minute % 5, outcome=outcome,
-                                  generation_id=None, latency_ms=4.0, now=ago(minute * 60 + 10))
-        for k in range(120):  # a sample every 30 s for the last hour
-            stats.add_queue_sample(s, now=ago(k * 30 + 5), pending=round(4 + 3 * math.sin(k / 9)),
-                                   processing=2 + (k // 7) % 2, backlog=round(20 + 4 * math.sin(k / 15)),
-                                   backlog_in_flight=3, recipes_below_minimum=2)
-        if leader:
-            schedule.claim_leadership(s, "scheduler", host="worker-1", pid=4242, now=ago(1800))
-            schedule.heartbeat(s, "scheduler", host="worker-1", pid=4242, now=now)
-    rt.invalidate()
-    return {"ready": sum(READY.values()), "inFlight": sum(IN_FLIGHT.values()), "completedJobs": len(PROCESSING_S),
-            "failedJobs": FAILED_BACKLOG + FAILED_USER, "claims": dict(CLAIMS), "normalCreated": normal_created,
-            "pending": sum(IN_FLIGHT.values()) + NORMAL_GENERATIONS}
 
 
 # --- browser availability ---------------------------------------------------------------------------
@@ -167,16 +86,6 @@ def start_live_app(rt) -> LiveApp:
     thread = threading.Thread(target=server.serve_forever, name="delula-live-app", daemon=True)
     thread.start()
     return LiveApp(url=f"http://127.0.0.1:{server.server_port}", rt=rt, app=dash_app, server=server, thread=thread)
-
-
-@pytest.fixture
-def live_app(sqlite_url, make_runtime):
-    """The whole app on a fresh SQLite database, demo data seeded, scheduler off."""
-    require_browser()
-    rt = make_runtime(sqlite_url, admin_password=ADMIN_PASSWORD)
-    live = start_live_app(rt)
-    yield live
-    live.stop()
 
 
 # --- the browser ------------------------------------------------------------------------------------
@@ -314,7 +223,7 @@ def make_driver():
 _driver = None
 
 
-def _session_driver(config):
+def session_driver(config):
     """One Chromium for the whole test session, started on first use, quit when pytest ends."""
     global _driver
     if _driver is None:
@@ -328,16 +237,3 @@ def _quit_driver():
     if _driver is not None:
         _driver.quit()
         _driver = None
-
-
-@pytest.fixture
-def browser(request):
-    """The session's Chromium, with no cookies left from an earlier test."""
-    require_browser()
-    driver = _session_driver(request.config)
-    driver.delete_all_cookies()
-    b = Browser(driver)
-    b.console_errors()  # drop what earlier tests logged
-    yield b
-    driver.get("about:blank")   # a dashboard left open keeps refreshing, using CPU for the rest of the run
-    driver.delete_all_cookies()

@@ -1,0 +1,29 @@
+"""Housekeeping: the tables that only grow are kept bounded (the scheduler's ``housekeeping`` job).
+
+- ``scheduler_runs``: the last :data:`KEEP_RUNS_PER_JOB` runs of each job;
+- ``queue_samples``: :data:`KEEP_SAMPLES` of them (the overview's longest range is a week);
+- idempotency keys: :data:`KEEP_IDEMPOTENCY_KEYS`, so a retried request is answered alike for a day.
+
+Each table is pruned in a short transaction of its own, so no lock is held across the three.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .storage import pool, stats
+from .storage import schedule as store_schedule
+
+KEEP_RUNS_PER_JOB = 500
+KEEP_SAMPLES = timedelta(days=30)
+KEEP_IDEMPOTENCY_KEYS = timedelta(hours=24)
+
+
+def prune(rt) -> dict:
+    """Delete what is beyond keeping; returns how many rows of each kind went."""
+    with rt.store.begin() as s:
+        runs = store_schedule.prune_runs(s, KEEP_RUNS_PER_JOB)
+    with rt.store.begin() as s:
+        samples = stats.prune_queue_samples(s, rt.now() - KEEP_SAMPLES)
+    with rt.store.begin() as s:
+        keys = pool.prune_keys(s, rt.now() - KEEP_IDEMPOTENCY_KEYS)
+    return {"runsDeleted": runs, "samplesDeleted": samples, "idempotencyKeysDeleted": keys}
