@@ -12,7 +12,7 @@ import uuid
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import storage
+from . import audit, storage
 from .storage import STAFF_ROLES, SYSTEM_BACKLOG_USER_ID, Conflict, accounts
 
 ROLES = ("user", "product", "ops")
@@ -74,6 +74,9 @@ def caller(user):
     return user if user is not None and user.role in ROLES else None
 
 
+DASHBOARD_FORBIDDEN_MESSAGE = "The dashboard acts for test accounts only: choose a test user."
+
+
 def may_act_for(actor, target) -> bool:
     """Whether ``actor`` may claim, generate or top up for the account ``target``: itself, or as
     :func:`storage.may_act_for` says (ops any account, product staff test accounts only)."""
@@ -103,14 +106,52 @@ def set_password(rt, username: str, password: str) -> None:
         accounts.set_password_hash(s, user.id, generate_password_hash(password))
 
 
-def grant(rt, username: str, amount: int) -> int:
-    """Add credits (a ``grant`` ledger row); returns the new balance."""
+def grant(rt, username: str, amount: int, *, actor_id: str | None = None) -> int:
+    """Add credits (a ``grant`` ledger row) and its ``top_up`` audit row; returns the new balance.
+    ``actor_id``: who granted (``None``: an operator at the command line)."""
     _check_amount(amount, allow_zero=False)
     with rt.store.begin() as s:
         user = _require_user(s, username)
-        accounts.lock_user(s, user.id)
-        balance = accounts.change_credits(s, user.id, amount, kind="grant", now=rt.now())
+        balance = _top_up(s, rt.now(), user, amount, actor_id)
     rt.invalidate()
+    return balance
+
+
+def dashboard_target(s, actor, target_id: str | None):
+    """The account the dashboard acts for, in session ``s``: a test account (role ``user``,
+    ``is_test``) that ``actor`` may act for (:func:`may_act_for`). Raises :class:`AuthError`
+    otherwise — the acting-as list offers nothing else, so only a hand-made request gets here."""
+    user = accounts.get_user(s, target_id) if target_id else None
+    if user is None or user.role != "user" or not user.is_test or not may_act_for(actor, user):
+        raise AuthError(DASHBOARD_FORBIDDEN_MESSAGE)
+    return user
+
+
+def acting_target(rt, actor, target_id: str | None):
+    """:func:`dashboard_target` in a transaction of its own."""
+    with rt.store.begin() as s:
+        return dashboard_target(s, actor, target_id)
+
+
+def top_up(rt, actor, target_id: str | None, amount: int) -> tuple[object, int]:
+    """Staff top up a test account from the dashboard (:func:`dashboard_target`), at most
+    ``DELULA_TOPUP_MAX`` credits at once. Returns ``(user, balance)``; raises :class:`AuthError`
+    with the reason."""
+    limit = rt.settings.topup_max
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= limit:
+        raise AuthError(f"A top-up is 1 to {limit} credits (DELULA_TOPUP_MAX).")
+    with rt.store.begin() as s:
+        user = dashboard_target(s, actor, target_id)
+        balance = _top_up(s, rt.now(), user, amount, actor.id)
+    rt.invalidate()
+    return user, balance
+
+
+def _top_up(s, now, user, amount: int, actor_id: str | None) -> int:
+    accounts.lock_user(s, user.id)
+    balance = accounts.change_credits(s, user.id, amount, kind="grant", now=now, actor_id=actor_id)
+    audit.record(s, now=now, actor_id=actor_id, action="top_up", target_user_id=user.id, credits=amount,
+                 balance=balance)
     return balance
 
 
@@ -134,13 +175,14 @@ def list_users(rt, roles: tuple[str, ...] | None = None, *, search: str | None =
 
 
 def test_users(rt, *, search: str | None = None, keep: str | None = None, limit: int | None = None) -> list:
-    """Test users (role ``user``) by name: at most ``limit`` whose names contain ``search``, and
-    the test user ``keep`` too when those leave it out (a selector must still show its choice)."""
+    """Test accounts (role ``user``, ``is_test``) by name: at most ``limit`` whose names contain
+    ``search``, and the test account ``keep`` too when those leave it out (a selector must still
+    show its choice)."""
     with rt.store.begin() as s:
-        users = accounts.list_users(s, ("user",), search=search, limit=limit)
+        users = accounts.list_users(s, ("user",), search=search, limit=limit, test_only=True)
         if keep and all(u.id != keep for u in users):
             kept = accounts.get_user(s, keep)
-            if kept is not None and kept.role == "user":
+            if kept is not None and kept.role == "user" and kept.is_test:
                 users.append(kept)
     return users
 

@@ -155,6 +155,15 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
     return result
 
 
+def refused(rt, *, recipe_id: int, user_id: str, actor_id: str) -> ClaimResult:
+    """A claim a face refused before trying it (the dashboard acts for test accounts only): the
+    attempt is recorded as a ``forbidden`` claim event and nothing else changes."""
+    with rt.store.begin() as s:
+        pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.FORBIDDEN.value, now=rt.now(),
+                            actor_id=actor_id)
+    return ClaimResult(Outcome.FORBIDDEN)
+
+
 def request_hash(recipe_id: int, user_id: str) -> str:
     """What a claim asks for, hashed: an idempotency key repeated with another recipe or for
     another user is refused (422), not answered with the first claim."""
@@ -210,4 +219,4 @@ def _from_row(row: pool.ClaimRow) -> ClaimResult:
     return ClaimResult(outcome)
 
 
-__all__ = ["instant_claim", "instant_claim_with_token", "target_error", "response", "ClaimResult", "Outcome"]
+__all__ = ["instant_claim", "instant_claim_with_token", "refused", "target_error", "response", "ClaimResult", "Outcome"]

@@ -34,6 +34,7 @@ class Settings:
     max_attempts: int = 3
     maintenance_interval_s: float = 60.0
     instant_cooldown_s: float = 10.0
+    topup_max: int = 100
     provider: str = "simulator"
     fal_key: str | None = field(default=None, repr=False)
     fal_queue_url: str = "https://queue.fal.run"
@@ -59,6 +60,7 @@ class Settings:
             max_attempts=r.integer("DELULA_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             maintenance_interval_s=r.number("DELULA_MAINTENANCE_INTERVAL_S", cls.maintenance_interval_s, minimum=0.1),
             instant_cooldown_s=r.number("DELULA_INSTANT_COOLDOWN_S", cls.instant_cooldown_s, minimum=0),
+            topup_max=r.integer("DELULA_TOPUP_MAX", cls.topup_max, minimum=1),
             provider=r.choice("DELULA_PROVIDER", cls.provider, PROVIDERS),
             fal_key=r.text("FAL_KEY", None),
             fal_queue_url=r.text("DELULA_FAL_QUEUE_URL", cls.fal_queue_url).rstrip("/"),

@@ -21,7 +21,7 @@ from tests.support.db import admin_exec, database_url, db_snapshot, events, test
 from tests.support.factories import VARIABLES, add_pool_items, world
 
 GENERATION_KEYS = {"id", "recipeId", "userId", "status", "formData", "assetUrl", "thumbnailUrl", "metadata",
-                   "error", "createdAt", "updatedAt", "completedAt"}
+                   "error", "createdAt", "updatedAt", "completedAt", "generatedAt"}
 
 
 def credits(rt, user) -> int:
@@ -83,7 +83,7 @@ def test_instant_claim_refusals_have_the_statuses_of_the_spec(env):
     r = c.post("/api/generate/instant", json={"recipeId": "x"}, headers=bearer(env.user_token))
     assert assert_json_error(r, 400)["errors"] == {"recipeId": "must be an integer"}
     # Refusals by the claim are recorded (unknown recipes as "invalid"); nothing was charged.
-    assert events(rt) == ["no_backlog", "no_backlog", "invalid", "invalid", "insufficient_credits"]
+    assert events(rt) == ["no_backlog", "no_backlog", "invalid", "invalid", "insufficient_credits", "forbidden"]
     assert credits(rt, env.user) == 20 and credits(rt, env.poor) == 1
     assert recipes.available_count(rt, env.recipe.id) == 3
 
@@ -366,7 +366,7 @@ def test_queue_stats_and_me(env):
                           "p95ProcessingSeconds", "cachedAt"}
     assert stats["pending"] >= 1 and stats["cachedAt"].endswith("Z")
     me = env.client.get("/api/me", headers=bearer(env.user_token)).get_json()
-    assert me == {"id": env.user.id, "username": "api_user", "role": "user", "credits": 18}
+    assert me == {"id": env.user.id, "username": "api_user", "role": "user", "credits": 18, "isTest": True}
 
 
 # --- malformed input: 400/413/415, JSON, and nothing changes --------------------------------
@@ -606,11 +606,12 @@ def test_metrics_are_computed_from_the_database(env, make_runtime):
     assert m[("delula_queue_jobs", (("status", "pending"),))] == 1
     assert m[("delula_queue_jobs", (("status", "processing"),))] == 0
     assert m[("delula_jobs_finished_last_hour", (("status", "failed"),))] == 1
-    # The pool items completed "now" too (no start time, so no duration); claims move updated_at only.
+    # The pool items completed "now" too (no start time, so no duration); a claim moves created_at and
+    # updated_at, never completed_at.
     assert m[("delula_jobs_finished_last_hour", (("status", "completed"),))] == 2 + 3 + 2
     claims_by = {dict(k[1])["outcome"]: v for k, v in m.items() if k[0] == "delula_instant_claims_last_hour"}
     assert claims_by == {"claimed": 1, "no_backlog": 1, "race": 0, "insufficient_credits": 1, "rate_limited": 0,
-                         "invalid": 0}
+                         "invalid": 0, "forbidden": 0}
     user_src = (("source", "user"),)
     assert m[("delula_job_duration_seconds_bucket", (("le", "10"),) + user_src)] == 0
     assert m[("delula_job_duration_seconds_bucket", (("le", "20"),) + user_src)] == 1

@@ -37,8 +37,10 @@ def _json(proc):
 
 def test_users_create_prints_a_token_that_is_stored_hashed(cli):
     created = _json(cli("users", "create", "alice", "--credits", "5"))
-    assert set(created) == {"id", "username", "role", "credits", "token"}
+    assert set(created) == {"id", "username", "role", "credits", "isTest", "token"}
     assert created["username"] == "alice" and created["role"] == "user" and created["credits"] == 5
+    assert created["isTest"] is False
+    assert _json(cli("users", "create", "tess", "--test"))["isTest"] is True
     assert len(created["token"]) >= 32
     rt = Runtime.from_settings(Settings(database_url=cli.url))
     with rt.store.engine.connect() as conn:

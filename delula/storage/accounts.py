@@ -41,11 +41,14 @@ def lock_user(s: Session, user_id: str) -> User | None:
 
 
 def list_users(s: Session, roles: tuple[str, ...] | None = None, *, search: str | None = None,
-               limit: int | None = None) -> list[User]:
-    """Users by name; only ``roles``, only names containing ``search`` (any case), at most ``limit``."""
+               limit: int | None = None, test_only: bool = False) -> list[User]:
+    """Users by name; only ``roles``, only names containing ``search`` (any case), only test
+    accounts with ``test_only``, at most ``limit``."""
     q = select(User).order_by(User.username).limit(limit)
     if roles:
         q = q.where(User.role.in_(roles))
+    if test_only:
+        q = q.where(User.is_test)
     if search:
         q = q.where(User.username.icontains(search, autoescape=True))
     return list(s.scalars(q))

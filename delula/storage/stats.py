@@ -48,6 +48,10 @@ def backlog_lead_times(s: Session, since: datetime, sample: int = 2000) -> tuple
     """Median minutes from creation to completion of backlog jobs completed since ``since``:
     ``({recipe_id: median}, overall median or None)``, one query.
 
+    Only jobs the system user still owns count: a claimed item's ``created_at`` is its claim time
+    (it is its new owner's from then on), so its "lead time" would be negative. Owner, not the sign
+    of the difference, is the test: it says why, and a clock step cannot let a claimed row back in.
+
     Bounded: only the backlog jobs among the newest ``sample`` completions of the window are
     looked at (a backward scan of the partial index ``ix_generations_finished`` — ``completed_at``
     of completed generations — that stops after ``sample`` rows; the source filter sits outside
@@ -65,11 +69,11 @@ def backlog_lead_times(s: Session, since: datetime, sample: int = 2000) -> tuple
     else:
         minutes = (func.julianday(Generation.completed_at) - func.julianday(Generation.created_at)) * 1440.0
     newest = (select(Generation.recipe_id, Generation.status, minutes.label("minutes"),
-                     from_backlog().label("from_backlog"))
+                     (Generation.user_id == SYSTEM_BACKLOG_USER_ID).label("pooled"))
               .where(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since)
               .order_by(Generation.completed_at.desc()).limit(sample).subquery())
     recent = (select(newest.c.recipe_id, newest.c.minutes)
-              .where(newest.c.from_backlog).subquery())
+              .where(newest.c.pooled).subquery())
     if is_postgres(s):
         q = (select(recent.c.recipe_id, func.percentile_cont(0.5).within_group(recent.c.minutes))
              .group_by(func.grouping_sets(tuple_(recent.c.recipe_id), tuple_())))
