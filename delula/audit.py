@@ -12,12 +12,16 @@ import contextlib
 import contextvars
 import csv
 import io
+import json
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 
 from .clock import isoformat
+from .storage import accounts
 from .storage import audit as store
+
+MAX_LIMIT = 1000
 
 ACTIONS = ("claim_for_user", "generate_for_user", "top_up", "retry", "cancel", "set_minimum", "set_policy",
            "run_now", "sign_in", "sign_in_failed", "sign_out", "password_change", "role_change", "token_issue",
@@ -62,6 +66,45 @@ def events(rt, *, since: datetime | None = None, until: datetime | None = None, 
             limit=limit)]
 
 
+class QueryError(ValueError):
+    """A filter of :func:`query` that cannot be used; the message names it."""
+
+
+def query(rt, *, since: str | None = None, until: str | None = None, actor: str | None = None,
+          action: str | None = None, limit: int | str | None = 500) -> list[dict]:
+    """:func:`events` filtered as a person asks — times as ISO 8601 text, the actor by username
+    (one no account has matches nothing), ``limit`` 1 to :data:`MAX_LIMIT` — for the API, the CLI
+    and the Audit page alike. Raises :class:`QueryError` for a value it cannot use."""
+    start, end = parse_time("since", since), parse_time("until", until)
+    if action is not None and action not in ACTIONS:
+        raise QueryError(f"action must be one of {', '.join(ACTIONS)}")
+    try:
+        count = 500 if limit is None else int(limit)
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= MAX_LIMIT:
+        raise QueryError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    actor_id = None
+    if actor is not None:
+        with rt.store.begin() as s:
+            user = accounts.get_user_by_name(s, actor)
+        if user is None:
+            return []
+        actor_id = user.id
+    return events(rt, since=start, until=end, actor_id=actor_id, action=action, limit=count)
+
+
+def parse_time(name: str, value: str | None) -> datetime | None:
+    """An ISO 8601 time (a ``Z`` or an offset; none means UTC), or :class:`QueryError`."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"{name} must be an ISO 8601 time, e.g. 2026-12-01T00:00:00Z") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
 def _json(e, actor: str | None, target: str | None) -> dict:
     return {"id": e.id, "at": isoformat(e.at), "actor": actor, "actorId": e.actor_id, "action": e.action,
             "targetUser": target, "targetUserId": e.target_user_id, "targetJobId": e.target_job_id,
@@ -70,8 +113,6 @@ def _json(e, actor: str | None, target: str | None) -> dict:
 
 def to_csv(rows: list[dict]) -> str:
     """The events as CSV with a header row (details as compact JSON)."""
-    import json
-
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()

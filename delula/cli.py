@@ -17,6 +17,10 @@ class Refused(Exception):
     """The operation was refused; printed as JSON ``{"message"}`` with exit status 1."""
 
 
+class BadUsage(Exception):
+    """A value the command cannot use; printed to stderr with exit status 2, like argparse's."""
+
+
 def _print(data, as_json: bool = True) -> None:
     if as_json or not isinstance(data, str):
         print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
@@ -118,6 +122,24 @@ def cmd_users_revoke_token(rt, args):
     except auth.AuthError as e:
         raise Refused(str(e)) from None
     _print({"username": args.name, "revoked": n})
+
+
+def cmd_audit(rt, args):
+    from . import audit
+
+    try:
+        rows = audit.query(rt, since=args.since, actor=args.actor, action=args.action, limit=args.limit)
+    except audit.QueryError as e:
+        raise BadUsage(str(e)) from None
+    if args.json:
+        _print({"events": rows})
+    else:
+        print(_table([{**r, "at": r["at"], "actor": r["actor"] or "(system)",
+                       "target": r["targetUser"] or "", "job": r["targetJobId"] or "",
+                       "recipe": r["targetRecipeId"] or "", "details": json.dumps(r["details"], sort_keys=True)}
+                      for r in rows],
+                     [("at", "AT"), ("actor", "ACTOR"), ("action", "ACTION"), ("target", "TARGET USER"),
+                      ("job", "JOB"), ("recipe", "RECIPE"), ("details", "DETAILS")]))
 
 
 def cmd_recipes_create(rt, args):
@@ -301,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     qs.set_defaults(func=cmd_queue_status)
     queue.add_parser("tick", help="one queue tick").set_defaults(func=cmd_queue_tick)
 
+    a = sub.add_parser("audit", help="the audit trail, newest first (a table; JSON with --json)")
+    a.add_argument("--since", help="ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+    a.add_argument("--actor", help="username of who acted")
+    a.add_argument("--action", help="one action, e.g. top_up")
+    a.add_argument("--limit", type=int, default=500)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_audit)
+
     i = sub.add_parser("instant", help="one instant claim, prints the API's JSON body")
     i.add_argument("recipe_id", type=int)
     i.add_argument("--user", required=True)
@@ -329,15 +359,19 @@ def main(argv: list[str] | None = None, *, worker: Callable[[object], None] | No
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
-    from . import storage
+    from . import audit, storage
 
     try:
         if args.func is not cmd_db_upgrade and args.func is not cmd_simulator:
             storage.upgrade(rt.store)
-        args.func(rt, args)
+        with audit.request_context():  # one request id per command, carried by its audit rows
+            args.func(rt, args)
     except Refused as e:
         _print({"message": str(e)})
         return 1
+    except BadUsage as e:
+        print(f"{build_parser().prog}: error: {e}", file=sys.stderr)
+        return 2
     except storage.DatabaseUnavailable as e:
         print(f"database unavailable: {e}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from . import forms
+from . import audit, forms
 from .storage import Conflict, catalog, pool, stats
 
 DEFAULT_MODEL = "fal-ai/veo3/fast"
@@ -61,12 +61,19 @@ def list_recipes(rt, *, active_only: bool = True) -> list:
         return catalog.list_recipes(s, active_only=active_only)
 
 
-def set_min_backlog(rt, recipe_id: int, value: int | None) -> None:
+def set_min_backlog(rt, recipe_id: int, value: int | None, *, actor_id: str | None = None) -> None:
+    """Override a recipe's backlog minimum (``None``: back to ``DELULA_MIN_BACKLOG``), with a
+    ``set_minimum`` audit row naming ``actor_id`` in the same transaction."""
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000):
         raise RecipeError("min backlog must be a whole number from 0 to 1000, or empty for the default")
     with rt.store.begin() as s:
-        if not catalog.set_min_backlog(s, recipe_id, value):
+        before = catalog.get_recipe(s, recipe_id)
+        if before is None:
             raise RecipeError(f"no recipe {recipe_id}")
+        previous = before.min_backlog
+        catalog.set_min_backlog(s, recipe_id, value)
+        audit.record(s, now=rt.now(), actor_id=actor_id, action="set_minimum", target_recipe_id=recipe_id,
+                     before=previous, after=value)
     rt.invalidate()
 
 

@@ -28,6 +28,7 @@ from .access import AccessDenied, SessionUser, current_user, no_access
 
 NAV = (("Overview", "/", "exact"), ("Recipes", "/recipes", "partial"), ("Queue", "/queue", "partial"),
        ("Maintenance", "/maintenance", "partial"))
+OPS_NAV = (("Audit", "/audit", "partial"),)   # shown to ops only
 
 # Dash's own routes (endpoint names are the rule paths, see dash.Dash._add_url).
 DASH_DATA_ENDPOINTS = frozenset({"/_dash-layout", "/_dash-dependencies", "/_dash-update-component",
@@ -114,8 +115,9 @@ def shell(user: SessionUser, content) -> html.Div:
 
 
 def navbar(user: SessionUser) -> dbc.Navbar:
+    entries = (NAV + (OPS_NAV if user.is_ops else ())) if user.is_staff else ()
     links = [dbc.NavItem(dbc.NavLink(label, href=href, active=match, id=f"nav-{label.lower()}"))
-             for label, href, match in NAV] if user.is_staff else []
+             for label, href, match in entries]
     return dbc.Navbar(dbc.Container([
         html.A([html.Span("D", className="brand-mark brand-mark-sm me-2"), html.Span("Delula backlog")],
                href="/", className="navbar-brand d-flex align-items-center fw-semibold"),

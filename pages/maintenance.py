@@ -250,9 +250,9 @@ def refresh_minimums(_version):
 def run_maintenance(n_clicks, version):
     if not n_clicks:
         raise PreventUpdate
-    access.require("ops")
+    user = access.require("ops")
     rt = runtime.current()
-    result = schedule.run_now(rt, MAINTENANCE_JOB)
+    result = schedule.run_now(rt, MAINTENANCE_JOB, actor_id=user.id)
     names = {r.id: r.name for r in recipes.list_recipes(rt)}
     color, text = run_summary(result, names)
     return (dbc.Alert(text, color=color, dismissable=True, className="mb-4", id="mt-run-alert"),
@@ -268,13 +268,13 @@ def save_minimum(_saves, _resets, values, version):
     trigger = ctx.triggered_id
     if not trigger or not any(t.get("value") for t in ctx.triggered):
         raise PreventUpdate  # buttons (re)rendered, not clicked
-    access.require("ops")
+    user = access.require("ops")
     recipe_id = trigger["recipe"]
     ids = [s["id"]["recipe"] for s in ctx.states_list[0]]
     rt = runtime.current()
     try:
         value = None if trigger["type"] == "mt-min-reset" else parse_minimum(values[ids.index(recipe_id)])
-        recipes.set_min_backlog(rt, recipe_id, value)
+        recipes.set_min_backlog(rt, recipe_id, value, actor_id=user.id)
     except (ValueError, recipes.RecipeError) as e:
         return dbc.Alert(str(e), color="danger", dismissable=True, id="mt-min-alert"), dash.no_update
     name = next((r.name for r in recipes.list_recipes(rt) if r.id == recipe_id), f"recipe {recipe_id}")

@@ -20,7 +20,7 @@ from tests.support.dash import signed_in
 from tests.support.db import db_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("/", "/recipes", "/queue", "/maintenance", "/generations/1")
+PAGES = ("/", "/recipes", "/queue", "/maintenance", "/audit", "/generations/1")
 SQL_META = ["'; DROP TABLE users; --", "\" OR 1=1 --", "%' OR '%'='", "\\'; SELECT pg_sleep(5); --",
             "1; DELETE FROM generations", "$$ || $$", "\x00"]
 
@@ -110,7 +110,9 @@ def test_role_user_cannot_see_others_or_act_for_them(world):
     assert client.get("/api/backlog", headers=h).status_code == 403
     before = db_snapshot(rt)
     r = client.post("/api/generate/instant", json={"recipeId": 1, "targetUserId": users["user"][0].id}, headers=h)
-    assert r.status_code == 403 and db_snapshot(rt) == before
+    after = db_snapshot(rt)
+    assert after.pop("events") == before.pop("events") + 1     # the refused attempt is recorded (forbidden)
+    assert r.status_code == 403 and after == before
 
 
 def test_tokens_are_stored_hashed_and_revoked_from_the_cli(world):
