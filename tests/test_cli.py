@@ -95,3 +95,21 @@ def test_bad_configuration_exits_2_naming_the_variable(cli, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "delula", "db", "upgrade"], cwd=tmp_path, capture_output=True,
                           text=True, env={**os.environ, "DELULA_MIN_BACKLOG": "lots", "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and "DELULA_MIN_BACKLOG" in proc.stderr
+
+
+def test_audit_lists_the_trail_as_a_table_or_json(cli):
+    """``users grant`` is audited (a ``top_up`` by the command line, under the command's request
+    id); ``audit`` reads the trail with filters, and refuses a value it cannot use with exit 2."""
+    cli("users", "create", "carol", "--test")
+    cli("users", "grant", "carol", "7")
+    cli("users", "grant", "carol", "3")
+    table = cli("audit").stdout.splitlines()
+    assert table[0].split()[:3] == ["AT", "ACTOR", "ACTION"] and len(table) == 3
+    assert "(system)" in table[1] and "top_up" in table[1] and "carol" in table[1] and '"credits": 3' in table[1]
+    events = _json(cli("audit", "--json", "--action", "top_up"))["events"]
+    assert [e["details"]["credits"] for e in events] == [3, 7]
+    assert events[0]["requestId"] and events[0]["requestId"] != events[1]["requestId"]
+    assert _json(cli("audit", "--json", "--actor", "carol"))["events"] == []
+    assert _json(cli("audit", "--json", "--since", "2999-01-01T00:00:00Z"))["events"] == []
+    for bad in (["--since", "yesterday"], ["--action", "steal"], ["--limit", "0"]):
+        assert "error" in cli("audit", *bad, expect=2).stderr

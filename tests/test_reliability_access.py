@@ -20,7 +20,7 @@ import pytest
 
 from delula import auth, claims, generations, recipes
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, jobs
-from delula.storage.models import CreditTransaction
+from delula.storage.models import ClaimEvent, CreditTransaction
 from tests.support.dash import login, signed_in
 from tests.support.db import db_snapshot
 from tests.support.factories import add_pool_items
@@ -200,3 +200,83 @@ def test_sign_in_failures_are_limited_per_address_over_many_names(plain):
     r = login(client, "acc_ops", "pw-ops-123")
     assert r.status_code == 429
     assert client.get("/_dash-layout").status_code == 401
+
+
+# --- staff act for test accounts only (issue 13) ----------------------------------------------------
+
+def test_the_dashboard_refuses_a_real_account_in_the_callback_itself(plain):
+    """The acting-as list offers test accounts only; a hand-made Instant callback for a real
+    customer is refused by the callback (the attempt recorded as ``forbidden``, nothing else
+    changed), and so are Generate and top-up, for product staff and ops alike."""
+    rt, dash_app, users, recipe, _ = plain
+    rpages = importlib.import_module("pages.recipes")
+    real, _ = auth.create_user(rt, "acc_real", credits=20)
+    before = db_snapshot(rt)
+    for role in ("product", "ops"):
+        r = signed_in(dash_app, role).post("/_dash-update-component",
+                                           json=_instant_body(dash_app, recipe.id, real.id))
+        assert r.status_code == 200, r.get_data(as_text=True)[:300]
+        view = r.get_json()["response"]["recipes-claim"]["data"]
+        assert view["kind"] == "error" and "test accounts only" in view["message"]
+    for role in ("product", "ops"):
+        with _session_of(dash_app, f"acc_{role}"):
+            alert = rpages.submit_generation(1, recipe.id, real.id, [], [], [])[0]
+            assert "test accounts only" in str(alert.children)
+            is_open, message, icon, changed = rpages.top_up(1, real.id)
+            assert icon == "warning" and "test accounts only" in message
+    after = db_snapshot(rt)
+    assert after.pop("events") == before.pop("events") + 2 and after == before
+    with rt.store.begin() as s:
+        refused = s.query(ClaimEvent).filter_by(user_id=real.id).all()
+    assert [(e.outcome, e.actor_id) for e in refused] == [("forbidden", users["product"][0].id),
+                                                           ("forbidden", users["ops"][0].id)]
+    assert recipes.available_count(rt, recipe.id) == 3
+    offered = {u.id for u in auth.test_users(rt)}
+    assert offered == {u.id for u in auth.list_users(rt, ("user",)) if u.is_test}
+    assert users["user"][0].id in offered and real.id not in offered
+
+
+def test_the_audit_trail_is_for_ops_only_everywhere(plain):
+    """``/audit``, its callbacks and ``GET /api/audit``: ops only. A product session gets the
+    page's notice and 403 from the callbacks; a role ``user`` session is stopped at the gate."""
+    rt, dash_app, users, recipe, _ = plain
+    show = next(k for k in dash_app.callback_map if "audit-grid.rowData" in k)
+    download = next(k for k in dash_app.callback_map if "audit-download.data" in k)
+    filters = [{"id": i, "property": "value", "value": None}
+               for i in ("audit-actor", "audit-action", "audit-since", "audit-until")]
+    bodies = {
+        show: {"output": show, "outputs": [{"id": "audit-grid", "property": "rowData"},
+                                           {"id": "audit-feedback", "property": "children"}],
+               "inputs": filters, "state": [], "changedPropIds": []},
+        download: {"output": download, "outputs": {"id": "audit-download", "property": "data"},
+                   "inputs": [{"id": "audit-download-btn", "property": "n_clicks", "value": 1}], "state": filters,
+                   "changedPropIds": ["audit-download-btn.n_clicks"]},
+    }
+    auth.top_up(rt, users["product"][0], users["user"][0].id, 5)    # one row to read
+    for role, expected in (("user", 403), ("product", 403), ("ops", 200)):
+        client = signed_in(dash_app, role)
+        for key, body in bodies.items():
+            r = client.post("/_dash-update-component", json=body)
+            assert r.status_code == expected, (role, key, r.get_data(as_text=True)[:200])
+        api = client.get("/api/audit", headers={"Authorization": f"Bearer {users[role][1]}"})
+        assert api.status_code == expected
+    ops = signed_in(dash_app, "ops")
+    rows = ops.post("/_dash-update-component", json=bodies[show]).get_json()["response"]["audit-grid"]["rowData"]
+    assert [(r["actor"], r["action"], r["targetUser"]) for r in rows] == [("acc_product", "top_up", "acc_user")]
+    csv = ops.post("/_dash-update-component", json=bodies[download]).get_json()["response"]["audit-download"]["data"]
+    assert csv["filename"].endswith(".csv") and "acc_product,u_" in csv["content"].replace('"', "")
+    with _session_of(dash_app, "acc_product"):
+        page = importlib.import_module("pages.audit").layout()
+    assert page.id == "audit-ops-only"
+    nav = [getattr(link.children, "id", None) for link in importlib.import_module("pages.layout").navbar(
+        access_user(users["ops"][0])).children.children[1].children]
+    assert "nav-audit" in nav
+    product_nav = [getattr(link.children, "id", None) for link in importlib.import_module("pages.layout").navbar(
+        access_user(users["product"][0])).children.children[1].children]
+    assert "nav-audit" not in product_nav
+
+
+def access_user(user):
+    from pages.access import SessionUser
+
+    return SessionUser(id=user.id, username=user.username, role=user.role)
