@@ -75,8 +75,9 @@ def layout(**_query):
         html.Div(id="audit-feedback"),
         dag.AgGrid(id="audit-grid", rowData=[], columnDefs=COLUMNS,
                    defaultColDef={"sortable": True, "resizable": True}, getRowId="params.data.id",
-                   dashGridOptions={"overlayNoRowsTemplate": "No audit events match.", "animateRows": False,
-                                    "suppressCellFocus": True, "tooltipShowDelay": 300},
+                   dashGridOptions={"noRowsOverlayComponent": "DelulaNoRows",   # HTML templates are blocked
+                                    "noRowsOverlayComponentParams": {"message": "No audit events match."},
+                                    "animateRows": False, "suppressCellFocus": True, "tooltipShowDelay": 300},
                    className="audit-grid", style={"height": "calc(100vh - 18rem)", "minHeight": "420px"}),
         dcc.Download(id="audit-download"),
     ], id="audit-page")
