@@ -418,12 +418,13 @@ def respond(kind: str, recipe_id: int, acting_as: str | None) -> dict:
     recipe = _recipe(rt, recipe_id)
     if kind == "generate":
         return _show_generate(recipe, acting_as, rt)
+    refusal = _refusal(rt, staff, acting_as) if acting_as else None
     if not acting_as:
         view = {"kind": "error", "color": "warning", "title": "No test user",
                 "message": "Choose who to act as first (create a test user if the list is empty)."}
-    elif _refusal(rt, staff, acting_as) is not None:
+    elif refusal is not None:
         claims.refused(rt, recipe_id=recipe_id, user_id=acting_as, actor_id=staff.id)
-        view = {"kind": "error", "color": "danger", "title": "Not allowed", "message": _refusal(rt, staff, acting_as)}
+        view = {"kind": "error", "color": "danger", "title": "Claim refused", "message": refusal}
     else:
         view = claim_view(claims.instant_claim(rt, recipe_id=recipe_id, user_id=acting_as, actor_id=staff.id))
     view.update(recipeId=recipe_id, at=time.time())

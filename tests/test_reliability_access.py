@@ -58,7 +58,8 @@ def test_the_dashboard_never_claims_or_queues_for_the_system_user(plain):
     """A product session posts the Instant callback with ``acting_as = system_backlog`` (the
     page never offers it). Before the fix the item was "claimed" by its own pool owner: charged
     to the system user (who may go negative), left in the pool, and claimable — and charged —
-    again. Now the claim is refused as invalid (and counted as such) and nothing else changes."""
+    again. Now the claim is refused (the dashboard acts for test accounts only; the attempt is
+    counted, as ``forbidden``) and nothing else changes."""
     rt, dash_app, users, recipe, _ = plain
     before = db_snapshot(rt)
     client = signed_in(dash_app, "product")
@@ -67,7 +68,7 @@ def test_the_dashboard_never_claims_or_queues_for_the_system_user(plain):
     view = r.get_json()["response"]["recipes-claim"]["data"]
     assert view["kind"] == "error" and view["title"] == "Claim refused"
     after = db_snapshot(rt)
-    assert after.pop("events") == before.pop("events") + 1            # one attempt, recorded as invalid
+    assert after.pop("events") == before.pop("events") + 1            # one attempt, recorded as refused
     assert after == before
     assert recipes.available_count(rt, recipe.id) == 3
 
