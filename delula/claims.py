@@ -1,9 +1,12 @@
 """The instant claim: one transaction that hands a finished backlog generation to a user.
 
-Order (SPEC §5): recipe exists and is active → cooldown → credits → pool → claim. The claim,
-the conditional credit deduction, the ledger row, the recipe usage counter, the generation's
-``metadata.isInstant``/``claimedAt``, the cooldown and the claim event commit together or not at
-all. Lock order is fixed — idempotency key, then the credited user's row, then one pool row — so
+Order (SPEC §5): may the actor claim for this user → recipe exists and is active → cooldown →
+credits → pool → claim. Staff act for another user as ``storage.may_act_for`` says (ops for any
+account, product staff for test accounts; anyone else is ``forbidden``, 403). The claim, the
+conditional credit deduction, the ledger row (naming the actor), the recipe usage counter, the
+generation's ``metadata.isInstant``/``claimedAt``/``generatedAt`` (its ``created_at`` becomes the
+claim time, ``credits_charged`` the cost), the cooldown, the claim event and — for another user —
+the ``claim_for_user`` audit row commit together or not at all. Lock order is fixed — idempotency key, then the credited user's row, then one pool row — so
 concurrent claims never deadlock, and ``FOR UPDATE SKIP LOCKED`` lets them take different rows.
 How the database does it is storage's business (``storage/pool.py``: on PostgreSQL one call of
 the function in ``storage/sql/instant_claim_v*.sql``, one round trip).
@@ -11,7 +14,8 @@ the function in ``storage/sql/instant_claim_v*.sql``, one round trip).
 The contract is the :class:`Outcome` and the typed fields of :class:`ClaimResult`. One mapping,
 :func:`response`, turns a result into the HTTP status and JSON body of SPEC §6 (the API answers
 it, the CLI prints it); the dashboard switches on the outcome. An idempotent replay stores the
-outcome and the body, and gives back the same result.
+outcome, the body and a hash of what was asked (:func:`request_hash`), and gives back the same
+result for the same request; the key with another request is ``key_reused`` (422).
 """
 from __future__ import annotations
 

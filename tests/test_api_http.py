@@ -80,7 +80,8 @@ def test_every_status_of_the_spec_over_http(pg_url, make_runtime):
         assert http.get(f"{base}/api/openapi.json", timeout=TIMEOUT).json()["openapi"].startswith("3.")
         r = http.get(f"{base}/metrics", timeout=TIMEOUT)
         assert r.status_code == 200 and "delula_backlog_ready" in r.text
-    assert events(rt) == ["claimed", "rate_limited", "insufficient_credits", "invalid", "no_backlog", "race"]
+    assert events(rt) == ["claimed", "rate_limited", "insufficient_credits", "forbidden", "invalid", "no_backlog",
+                          "race"]
 
 
 def test_unreachable_database_is_503_over_http(make_runtime):
