@@ -37,7 +37,7 @@ def _json(proc):
 
 def test_users_create_prints_a_token_that_is_stored_hashed(cli):
     created = _json(cli("users", "create", "alice", "--credits", "5"))
-    assert set(created) == {"id", "username", "role", "credits", "token"}
+    assert set(created) == {"id", "username", "role", "credits", "isTest", "token"}
     assert created["username"] == "alice" and created["role"] == "user" and created["credits"] == 5
     assert len(created["token"]) >= 32
     rt = Runtime.from_settings(Settings(database_url=cli.url))
@@ -70,7 +70,7 @@ def test_instant_refuses_cleanly_then_claims(cli):
 def test_grant_recipes_and_revoke(cli):
     cli("users", "create", "bob")
     assert _json(cli("users", "grant", "bob", "12"))["credits"] == 12
-    assert "credits" in _json(cli("users", "grant", "bob", "-3", expect=1))["message"]
+    assert "negative" in cli("users", "grant", "bob", "-3", expect=2).stderr   # a bad value: usage (issue 13)
     assert _json(cli("users", "revoke-token", "bob"))["revoked"] == 1
     variables = json.dumps([{"id": "mood", "label": "Mood", "type": "radio", "required": True,
                              "options": [{"label": "Calm", "value": "calm"}]}])
@@ -79,8 +79,8 @@ def test_grant_recipes_and_revoke(cli):
     assert recipe["id"] >= 1 and recipe["slug"] == "calm-sea" and recipe["minBacklog"] == 4
     assert "variables" in _json(cli("recipes", "create", "--name", "Bad", "--credit-cost", "1",
                                     "--variables", '[{"id": "x", "type": "video"}]', expect=1))["message"]
-    assert "JSON" in _json(cli("recipes", "create", "--name", "Bad", "--credit-cost", "1",
-                               "--variables", "{nope", expect=1))["message"]
+    assert "JSON" in cli("recipes", "create", "--name", "Bad", "--credit-cost", "1",
+                         "--variables", "{nope", expect=2).stderr                # a bad value: usage (issue 13)
 
 
 def test_bad_usage_exits_2(cli):

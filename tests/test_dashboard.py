@@ -187,11 +187,11 @@ def pages(dash_app):
 
 @contextmanager
 def signed_in(dash_app, username: str):
-    from flask import session
+    from pages.access import start_session
 
     user = auth.get_user(dash_app.server.extensions["delula"], username=username)
     with dash_app.server.test_request_context("/_dash-update-component", method="POST"):
-        session["uid"] = user.id
+        start_session(user.id, user.session_epoch)   # as the sign-in form does
         yield user
 
 
