@@ -204,3 +204,40 @@ def test_sign_in_failures_are_limited_per_address_over_many_names(plain):
     r = login(client, "acc_ops", "pw-ops-123")
     assert r.status_code == 429
     assert client.get("/_dash-layout").status_code == 401
+
+
+# --- sessions that have ended ---------------------------------------------------------------------
+
+def _end_by_signing_out(rt, dash_app, client):
+    """Sign out in another session of the same user (the client holds a copy of its cookie)."""
+    signed_in(dash_app, "product").post("/logout")
+
+
+ENDINGS = {
+    "signed out elsewhere": _end_by_signing_out,
+    "new password": lambda rt, dash_app, client: auth.set_password(rt, "acc_product", "another-password"),
+    "new role": lambda rt, dash_app, client: auth.set_role(rt, "acc_product", "ops"),
+    "deactivated": lambda rt, dash_app, client: auth.deactivate(rt, "acc_product"),
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_every_page_route_and_callback_refuses_a_session_that_has_ended(plain, ending):
+    """A product session works everywhere; once it has ended on the server (issue 13), every
+    page and ``/account`` send it to sign in, and Dash's data routes and every callback are
+    401 — with the cookie it had, unchanged."""
+    rt, dash_app, _, _, _ = plain
+    client = signed_in(dash_app, "product")
+    pages = ("/", "/recipes", "/queue", "/maintenance", "/generations/1", "/account")
+    assert all(client.get(path).status_code == 200 for path in pages)
+    ENDINGS[ending](rt, dash_app, client)
+    before = db_snapshot(rt)
+    for path in pages:
+        r = client.get(path)
+        assert r.status_code == 302 and r.headers["Location"].startswith("/login?next="), path
+    for path in ("/_dash-layout", "/_dash-dependencies"):
+        assert client.get(path).status_code == 401, path
+    for key in dash_app.callback_map:
+        r = client.post("/_dash-update-component", json={"output": key, "outputs": [], "inputs": [], "state": []})
+        assert r.status_code == 401 and r.is_json, key
+    assert db_snapshot(rt) == before
