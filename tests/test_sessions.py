@@ -292,3 +292,21 @@ def test_the_cookie_is_secure_when_asked(sqlite_url, make_runtime):
         cookie = r.headers["Set-Cookie"]
         assert cookie.startswith("delula_session=") and ("; Secure" in cookie) is secure
         assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_housekeeping_forgets_the_counts_of_windows_that_have_passed(db_url, make_runtime):
+    """Attempts under usernames nobody has (an attacker's choice) must not pile up for ever."""
+    from delula import housekeeping, sign_in
+
+    clock = ManualClock(datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc))
+    rt = make_runtime(db_url, clock=clock)
+    auth.ensure_system_user(rt)
+    for i in range(3):
+        assert sign_in.attempt(rt, f"nobody_{i}", "wrong", "192.0.2.1").user is None
+    clock.advance(14 * 60)
+    assert sign_in.attempt(rt, "nobody_new", "wrong", "192.0.2.2").user is None
+    clock.advance(2 * 60)
+    assert housekeeping.prune(rt)["signInCountsDeleted"] == 4      # three names and 192.0.2.1
+    with rt.store.begin() as s:
+        assert {(f.scope, f.key) for f in s.query(SignInFailure)} == {("username", "nobody_new"),
+                                                                     ("address", "192.0.2.2")}
