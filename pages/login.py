@@ -73,7 +73,7 @@ def login_submit():
     if outcome.retry_after_s is not None:
         minutes = max(1, round(outcome.retry_after_s / 60))
         return _page(next_=next_, username=username, status=429,
-                     error=f"Too many sign-in attempts. Wait {minutes} minutes, then try again.",
+                     error=f"Too many failed sign-ins. Wait {minutes} minutes, then try again.",
                      headers={"Retry-After": str(outcome.retry_after_s)})
     if outcome.user is None:
         return _page(next_=next_, username=username, status=401, error="Wrong username or password.")
