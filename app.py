@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dash
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from delula import api, auth, demo, logs, scheduler, simulator, storage
 from delula.config import ConfigError, Settings
@@ -24,6 +25,12 @@ from delula.runtime import Runtime
 
 HERE = Path(__file__).parent
 BOOT_RETRY_S = 2.0
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",                              # no page of ours inside another site's frame
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",                    # a file is what its Content-Type says
+    "Referrer-Policy": "same-origin",                       # our URLs stay with us
+}
 log = logging.getLogger("delula.app")
 
 
@@ -58,9 +65,18 @@ def create_app(rt: Runtime | None = None, *, start_scheduler: bool | None = None
     server = app.server
     server.extensions["delula"] = rt
     server.secret_key = auth.secret_key(rt)
+    # The session's lifetime is absolute (``pages.access`` checks the sign-in time it holds): the
+    # cookie is re-signed only when the session changes, never by the dashboard's refreshes.
     server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-                         SESSION_COOKIE_NAME="delula_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
-                         MAX_CONTENT_LENGTH=64 * 1024)
+                         SESSION_COOKIE_NAME="delula_session", SESSION_COOKIE_SECURE=rt.settings.cookie_secure,
+                         PERMANENT_SESSION_LIFETIME=timedelta(hours=rt.settings.session_hours),
+                         SESSION_REFRESH_EACH_REQUEST=False, MAX_CONTENT_LENGTH=64 * 1024)
+    if rt.settings.trusted_proxies:
+        # the client's address (and scheme) as the trusted proxies in front saw it, e.g. for the
+        # sign-in throttle; with none, X-Forwarded-* headers are anybody's and are ignored
+        hops = rt.settings.trusted_proxies
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)
+    server.after_request(_security_headers)
     api.init_app(server, rt)
     _mount_simulator(server, rt)
     from pages import layout as page_layout
@@ -85,6 +101,12 @@ def create_app_when_the_database_answers(rt: Runtime | None = None) -> dash.Dash
         except storage.DatabaseUnavailable as e:
             log.warning("database unavailable at start-up (%s); trying again in %g s", e, BOOT_RETRY_S)
             time.sleep(BOOT_RETRY_S)
+
+
+def _security_headers(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _warm(app: dash.Dash) -> None:

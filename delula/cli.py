@@ -1,6 +1,10 @@
 """``python -m delula``: the same operations as the dashboard and the API, from a terminal.
 
-Exit status: 0 success, 1 a refused operation (e.g. no backlog), 2 bad usage.
+Exit status: 0 success, 1 a refused operation (e.g. no backlog), 2 bad usage (including a value
+no command could take, e.g. a negative amount or invalid JSON). The global options
+(``--database-url``) may come before or after the command.
+
+Account changes made here are audited with no actor (the CLI has no user) and ``via: cli``.
 """
 from __future__ import annotations
 
@@ -142,15 +146,65 @@ def cmd_audit(rt, args):
                       ("job", "JOB"), ("recipe", "RECIPE"), ("details", "DETAILS")]))
 
 
+def cmd_users_set_password(rt, args):
+    from . import auth
+
+    password = _read_password(args.password_stdin)
+    try:
+        auth.set_password(rt, args.name, password)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "passwordChanged": True})
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line of stdin, or asked twice at the terminal (not echoed)."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("New password: ")
+    if getpass.getpass("New password, again: ") != password:
+        raise Refused("the two passwords differ")
+    return password
+
+
+def cmd_users_set_role(rt, args):
+    from . import auth
+
+    try:
+        user = auth.set_role(rt, args.name, args.role)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print(auth.user_json(user))
+
+
+def cmd_users_issue_token(rt, args):
+    from . import auth
+
+    try:
+        token = auth.issue_token(rt, args.name)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "token": token})
+
+
+def cmd_users_deactivate(rt, args):
+    from . import auth
+
+    try:
+        revoked = auth.deactivate(rt, args.name)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "active": False, "tokensRevoked": revoked})
+
+
 def cmd_recipes_create(rt, args):
     from . import recipes
 
     try:
-        variables = json.loads(args.variables) if args.variables else []
-    except ValueError as e:
-        raise Refused(f"--variables is not valid JSON: {e}") from None
-    try:
-        recipe = recipes.create_recipe(rt, name=args.name, credit_cost=args.credit_cost, variables=variables,
+        recipe = recipes.create_recipe(rt, name=args.name, credit_cost=args.credit_cost,
+                                       variables=args.variables or [],
                                        model_id=args.model_id, min_backlog=args.min_backlog,
                                        is_active=not args.inactive, description=args.description or "")
     except recipes.RecipeError as e:
@@ -254,6 +308,39 @@ def cmd_simulator(rt, args):
 
 # --- parser ---------------------------------------------------------------------------------
 
+def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--database-url", default=default,
+                        help="SQLAlchemy URL (default: DELULA_DATABASE_URL or sqlite:///delula.db)")
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of a command (and of its group): it takes the global options too, so they may
+    follow the command. Their default is to be absent, so a value given before the command stays."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, argparse.SUPPRESS)
+
+
+def _natural(value: str) -> int:
+    """A whole number of at least 0 (a bad one exits 2)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {number}")
+    return number
+
+
+def _json_list(value: str) -> list:
+    """``--variables``: JSON (a bad one exits 2; what the list holds, the recipe checks)."""
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+
+
 def _simulator_key(value: str) -> str:
     """``simulator --key``: checked like ``DELULA_SIMULATOR_KEY`` (a bad one exits 2)."""
     try:
@@ -264,8 +351,8 @@ def _simulator_key(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m delula", description="Delula backlog operations.")
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: DELULA_DATABASE_URL or sqlite:///delula.db)")
-    sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    _add_global_options(p, None)
+    sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
     def group(name, help_):
         g = sub.add_parser(name, help=help_)
@@ -282,23 +369,37 @@ def build_parser() -> argparse.ArgumentParser:
     c = users.add_parser("create", help="create a user and print its API token")
     c.add_argument("name")
     c.add_argument("--role", default="user", choices=["user", "product", "ops"])
-    c.add_argument("--credits", type=int, default=0)
+    c.add_argument("--credits", type=_natural, default=0)
     c.add_argument("--password")
     c.add_argument("--test", action="store_true", help="a test account: product staff may act for it")
     c.set_defaults(func=cmd_users_create)
     g = users.add_parser("grant", help="add credits (a ledger row)")
     g.add_argument("name")
-    g.add_argument("amount", type=int)
+    g.add_argument("amount", type=_natural)
     g.set_defaults(func=cmd_users_grant)
     r = users.add_parser("revoke-token", help="revoke every API token of the user")
     r.add_argument("name")
     r.set_defaults(func=cmd_users_revoke_token)
+    t = users.add_parser("issue-token", help="issue a new API token and print it")
+    t.add_argument("name")
+    t.set_defaults(func=cmd_users_issue_token)
+    sp = users.add_parser("set-password", help="set the password (asked twice); ends the user's sessions")
+    sp.add_argument("name")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    sp.set_defaults(func=cmd_users_set_password)
+    sr = users.add_parser("set-role", help="change the role; ends the user's sessions")
+    sr.add_argument("name")
+    sr.add_argument("role", choices=["user", "product", "ops"])
+    sr.set_defaults(func=cmd_users_set_role)
+    d = users.add_parser("deactivate", help="no more sign-in or API access: tokens revoked, sessions ended")
+    d.add_argument("name")
+    d.set_defaults(func=cmd_users_deactivate)
 
     recipes = group("recipes", "recipes")
     rc = recipes.add_parser("create", help="create a recipe, print its JSON")
     rc.add_argument("--name", required=True)
     rc.add_argument("--credit-cost", type=int, required=True)
-    rc.add_argument("--variables", help="JSON list of fields (SPEC §4)")
+    rc.add_argument("--variables", type=_json_list, help="JSON list of fields (SPEC §4)")
     rc.add_argument("--model-id", default="fal-ai/veo3/fast")
     rc.add_argument("--min-backlog", type=int)
     rc.add_argument("--description")

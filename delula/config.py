@@ -43,6 +43,9 @@ class Settings:
     simulator_failure_rate: float = 0.05
     simulator_key: str | None = field(default=None, repr=False)
     admin_password: str | None = field(default=None, repr=False)
+    session_hours: float = 12.0          # a dashboard session ends this long after sign-in, used or not
+    cookie_secure: bool = False          # the session cookie only over HTTPS
+    trusted_proxies: int = 0             # reverse proxies in front whose X-Forwarded-For is believed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -70,6 +73,9 @@ class Settings:
                                             minimum=0, maximum=1),
             simulator_key=r.text("DELULA_SIMULATOR_KEY", None),
             admin_password=r.text("DELULA_ADMIN_PASSWORD", None),
+            session_hours=r.number("DELULA_SESSION_HOURS", cls.session_hours, minimum=0.001),
+            cookie_secure=r.switch("DELULA_COOKIE_SECURE", cls.cookie_secure),
+            trusted_proxies=r.integer("DELULA_TRUSTED_PROXIES", cls.trusted_proxies, minimum=0),
         )
         values.update(overrides)
         settings = cls(**values)

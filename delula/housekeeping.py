@@ -2,14 +2,16 @@
 
 - ``scheduler_runs``: the last :data:`KEEP_RUNS_PER_JOB` runs of each job;
 - ``queue_samples``: :data:`KEEP_SAMPLES` of them (the overview's longest range is a week);
-- idempotency keys: :data:`KEEP_IDEMPOTENCY_KEYS`, so a retried request is answered alike for a day.
+- idempotency keys: :data:`KEEP_IDEMPOTENCY_KEYS`, so a retried request is answered alike for a day;
+- sign-in attempt counts: those of windows that have passed (``sign_in.prune``).
 
-Each table is pruned in a short transaction of its own, so no lock is held across the three.
+Each table is pruned in a short transaction of its own, so no lock is held across them.
 """
 from __future__ import annotations
 
 from datetime import timedelta
 
+from . import sign_in
 from .storage import pool, stats
 from .storage import schedule as store_schedule
 
@@ -26,4 +28,6 @@ def prune(rt) -> dict:
         samples = stats.prune_queue_samples(s, rt.now() - KEEP_SAMPLES)
     with rt.store.begin() as s:
         keys = pool.prune_keys(s, rt.now() - KEEP_IDEMPOTENCY_KEYS)
-    return {"runsDeleted": runs, "samplesDeleted": samples, "idempotencyKeysDeleted": keys}
+    counts = sign_in.prune(rt)
+    return {"runsDeleted": runs, "samplesDeleted": samples, "idempotencyKeysDeleted": keys,
+            "signInCountsDeleted": counts}

@@ -20,7 +20,7 @@ from tests.support.dash import signed_in
 from tests.support.db import db_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("/", "/recipes", "/queue", "/maintenance", "/audit", "/generations/1")
+PAGES = ("/", "/recipes", "/queue", "/maintenance", "/audit", "/generations/1", "/account")
 SQL_META = ["'; DROP TABLE users; --", "\" OR 1=1 --", "%' OR '%'='", "\\'; SELECT pg_sleep(5); --",
             "1; DELETE FROM generations", "$$ || $$", "\x00"]
 

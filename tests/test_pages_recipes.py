@@ -15,12 +15,12 @@ import pytest
 from dash import dcc, html
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
-from flask import session
 
 from delula import audit, auth, forms, generations, recipes
 from delula.demo import RECIPES
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
 from delula.storage.models import CreditTransaction
+from pages.access import start_session
 from tests.support.factories import add_pool_items
 
 CAT_OLYMPICS, TINY_CHEF, RETRO_AD, DRONE, PET_SHOW, CLAYMATION, SKATE = range(1, 8)
@@ -69,7 +69,7 @@ def signed_in(dash_app, username: str = "admin"):
     rt = rt_of(dash_app)
     user = auth.get_user(rt, username=username)
     with dash_app.server.test_request_context("/_dash-update-component", method="POST"):
-        session["uid"] = user.id
+        start_session(user.id, user.session_epoch)   # as the sign-in form does
         yield user
 
 

@@ -11,6 +11,7 @@ Nothing outside ``delula.storage`` imports SQLAlchemy. Modules by area:
 - ``stats``     counts and aggregates for backlog, API and dashboard
 - ``schedule``  scheduler runs and leader
 - ``audit``     the audit trail (append-only)
+- ``throttle``  sign-in attempts per username and client address
 """
 from .db import Conflict, DatabaseUnavailable, Store, current_revision, upgrade
 from .models import (CLAIM_OUTCOMES, LEDGER_KINDS, ROLES, STAFF_ROLES, STATUSES, SYSTEM_BACKLOG_USER_ID, ApiToken,

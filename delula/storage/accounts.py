@@ -66,6 +66,20 @@ def set_password_hash(s: Session, user_id: str, password_hash: str) -> None:
     s.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
 
 
+def end_sessions(s: Session, user_id: str) -> int:
+    """Bump the user's session epoch: every session signed with an older one has ended. The new epoch."""
+    return s.scalar(update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1)
+                    .returning(User.session_epoch))
+
+
+def set_role(s: Session, user_id: str, role: str) -> None:
+    s.execute(update(User).where(User.id == user_id).values(role=role))
+
+
+def deactivate(s: Session, user_id: str) -> None:
+    s.execute(update(User).where(User.id == user_id).values(is_active=False))
+
+
 def change_credits(s: Session, user_id: str, amount: int, *, kind: str, now: datetime,
                    generation_id: int | None = None, allow_debit: bool = False,
                    cooldown_until: datetime | None = None, actor_id: str | None = None) -> int | None:
@@ -122,8 +136,8 @@ TOUCH_TOKEN = (update(ApiToken).where(*LIVE_TOKEN, or_(ApiToken.last_used_at.is_
                                                        ApiToken.last_used_at < bindparam("stale_before")))
                .values(last_used_at=bindparam("when")))
 """Marks that token used, unless it was within :data:`TOKEN_TOUCH_S` (a CTE on PostgreSQL)."""
-TOKEN_USER = select(User).join(ApiToken, ApiToken.user_id == User.id).where(*LIVE_TOKEN)
-"""The owner of that token."""
+TOKEN_USER = select(User).join(ApiToken, ApiToken.user_id == User.id).where(*LIVE_TOKEN, User.is_active.is_(True))
+"""The owner of that token, unless deactivated."""
 TOKEN_TOUCHED = TOUCH_TOKEN.returning(ApiToken.id).cte("touched")
 """The touch as a data-modifying CTE: a statement that adds it looks the token up and marks it at once."""
 _LOOKUP_AND_TOUCH = TOKEN_USER.add_cte(TOKEN_TOUCHED)  # PostgreSQL

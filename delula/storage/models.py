@@ -383,3 +383,14 @@ class AuditEvent(Base):
     details: Mapped[dict] = mapped_column(default=dict)
     request_id: Mapped[str | None] = mapped_column(String(64))
 
+
+
+class SignInFailure(Base):
+    """Sign-in attempts counted in a fixed window, per username and per client address
+    (migration 0011): the throttle every process of the deployment shares."""
+    __tablename__ = "sign_in_failures"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)    # "username" or "address"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
