@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from delula import audit, auth, claims, generations, queue_actions, recipes, schedule
+from delula import audit, auth, claims, generations, queue_actions, recipes, schedule, sign_in
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, stats
 from delula.storage.models import AuditEvent, ClaimEvent, CreditTransaction, Generation
 from tests.support.api import bearer, make_app
@@ -223,7 +223,7 @@ def test_parallel_staff_claims_for_test_and_real_accounts_keep_every_invariant(p
 def _setup_for_actions(rt):
     recipe = recipes.create_recipe(rt, name="Audited", credit_cost=2)
     add_pool_items(rt, recipe.id, 2)
-    ops, _ = auth.create_user(rt, "op", role="ops")
+    ops, _ = auth.create_user(rt, "op", role="ops", password=OPS_PASSWORD)
     pm, _ = auth.create_user(rt, "pm", role="product")
     tester, _ = auth.create_user(rt, "tess", credits=20, is_test=True)
     with rt.store.begin() as s:
@@ -255,7 +255,25 @@ AUDITED = {
         recipes.set_min_backlog(rt, r.id, 7, actor_id=ops.id), (ops.id, None, None, r.id)),
     "run_now": lambda rt, r, ops, pm, t, failed, pending: (
         schedule.run_now(rt, "backlog-maintenance", actor_id=ops.id), (ops.id, None, None, None)),
+    # accounts and sessions (the CLI acts with no actor; here ops act, as a future face would)
+    "sign_in": lambda rt, r, ops, pm, t, failed, pending: (
+        sign_in.attempt(rt, "op", OPS_PASSWORD, "10.0.0.1"), (ops.id, ops.id, None, None)),
+    "sign_in_failed": lambda rt, r, ops, pm, t, failed, pending: (
+        sign_in.attempt(rt, "op", "not-the-password", "10.0.0.1"), (None, ops.id, None, None)),
+    "sign_out": lambda rt, r, ops, pm, t, failed, pending: (
+        auth.sign_out(rt, pm.id, pm.session_epoch), (pm.id, pm.id, None, None)),
+    "password_change": lambda rt, r, ops, pm, t, failed, pending: (
+        auth.set_password(rt, "tess", "a-new-password", actor_id=ops.id), (ops.id, t.id, None, None)),
+    "role_change": lambda rt, r, ops, pm, t, failed, pending: (
+        auth.set_role(rt, "pm", "ops", actor_id=ops.id), (ops.id, pm.id, None, None)),
+    "token_issue": lambda rt, r, ops, pm, t, failed, pending: (
+        auth.issue_token(rt, "tess", actor_id=ops.id), (ops.id, t.id, None, None)),
+    "token_revoke": lambda rt, r, ops, pm, t, failed, pending: (
+        auth.revoke_tokens(rt, "tess", actor_id=ops.id), (ops.id, t.id, None, None)),
+    "deactivate": lambda rt, r, ops, pm, t, failed, pending: (
+        auth.deactivate(rt, "tess", actor_id=ops.id), (ops.id, t.id, None, None)),
 }
+OPS_PASSWORD = "op-password-1"
 
 
 @pytest.mark.parametrize("action", sorted(AUDITED))
@@ -272,7 +290,7 @@ def test_every_audited_action_writes_exactly_one_row(rt, action):
         (action, actor, target, job, recipe_id)
     assert row.request_id == "req-" + action
     (event,) = audit.events(rt)
-    assert event["actor"] == ("pm" if actor == pm.id else "op") and event["action"] == action
+    assert event["actor"] == {pm.id: "pm", ops.id: "op", None: None}[actor] and event["action"] == action
 
 
 def test_users_grant_is_a_top_up_by_nobody_in_particular(rt):
@@ -284,7 +302,7 @@ def test_users_grant_is_a_top_up_by_nobody_in_particular(rt):
 
 def test_dashboard_top_ups_are_bounded_and_for_test_accounts_only(rt):
     pm, _ = auth.create_user(rt, "pm", role="product")
-    ops, _ = auth.create_user(rt, "op", role="ops")
+    ops, _ = auth.create_user(rt, "op", role="ops", password=OPS_PASSWORD)
     tester, _ = auth.create_user(rt, "tess", is_test=True)
     real, _ = auth.create_user(rt, "real")
     assert auth.top_up(rt, pm, tester.id, rt.settings.topup_max)[1] == 100
