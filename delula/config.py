@@ -42,7 +42,7 @@ def masked_url(url: str) -> str:
         password = None
     if password is None:
         # unparsable or without a password: mask whatever sits between "user:" and the last "@"
-        return re.sub(r"^([^:/]+://[^:/@]*:)[^@]*@", r"\1***@", url)
+        return re.sub(r"^([^:/]+://[^:/@]*:).*@", r"\1***@", url)
     scheme, _, rest = url.partition("://")
     credentials, _, host = rest.rpartition("@")
     return f"{scheme}://{credentials.partition(':')[0]}:***@{host}"
