@@ -85,8 +85,8 @@ def update_recipe(rt, recipe_id: int, *, name=_UNSET, credit_cost=_UNSET, variab
                   min_backlog=_UNSET, actor_id: str | None = None):
     """Change the given fields of a recipe (the others stay), with a ``recipe_update`` audit row
     naming ``actor_id`` (``None``: the CLI) and each changed field's before and after, in the same
-    transaction. Returns the recipe; raises :class:`RecipeError` for a bad value or an unknown id
-    (``unknown`` set)."""
+    transaction. Returns the recipe; raises :class:`RecipeError` for a bad value,
+    :class:`UnknownRecipe` for an unknown id."""
     changes = {}
     if name is not _UNSET:
         changes["name"] = _checked_name(name)
@@ -106,10 +106,9 @@ def update_recipe(rt, recipe_id: int, *, name=_UNSET, credit_cost=_UNSET, variab
             raise UnknownRecipe(f"no recipe {recipe_id}")
         changed = {k: {"before": getattr(recipe, k), "after": v} for k, v in changes.items()
                    if getattr(recipe, k) != v}
-        catalog.update_recipe(s, recipe_id, **changes)
+        catalog.update_recipe(s, recipe_id, **changes)   # sets them on ``recipe`` too (one identity map)
         audit.record(s, now=rt.now(), actor_id=actor_id, action="recipe_update", target_recipe_id=recipe_id,
                      **changed)
-        recipe = catalog.get_recipe(s, recipe_id)
     rt.invalidate()
     return recipe
 
