@@ -168,6 +168,14 @@ def refused(rt, *, recipe_id: int, user_id: str, actor_id: str) -> ClaimResult:
     return ClaimResult(Outcome.FORBIDDEN)
 
 
+def record_refused_attempt(rt, user_id: str, recipe_id: int | None) -> None:
+    """A malformed claim request from an authenticated caller (the API's 400 for its body): one
+    ``invalid`` claim event, nothing else changes."""
+    with rt.store.begin() as s:
+        pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=rt.now(),
+                            actor_id=user_id)
+
+
 def request_hash(recipe_id: int, user_id: str) -> str:
     """What a claim asks for, hashed: an idempotency key repeated with another recipe or for
     another user is refused (422), not answered with the first claim."""

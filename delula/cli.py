@@ -212,6 +212,25 @@ def cmd_recipes_create(rt, args):
     _print(recipes.recipe_json(recipe))
 
 
+def cmd_recipes_update(rt, args):
+    from . import recipes
+
+    changes = {k: v for k, v in (("name", args.name), ("credit_cost", args.credit_cost),
+                                 ("is_active", args.active), ("min_backlog", args.min_backlog)) if v is not None}
+    if args.variables is not None:
+        try:
+            changes["variables"] = json.loads(args.variables)
+        except ValueError as e:
+            raise BadUsage(f"--variables is not valid JSON: {e}") from None
+    try:
+        recipe = recipes.update_recipe(rt, args.id, **changes)
+    except recipes.UnknownRecipe as e:
+        raise Refused(str(e)) from None
+    except recipes.RecipeError as e:
+        raise BadUsage(str(e)) from None
+    _print(recipes.recipe_json(recipe))
+
+
 def cmd_backlog_status(rt, args):
     from . import backlog
 
@@ -405,6 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--description")
     rc.add_argument("--inactive", action="store_true")
     rc.set_defaults(func=cmd_recipes_create)
+    ru = recipes.add_parser("update", help="change a recipe (audited), print its JSON")
+    ru.add_argument("id", type=int)
+    ru.add_argument("--name")
+    ru.add_argument("--credit-cost", type=int)
+    ru.add_argument("--variables", help="JSON list of fields (SPEC §4)")
+    ru.add_argument("--active", action=argparse.BooleanOptionalAction,
+                    help="--active offers and refills the recipe, --no-active (or --inactive) stops both")
+    ru.add_argument("--inactive", dest="active", action="store_false", help=argparse.SUPPRESS)
+    ru.add_argument("--min-backlog", type=int)
+    ru.set_defaults(func=cmd_recipes_update, active=None)
 
     backlog = group("backlog", "the backlog of ready generations")
     bs = backlog.add_parser("status", help="per recipe: completed, in flight, target, deficit")

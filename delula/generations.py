@@ -101,7 +101,7 @@ def create_user_generation(rt, *, user_id: str, recipe_id: int, form_data,
         if actor_id != user_id:
             audit.record(s, now=now, actor_id=actor_id, action="generate_for_user", target_user_id=user_id,
                          target_job_id=gen.id, target_recipe_id=recipe_id, credits=cost)
-        catalog.record_choices(s, recipe_id, clean)
+        catalog.record_choices(s, recipe_id, forms.countable(recipe.variables, clean))
         catalog.bump_usage_count(s, recipe_id)
         body = {"generation": generation_json(gen), "creditsCharged": cost, "creditsRemaining": balance}
     rt.invalidate()

@@ -65,8 +65,9 @@ class Runtime:
 
     def cache(self, name: str, *, ttl: float, maxsize: int = 256, keep: bool = False) -> TTLCache:
         """A named in-process TTL cache; :meth:`invalidate` empties it after writes. A ``keep``
-        cache holds state rather than copies of the database (e.g. sign-in failures): only
-        naming it empties it."""
+        cache holds state rather than copies of the database (e.g. sign-in failures), or a copy
+        allowed to be ``ttl`` old whatever is written (the metrics, which every claim would
+        otherwise recompute): only naming it empties it."""
         with self._lock:
             c = self._caches.get(name)
             if c is None:
@@ -86,12 +87,14 @@ class Runtime:
 
 
 class _LockedTTLCache(TTLCache):
-    """TTLCache is not thread-safe; web workers run threads."""
+    """TTLCache is not thread-safe; web workers run threads. Concurrent misses of one key share
+    one computation: the first computes, the others wait for it and read its value."""
 
     def __init__(self, *a, keep: bool = False, **kw):
         super().__init__(*a, **kw)
         self.lock = threading.RLock()
         self.keep = keep
+        self._computing: dict = {}   # key -> the lock its computation holds
 
     def get_or_compute(self, key, compute):
         with self.lock:
@@ -99,9 +102,20 @@ class _LockedTTLCache(TTLCache):
                 return self[key]
             except KeyError:
                 pass
-        value = compute()
-        with self.lock:
-            self[key] = value
+            flight = self._computing.setdefault(key, threading.Lock())
+        with flight:
+            with self.lock:
+                try:
+                    return self[key]   # computed while this thread waited
+                except KeyError:
+                    pass
+            try:
+                value = compute()
+                with self.lock:
+                    self[key] = value
+            finally:
+                with self.lock:
+                    self._computing.pop(key, None)
         return value
 
     def clear(self):

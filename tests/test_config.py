@@ -54,7 +54,9 @@ def test_fal_needs_a_key():
 
 def test_the_repr_hides_every_secret():
     s = Settings.from_env({"DELULA_SECRET_KEY": "session-s3cret", "FAL_KEY": "fal-s3cret",
-                           "DELULA_SIMULATOR_KEY": "sim-s3cret", "DELULA_ADMIN_PASSWORD": "admin-s3cret"})
+                           "DELULA_SIMULATOR_KEY": "sim-s3cret", "DELULA_ADMIN_PASSWORD": "admin-s3cret",
+                           "DELULA_METRICS_TOKEN": "metrics-s3cret",
+                           "DELULA_DATABASE_URL": "postgresql+psycopg://app:db-s3cret@h/delula"})
     assert (s.secret_key, s.fal_key, s.simulator_key) == ("session-s3cret", "fal-s3cret", "sim-s3cret")
     for text in (repr(s), str(s), repr(s.replace(min_backlog=1))):
         assert "s3cret" not in text and "Settings(" in text

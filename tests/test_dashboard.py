@@ -323,6 +323,33 @@ def test_run_maintenance_now_is_for_ops_and_reports_what_it_created(dash_app, pa
     assert "backlog-maintenance" in _text(jobs_table) and "ok" in _text(runs_table)
 
 
+def test_recipes_are_switched_on_and_off_by_ops_only(dash_app, pages, seeded):
+    """The maintenance page's toggle (issue 13): every recipe with its state; the buttons work
+    for ops only (checked in the callback); the change is audited with the ops user as actor."""
+    from pages.access import AccessDenied
+
+    from delula import audit
+
+    m = pages.maintenance
+    off = [{"prop_id": json.dumps({"recipe": 2, "to": "off", "type": "mt-active"}, separators=(",", ":"))
+            + ".n_clicks", "value": 1}]
+    auth.create_user(seeded, "pat", role="product", password="pw-product", with_token=False)
+    with signed_in(dash_app, "pat"):
+        table = m.refresh_active(0)
+        assert "Tiny Chef" in _text(table) and "Deactivate" in _text(table)
+        with pytest.raises(AccessDenied):
+            _run_in_callback_context(m.set_active, [1], 0, triggered=off)
+    assert recipes.get_recipe(seeded, 2).is_active
+    with signed_in(dash_app, "admin"):
+        alert, version = _run_in_callback_context(m.set_active, [1], 0, triggered=off)
+        assert (alert.color, version) == ("success", 1) and "Tiny Chef is inactive" in alert.children
+        assert "inactive" in _text(m.refresh_active(1)) and "Activate" in _text(m.refresh_active(1))
+    assert not recipes.get_recipe(seeded, 2).is_active
+    assert 2 not in {r["recipeId"] for r in backlog.status(seeded)}       # not refilled
+    [row] = audit.events(seeded, action="recipe_update")
+    assert row["actor"] == "admin" and row["details"] == {"is_active": {"before": True, "after": False}}
+
+
 def test_minimum_overrides_are_saved_by_ops_only(dash_app, pages, seeded):
     from pages.access import AccessDenied
 

@@ -21,7 +21,7 @@ from contextvars import copy_context
 
 import pytest
 
-from delula import auth, claims, generations, recipes
+from delula import audit, auth, claims, generations, recipes
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, jobs
 from delula.storage.models import ClaimEvent, CreditTransaction
 from tests.support.dash import login, signed_in
@@ -136,6 +136,9 @@ def _actions(recipe_id: int, acting_as: str, job: int) -> dict:
         "run maintenance": (lambda: mpages.run_maintenance(1, 0), ops),
         "save minimum": (lambda: _in_callback_context(mpages.save_minimum, [1], [None], [7], 0,
                                                       triggered=save_clicked, states_list=min_ids), ops),
+        "deactivate recipe": (lambda: _in_callback_context(mpages.set_active, [1], 0, triggered=[{
+            "prop_id": json.dumps({"recipe": recipe_id, "to": "off", "type": "mt-active"}, separators=(",", ":"))
+            + ".n_clicks", "value": 1}]), ops),
     }
 
 
@@ -160,7 +163,7 @@ def test_every_dashboard_action_checks_the_role_in_the_callback_itself(plain):
             with _session_of(dash_app, f"acc_{role}"), pytest.raises(AccessDenied):
                 call()
             refused.append((role, name))
-    assert len(refused) == 7 + 4
+    assert len(refused) == 8 + 5   # issue 13 added the recipe toggle (ops)
     assert db_snapshot(rt) == before
     assert recipe.min_backlog is None and recipes.get_recipe(rt, recipe.id).min_backlog is None
 
@@ -171,9 +174,14 @@ def test_every_dashboard_action_checks_the_role_in_the_callback_itself(plain):
         assert actions["save minimum"][0]()[0].color == "success"
     with _session_of(dash_app, "acc_product"):
         assert actions["instant claim"][0]()["claim"]["kind"] == "success"
+    with _session_of(dash_app, "acc_ops"):   # last: an inactive recipe is not claimable
+        assert actions["deactivate recipe"][0]()[0].color == "success"
     assert generations.get_generation(rt, failed).status == "pending"
     assert generations.get_generation(rt, pending).status == "cancelled"
     assert recipes.get_recipe(rt, recipe.id).min_backlog == 7
+    assert recipes.get_recipe(rt, recipe.id).is_active is False
+    [toggle] = audit.events(rt, action="recipe_update")       # audited, with the ops user as actor
+    assert toggle["actor"] == "acc_ops" and toggle["details"] == {"is_active": {"before": True, "after": False}}
 
 
 # --- sign-in failures ---------------------------------------------------------------------------------
@@ -324,3 +332,17 @@ def test_every_page_route_and_callback_refuses_a_session_that_has_ended(plain, e
         r = client.post("/_dash-update-component", json={"output": key, "outputs": [], "inputs": [], "state": []})
         assert r.status_code == 401 and r.is_json, key
     assert db_snapshot(rt) == before
+
+
+def test_metrics_are_closed_to_anonymous_and_non_ops_callers(plain):
+    """``/metrics`` on the whole app (issue 13): 401 JSON without a token, even for a signed-in
+    browser session (the API reads no cookie); 403 for user and product tokens; ops reads it."""
+    rt, dash_app, users, recipe, _ = plain
+    anonymous = dash_app.server.test_client()
+    for client in (anonymous, signed_in(dash_app, "ops")):
+        r = client.get("/metrics")
+        assert (r.status_code, r.mimetype) == (401, "application/json") and "message" in r.get_json()
+    for role, expected in (("user", 403), ("product", 403), ("ops", 200)):
+        r = anonymous.get("/metrics", headers={"Authorization": f"Bearer {users[role][1]}"})
+        assert r.status_code == expected, role
+    assert "delula_backlog_ready" in r.get_data(as_text=True)

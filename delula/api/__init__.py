@@ -23,10 +23,11 @@ application/json`` (else 415), then :mod:`delula.api.bodies` — UTF-8, a JSON o
 within 64 bits, finite numbers, no NUL characters or lone surrogates in any string, each field of
 its JSON type and no field beyond the model's (the document says ``additionalProperties: false``).
 
-A malformed instant request is **not** recorded as a claim event: it is refused here, before
-the claim, and changes nothing at all. Requests that are well formed but name an unknown or
-inactive recipe or an unknown target user reach the claim, which records them with outcome
-``invalid`` — those are the "failed claims" the dashboard shows.
+A malformed instant request (400) from an authenticated caller is refused here, before the
+claim, and recorded as one ``invalid`` claim event (``claims.record_refused_attempt``), nothing
+else; an anonymous one or a refused token changes nothing at all. Requests that are well formed
+but name an unknown or inactive recipe or an unknown target user reach the claim, which records
+them with outcome ``invalid`` too — those are the "failed claims" the dashboard shows.
 """
 from __future__ import annotations
 
@@ -328,8 +329,10 @@ def instant():
     try:
         key, key_error = idempotency_key()
         body = json_body(bodies.InstantRequest, key_error)
-    except (ApiError, HTTPException):
-        current_user()  # a refused token comes before a refused body
+    except (ApiError, HTTPException) as refusal:
+        user = current_user()  # a refused token comes before a refused body
+        if isinstance(refusal, ApiError) and refusal.status == 400:
+            claims.record_refused_attempt(runtime.current(), user.id, _recipe_id_asked())
         raise
     user, result = claims.instant_claim_with_token(runtime.current(), token, recipe_id=body.recipe_id,
                                                    target_user_id=body.target_user_id, idempotency_key=key)
@@ -340,6 +343,15 @@ def instant():
     status, payload = result.response()
     headers = {"Retry-After": str(payload["retryAfter"])} if status == 429 else None
     return _json(status, payload, headers)
+
+
+def _recipe_id_asked() -> int | None:
+    """The ``recipeId`` of a refused instant body, when it has a usable one (for its claim event)."""
+    try:
+        value = bodies.parse(request.get_data(cache=True)).get("recipeId")
+    except bodies.BodyError:
+        return None
+    return value if type(value) is int and 0 < value < 2**31 else None
 
 
 @route("POST", "/api/generate", "createGeneration", "Queue a normal generation (validated, charged, pending)",
@@ -453,13 +465,18 @@ def healthz():
     return _json(503, {"status": "degraded", "database": "unreachable", "message": "Database unavailable"})
 
 
-@route("GET", "/metrics", "metrics", "Prometheus metrics computed from the database (cached a few seconds)",
-       public=True, responses={
+@route("GET", "/metrics", "metrics", "Prometheus metrics computed from the database (cached a few seconds); "
+       "Bearer: an ops token or DELULA_METRICS_TOKEN", responses={
            200: Reply("Prometheus text exposition format 0.0.4", str, media_type="text/plain"),
-           503: _UNAVAILABLE,
+           403: _error("The token's user is not ops"),
        })
 def prometheus_metrics():
-    return Response(metrics.render(runtime.current()), content_type=metrics.CONTENT_TYPE)
+    rt = runtime.current()
+    if not metrics.is_metrics_token(rt.settings, bearer_token()):
+        user = current_user()
+        if user.role != "ops":
+            raise ApiError(403, "This needs the role ops or the metrics token")
+    return Response(metrics.render(rt), content_type=metrics.CONTENT_TYPE)
 
 
 # --- what no route serves -------------------------------------------------------------------

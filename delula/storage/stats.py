@@ -114,6 +114,16 @@ def prune_queue_samples(s: Session, before: datetime) -> int:
     return s.execute(delete(QueueSample).where(QueueSample.created_at < before)).rowcount or 0
 
 
+def prune_refused_claim_events(s: Session, before: datetime, limit: int) -> int:
+    """Delete at most ``limit`` claim events older than ``before`` whose outcome is not
+    ``claimed`` (index ``ix_claim_events_created_at_outcome``); returns how many went."""
+    from sqlalchemy import delete
+
+    batch = (select(ClaimEvent.id).where(ClaimEvent.created_at < before, ClaimEvent.outcome != "claimed")
+             .limit(limit).scalar_subquery())
+    return s.execute(delete(ClaimEvent).where(ClaimEvent.id.in_(batch))).rowcount or 0
+
+
 # --- metrics (``delula.metrics``) ------------------------------------------------------------
 
 def claim_outcomes_since(s: Session, since: datetime) -> dict[str, int]:
