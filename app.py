@@ -15,13 +15,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import dash
+from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from delula import api, auth, demo, logs, scheduler, simulator, storage
 from delula.config import ConfigError, Settings
+from delula.provider_factory import make_simulator
 from delula.runtime import Runtime
 
 HERE = Path(__file__).parent
 BOOT_RETRY_S = 2.0
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",                              # no page of ours inside another site's frame
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",                    # a file is what its Content-Type says
+    "Referrer-Policy": "same-origin",                       # our URLs stay with us
+}
 log = logging.getLogger("delula.app")
 
 
@@ -37,7 +46,8 @@ def boot(rt: Runtime) -> None:
 
 
 def create_app(rt: Runtime | None = None, *, start_scheduler: bool | None = None) -> dash.Dash:
-    """Build the Dash app on ``rt`` (default: from the environment) with API and simulator mounted."""
+    """Build the Dash app on ``rt`` (default: from the environment) with the API mounted, and the
+    simulator's HTTP API with the simulator provider."""
     rt = rt or Runtime.from_settings(Settings.from_env())
     boot(rt)
     _forget_page_callbacks()
@@ -55,11 +65,20 @@ def create_app(rt: Runtime | None = None, *, start_scheduler: bool | None = None
     server = app.server
     server.extensions["delula"] = rt
     server.secret_key = auth.secret_key(rt)
+    # The session's lifetime is absolute (``pages.access`` checks the sign-in time it holds): the
+    # cookie is re-signed only when the session changes, never by the dashboard's refreshes.
     server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-                         SESSION_COOKIE_NAME="delula_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
-                         MAX_CONTENT_LENGTH=64 * 1024)
+                         SESSION_COOKIE_NAME="delula_session", SESSION_COOKIE_SECURE=rt.settings.cookie_secure,
+                         PERMANENT_SESSION_LIFETIME=timedelta(hours=rt.settings.session_hours),
+                         SESSION_REFRESH_EACH_REQUEST=False, MAX_CONTENT_LENGTH=64 * 1024)
+    if rt.settings.trusted_proxies:
+        # the client's address (and scheme) as the trusted proxies in front saw it, e.g. for the
+        # sign-in throttle; with none, X-Forwarded-* headers are anybody's and are ignored
+        hops = rt.settings.trusted_proxies
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)
+    server.after_request(_security_headers)
     api.init_app(server, rt)
-    server.register_blueprint(simulator.create_blueprint(lambda: _simulator(rt)), url_prefix="/sim/fal")
+    _mount_simulator(server, rt)
     from pages import layout as page_layout
 
     page_layout.init_app(app, rt)
@@ -82,6 +101,12 @@ def create_app_when_the_database_answers(rt: Runtime | None = None) -> dash.Dash
         except storage.DatabaseUnavailable as e:
             log.warning("database unavailable at start-up (%s); trying again in %g s", e, BOOT_RETRY_S)
             time.sleep(BOOT_RETRY_S)
+
+
+def _security_headers(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _warm(app: dash.Dash) -> None:
@@ -109,13 +134,28 @@ def _forget_page_callbacks() -> None:
     _callback.GLOBAL_INLINE_SCRIPTS.clear()
 
 
-def _simulator(rt: Runtime):
-    provider = rt.provider
-    sim = getattr(provider, "simulator", None)
-    if sim is None:  # the fal provider is configured: still serve a simulator for tests
-        sim = simulator.Simulator(duration=rt.settings.simulator_duration,
-                                  failure_rate=rt.settings.simulator_failure_rate)
-    return sim
+def _mount_simulator(server: Flask, rt: Runtime) -> None:
+    """The simulator's fal-compatible API at ``/sim/fal``, only with ``DELULA_PROVIDER=simulator``
+    and behind the deployment's simulator key. Elsewhere every URL under it is a JSON 404 like the
+    API's unknown URLs (Dash's catch-all page route would answer them with its index page)."""
+    if rt.settings.provider == "simulator":
+        blueprint = simulator.create_blueprint(lambda: _simulator(rt), key=rt.simulator_key)
+        server.register_blueprint(blueprint, url_prefix=simulator.MOUNT)
+        return
+
+    def simulator_closed(rest: str = ""):
+        return jsonify(message="Not found"), 404
+
+    for rule in (simulator.MOUNT, simulator.MOUNT + "/", simulator.MOUNT + "/<path:rest>"):
+        server.add_url_rule(rule, "simulator_closed", simulator_closed,
+                            methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+
+
+def _simulator(rt: Runtime) -> simulator.Simulator:
+    """The in-process provider's simulator, so that the API reads the ids it mints; a simulator
+    of the same key when tests give the runtime another provider."""
+    return getattr(rt.provider, "simulator", None) or make_simulator(rt.settings, clock=rt.clock,
+                                                                     key=rt.simulator_key)
 
 
 def _parse(argv):

@@ -199,8 +199,6 @@ def measure(url: str, repeat: int) -> dict:
     import gc
 
     import app as app_module
-    from flask import session
-
     from delula import auth
     from delula.config import Settings
     from delula.runtime import Runtime
@@ -209,12 +207,13 @@ def measure(url: str, repeat: int) -> dict:
     admin, _ = auth.create_user(rt, "bench-ops", role="ops", with_token=False)
     dash_app = app_module.create_app(rt, start_scheduler=False)
     pages = {name: importlib.import_module(f"pages.{name}") for name in ("overview", "recipes", "queue", "maintenance")}
+    start_session = importlib.import_module("pages.access").start_session
     data, builds = _data_calls(rt, pages), _page_builds(rt, pages)
     recorder = Statements(rt.store.engine)
     data_ms = {name: {"cold": [], "warm": []} for name in data}
     page_ms = {name: {"cold": [], "warm": []} for name in builds}
     with dash_app.server.test_request_context("/"):
-        session["uid"] = admin.id
+        start_session(admin.id, admin.session_epoch)
         for name, build in builds.items():  # once, recording the SQL, and to load the code
             recorder.on = True
             rt.invalidate()

@@ -1,9 +1,12 @@
 """The instant claim: one transaction that hands a finished backlog generation to a user.
 
-Order (SPEC §5): recipe exists and is active → cooldown → credits → pool → claim. The claim,
-the conditional credit deduction, the ledger row, the recipe usage counter, the generation's
-``metadata.isInstant``/``claimedAt``, the cooldown and the claim event commit together or not at
-all. Lock order is fixed — idempotency key, then the credited user's row, then one pool row — so
+Order (SPEC §5): may the actor claim for this user → recipe exists and is active → cooldown →
+credits → pool → claim. Staff act for another user as ``storage.may_act_for`` says (ops for any
+account, product staff for test accounts; anyone else is ``forbidden``, 403). The claim, the
+conditional credit deduction, the ledger row (naming the actor), the recipe usage counter, the
+generation's ``metadata.isInstant``/``claimedAt``/``generatedAt`` (its ``created_at`` becomes the
+claim time, ``credits_charged`` the cost), the cooldown, the claim event and — for another user —
+the ``claim_for_user`` audit row commit together or not at all. Lock order is fixed — idempotency key, then the credited user's row, then one pool row — so
 concurrent claims never deadlock, and ``FOR UPDATE SKIP LOCKED`` lets them take different rows.
 How the database does it is storage's business (``storage/pool.py``: on PostgreSQL one call of
 the function in ``storage/sql/instant_claim_v*.sql``, one round trip).
@@ -11,20 +14,25 @@ the function in ``storage/sql/instant_claim_v*.sql``, one round trip).
 The contract is the :class:`Outcome` and the typed fields of :class:`ClaimResult`. One mapping,
 :func:`response`, turns a result into the HTTP status and JSON body of SPEC §6 (the API answers
 it, the CLI prints it); the dashboard switches on the outcome. An idempotent replay stores the
-outcome and the body, and gives back the same result.
+outcome, the body and a hash of what was asked (:func:`request_hash`), and gives back the same
+result for the same request; the key with another request is ``key_reused`` (422).
 """
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass
 
-from . import auth
+from . import audit, auth
 from .clock import isoformat
 from .generations import generation_json
 from .storage import SYSTEM_BACKLOG_USER_ID, pool
 
 NO_BACKLOG_MESSAGE = "No instant generation available"
 RACE_MESSAGE = "No instant generation available (race condition)"
+FORBIDDEN_MESSAGE = "targetUserId: ops may act for any account, product staff for test accounts only"
+KEY_REUSED_MESSAGE = "This Idempotency-Key was used for a different request"
 
 
 class Outcome(str, enum.Enum):
@@ -36,6 +44,8 @@ class Outcome(str, enum.Enum):
     RATE_LIMITED = "rate_limited"
     RECIPE_NOT_FOUND = "recipe_not_found"
     INVALID = "invalid"
+    FORBIDDEN = "forbidden"                         # the caller may not claim for this user
+    KEY_REUSED = "key_reused"                       # the idempotency key was used for another request
 
     @property
     def event(self) -> str:
@@ -89,6 +99,10 @@ def response(result: ClaimResult) -> tuple[int, dict]:
                      "retryAfter": result.retry_after}
     if o is Outcome.RECIPE_NOT_FOUND:
         return 404, {"message": "Recipe not found"}
+    if o is Outcome.FORBIDDEN:
+        return 403, {"message": FORBIDDEN_MESSAGE}
+    if o is Outcome.KEY_REUSED:
+        return 422, {"message": KEY_REUSED_MESSAGE}
     return 400, {"message": "Invalid request", "errors": result.errors or {}}
 
 
@@ -119,20 +133,25 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
     """
     actor_id = actor_id or user_id
     now = rt.now()
+    asked = request_hash(recipe_id, user_id)
     # Without an idempotency key the claim is one statement (on PostgreSQL one function call),
     # atomic by itself: no BEGIN/COMMIT round trips around it.
     with (rt.store.begin() if idempotency_key is not None else rt.store.single_statement()) as s:
-        if idempotency_key is not None and not pool.reserve_key(s, actor_id, idempotency_key, now):
+        if idempotency_key is not None and not pool.reserve_key(s, actor_id, idempotency_key, now, asked):
             stored = pool.stored_response(s, actor_id, idempotency_key)
             if stored is not None:
-                return _replayed(Outcome(stored[0]), stored[1])
+                if stored.request_hash not in (None, asked):
+                    return ClaimResult(Outcome.KEY_REUSED)
+                return _replayed(Outcome(stored.outcome), stored.response)
         errors = target_error(user_id)
         if errors is not None:
-            pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=now)
+            pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=now,
+                                actor_id=actor_id)
             result = ClaimResult(Outcome.INVALID, errors=errors)
         else:
-            result = _from_row(pool.claim(s, recipe_id=recipe_id, user_id=user_id, now=now,
-                                          meta_patch=_meta_patch(now), cooldown_s=rt.settings.instant_cooldown_s))
+            result = _from_row(pool.claim(s, recipe_id=recipe_id, user_id=user_id, actor_id=actor_id, now=now,
+                                          meta_patch=_meta_patch(now), cooldown_s=rt.settings.instant_cooldown_s,
+                                          request_id=audit.request_id()))
         if idempotency_key is not None:
             pool.store_response(s, actor_id, idempotency_key, result.outcome.value, *response(result))
     if result.ok:
@@ -140,19 +159,42 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
     return result
 
 
+def refused(rt, *, recipe_id: int, user_id: str, actor_id: str) -> ClaimResult:
+    """A claim a face refused before trying it (the dashboard acts for test accounts only): the
+    attempt is recorded as a ``forbidden`` claim event and nothing else changes."""
+    with rt.store.begin() as s:
+        pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.FORBIDDEN.value, now=rt.now(),
+                            actor_id=actor_id)
+    return ClaimResult(Outcome.FORBIDDEN)
+
+
+def record_refused_attempt(rt, user_id: str, recipe_id: int | None) -> None:
+    """A malformed claim request from an authenticated caller (the API's 400 for its body): one
+    ``invalid`` claim event, nothing else changes."""
+    with rt.store.begin() as s:
+        pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=rt.now(),
+                            actor_id=user_id)
+
+
+def request_hash(recipe_id: int, user_id: str) -> str:
+    """What a claim asks for, hashed: an idempotency key repeated with another recipe or for
+    another user is refused (422), not answered with the first claim."""
+    return hashlib.sha256(json.dumps([recipe_id, user_id]).encode()).hexdigest()
+
+
 def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: str | None = None,
                              idempotency_key: str | None = None) -> tuple[object | None, ClaimResult | None]:
     """Authenticate a bearer token and claim for its user, or for ``target_user_id`` (staff only).
 
     Returns ``(None, None)`` for a token that authenticates nobody (unknown, revoked, the system
-    user's), ``(user, None)`` when the user may not claim for ``target_user_id``, else
-    ``(user, result)`` as :func:`instant_claim`. Without an idempotency key the token check and
+    user's), else ``(user, result)`` as :func:`instant_claim` (``FORBIDDEN`` when the user may not
+    claim for ``target_user_id``). Without an idempotency key the token check and
     the claim are one statement (on PostgreSQL an API claim costs one round trip).
     """
     if idempotency_key is not None or target_error(target_user_id) is not None:
         user = auth.authenticate_token(rt, token)
-        if user is None or not auth.may_act_for(user, target_user_id):
-            return user, None
+        if user is None:
+            return None, None
         return user, instant_claim(rt, recipe_id=recipe_id, user_id=target_user_id or user.id, actor_id=user.id,
                                    idempotency_key=idempotency_key)
     if not auth.plausible_token(token):
@@ -160,8 +202,8 @@ def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: 
     now = rt.now()
     with rt.store.single_statement() as s:
         done = pool.claim_with_token(s, token_hash=auth.hash_token(token), recipe_id=recipe_id,
-                                     target_user_id=target_user_id, claimers=auth.ROLES, targeters=auth.STAFF_ROLES,
-                                     meta_patch=_meta_patch(now), now=now, cooldown_s=rt.settings.instant_cooldown_s)
+                                     target_user_id=target_user_id, claimers=auth.ROLES, meta_patch=_meta_patch(now),
+                                     now=now, cooldown_s=rt.settings.instant_cooldown_s, request_id=audit.request_id())
     user = auth.caller(done.user)
     if user is None or done.row is None:
         return user, None
@@ -189,4 +231,4 @@ def _from_row(row: pool.ClaimRow) -> ClaimResult:
     return ClaimResult(outcome)
 
 
-__all__ = ["instant_claim", "instant_claim_with_token", "target_error", "response", "ClaimResult", "Outcome"]
+__all__ = ["instant_claim", "instant_claim_with_token", "refused", "target_error", "response", "ClaimResult", "Outcome"]

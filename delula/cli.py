@@ -1,6 +1,10 @@
 """``python -m delula``: the same operations as the dashboard and the API, from a terminal.
 
-Exit status: 0 success, 1 a refused operation (e.g. no backlog), 2 bad usage.
+Exit status: 0 success, 1 a refused operation (e.g. no backlog), 2 bad usage (including a value
+no command could take, e.g. a negative amount or invalid JSON). The global options
+(``--database-url``) may come before or after the command.
+
+Account changes made here are audited with no actor (the CLI has no user) and ``via: cli``.
 """
 from __future__ import annotations
 
@@ -15,6 +19,10 @@ from .config import ConfigError, Settings
 
 class Refused(Exception):
     """The operation was refused; printed as JSON ``{"message"}`` with exit status 1."""
+
+
+class BadUsage(Exception):
+    """A value the command cannot use; printed to stderr with exit status 2, like argparse's."""
 
 
 def _print(data, as_json: bool = True) -> None:
@@ -93,7 +101,8 @@ def cmd_users_create(rt, args):
     from . import auth
 
     try:
-        user, token = auth.create_user(rt, args.name, role=args.role, credits=args.credits, password=args.password)
+        user, token = auth.create_user(rt, args.name, role=args.role, credits=args.credits, password=args.password,
+                                       is_test=args.test)
     except auth.AuthError as e:
         raise Refused(str(e)) from None
     _print({**auth.user_json(user), "token": token})
@@ -119,19 +128,106 @@ def cmd_users_revoke_token(rt, args):
     _print({"username": args.name, "revoked": n})
 
 
+def cmd_audit(rt, args):
+    from . import audit
+
+    try:
+        rows = audit.query(rt, since=args.since, actor=args.actor, action=args.action, limit=args.limit)
+    except audit.QueryError as e:
+        raise BadUsage(str(e)) from None
+    if args.json:
+        _print({"events": rows})
+    else:
+        print(_table([{**r, "at": r["at"], "actor": r["actor"] or "(system)",
+                       "target": r["targetUser"] or "", "job": r["targetJobId"] or "",
+                       "recipe": r["targetRecipeId"] or "", "details": json.dumps(r["details"], sort_keys=True)}
+                      for r in rows],
+                     [("at", "AT"), ("actor", "ACTOR"), ("action", "ACTION"), ("target", "TARGET USER"),
+                      ("job", "JOB"), ("recipe", "RECIPE"), ("details", "DETAILS")]))
+
+
+def cmd_users_set_password(rt, args):
+    from . import auth
+
+    password = _read_password(args.password_stdin)
+    try:
+        auth.set_password(rt, args.name, password)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "passwordChanged": True})
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line of stdin, or asked twice at the terminal (not echoed)."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("New password: ")
+    if getpass.getpass("New password, again: ") != password:
+        raise Refused("the two passwords differ")
+    return password
+
+
+def cmd_users_set_role(rt, args):
+    from . import auth
+
+    try:
+        user = auth.set_role(rt, args.name, args.role)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print(auth.user_json(user))
+
+
+def cmd_users_issue_token(rt, args):
+    from . import auth
+
+    try:
+        token = auth.issue_token(rt, args.name)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "token": token})
+
+
+def cmd_users_deactivate(rt, args):
+    from . import auth
+
+    try:
+        revoked = auth.deactivate(rt, args.name)
+    except auth.AuthError as e:
+        raise Refused(str(e)) from None
+    _print({"username": args.name, "active": False, "tokensRevoked": revoked})
+
+
 def cmd_recipes_create(rt, args):
     from . import recipes
 
     try:
-        variables = json.loads(args.variables) if args.variables else []
-    except ValueError as e:
-        raise Refused(f"--variables is not valid JSON: {e}") from None
-    try:
-        recipe = recipes.create_recipe(rt, name=args.name, credit_cost=args.credit_cost, variables=variables,
+        recipe = recipes.create_recipe(rt, name=args.name, credit_cost=args.credit_cost,
+                                       variables=args.variables or [],
                                        model_id=args.model_id, min_backlog=args.min_backlog,
                                        is_active=not args.inactive, description=args.description or "")
     except recipes.RecipeError as e:
         raise Refused(str(e)) from None
+    _print(recipes.recipe_json(recipe))
+
+
+def cmd_recipes_update(rt, args):
+    from . import recipes
+
+    changes = {k: v for k, v in (("name", args.name), ("credit_cost", args.credit_cost),
+                                 ("is_active", args.active), ("min_backlog", args.min_backlog)) if v is not None}
+    if args.variables is not None:
+        try:
+            changes["variables"] = json.loads(args.variables)
+        except ValueError as e:
+            raise BadUsage(f"--variables is not valid JSON: {e}") from None
+    try:
+        recipe = recipes.update_recipe(rt, args.id, **changes)
+    except recipes.UnknownRecipe as e:
+        raise Refused(str(e)) from None
+    except recipes.RecipeError as e:
+        raise BadUsage(str(e)) from None
     _print(recipes.recipe_json(recipe))
 
 
@@ -211,19 +307,71 @@ def cmd_worker(rt, args):
 
 
 def cmd_simulator(rt, args):
-    from . import simulator
+    """The simulator alone, behind ``--key``, else ``DELULA_SIMULATOR_KEY``, else a key drawn for
+    this run (its request ids die with it); says which on stderr."""
+    import secrets
 
-    settings = rt.settings
-    sim = simulator.Simulator(duration=settings.simulator_duration, failure_rate=settings.simulator_failure_rate)
-    simulator.serve(args.host, args.port, sim)
+    from . import simulator
+    from .provider_factory import make_simulator
+
+    if args.key:
+        key, origin = args.key, "from --key"
+    elif rt.settings.simulator_key:
+        key, origin = rt.settings.simulator_key, "from DELULA_SIMULATOR_KEY"
+    else:
+        key = secrets.token_urlsafe(24)
+        origin = f"drawn for this run (set DELULA_SIMULATOR_KEY to keep one): {key}"
+    print(f"simulator at http://{args.host}:{args.port}/sim/fal; key {origin}", file=sys.stderr, flush=True)
+    simulator.serve(args.host, args.port, make_simulator(rt.settings, key=key), key=key)
 
 
 # --- parser ---------------------------------------------------------------------------------
 
+def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--database-url", default=default,
+                        help="SQLAlchemy URL (default: DELULA_DATABASE_URL or sqlite:///delula.db)")
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of a command (and of its group): it takes the global options too, so they may
+    follow the command. Their default is to be absent, so a value given before the command stays."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, argparse.SUPPRESS)
+
+
+def _natural(value: str) -> int:
+    """A whole number of at least 0 (a bad one exits 2)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {number}")
+    return number
+
+
+def _json_list(value: str) -> list:
+    """``--variables``: JSON (a bad one exits 2; what the list holds, the recipe checks)."""
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+
+
+def _simulator_key(value: str) -> str:
+    """``simulator --key``: checked like ``DELULA_SIMULATOR_KEY`` (a bad one exits 2)."""
+    try:
+        return Settings().replace(simulator_key=value).simulator_key
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m delula", description="Delula backlog operations.")
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: DELULA_DATABASE_URL or sqlite:///delula.db)")
-    sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    _add_global_options(p, None)
+    sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
     def group(name, help_):
         g = sub.add_parser(name, help=help_)
@@ -240,27 +388,52 @@ def build_parser() -> argparse.ArgumentParser:
     c = users.add_parser("create", help="create a user and print its API token")
     c.add_argument("name")
     c.add_argument("--role", default="user", choices=["user", "product", "ops"])
-    c.add_argument("--credits", type=int, default=0)
+    c.add_argument("--credits", type=_natural, default=0)
     c.add_argument("--password")
+    c.add_argument("--test", action="store_true", help="a test account: product staff may act for it")
     c.set_defaults(func=cmd_users_create)
     g = users.add_parser("grant", help="add credits (a ledger row)")
     g.add_argument("name")
-    g.add_argument("amount", type=int)
+    g.add_argument("amount", type=_natural)
     g.set_defaults(func=cmd_users_grant)
     r = users.add_parser("revoke-token", help="revoke every API token of the user")
     r.add_argument("name")
     r.set_defaults(func=cmd_users_revoke_token)
+    t = users.add_parser("issue-token", help="issue a new API token and print it")
+    t.add_argument("name")
+    t.set_defaults(func=cmd_users_issue_token)
+    sp = users.add_parser("set-password", help="set the password (asked twice); ends the user's sessions")
+    sp.add_argument("name")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    sp.set_defaults(func=cmd_users_set_password)
+    sr = users.add_parser("set-role", help="change the role; ends the user's sessions")
+    sr.add_argument("name")
+    sr.add_argument("role", choices=["user", "product", "ops"])
+    sr.set_defaults(func=cmd_users_set_role)
+    d = users.add_parser("deactivate", help="no more sign-in or API access: tokens revoked, sessions ended")
+    d.add_argument("name")
+    d.set_defaults(func=cmd_users_deactivate)
 
     recipes = group("recipes", "recipes")
     rc = recipes.add_parser("create", help="create a recipe, print its JSON")
     rc.add_argument("--name", required=True)
     rc.add_argument("--credit-cost", type=int, required=True)
-    rc.add_argument("--variables", help="JSON list of fields (SPEC §4)")
+    rc.add_argument("--variables", type=_json_list, help="JSON list of fields (SPEC §4)")
     rc.add_argument("--model-id", default="fal-ai/veo3/fast")
     rc.add_argument("--min-backlog", type=int)
     rc.add_argument("--description")
     rc.add_argument("--inactive", action="store_true")
     rc.set_defaults(func=cmd_recipes_create)
+    ru = recipes.add_parser("update", help="change a recipe (audited), print its JSON")
+    ru.add_argument("id", type=int)
+    ru.add_argument("--name")
+    ru.add_argument("--credit-cost", type=int)
+    ru.add_argument("--variables", help="JSON list of fields (SPEC §4)")
+    ru.add_argument("--active", action=argparse.BooleanOptionalAction,
+                    help="--active offers and refills the recipe, --no-active (or --inactive) stops both")
+    ru.add_argument("--inactive", dest="active", action="store_false", help=argparse.SUPPRESS)
+    ru.add_argument("--min-backlog", type=int)
+    ru.set_defaults(func=cmd_recipes_update, active=None)
 
     backlog = group("backlog", "the backlog of ready generations")
     bs = backlog.add_parser("status", help="per recipe: completed, in flight, target, deficit")
@@ -280,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     qs.set_defaults(func=cmd_queue_status)
     queue.add_parser("tick", help="one queue tick").set_defaults(func=cmd_queue_tick)
 
+    a = sub.add_parser("audit", help="the audit trail, newest first (a table; JSON with --json)")
+    a.add_argument("--since", help="ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+    a.add_argument("--actor", help="username of who acted")
+    a.add_argument("--action", help="one action, e.g. top_up")
+    a.add_argument("--limit", type=int, default=500)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_audit)
+
     i = sub.add_parser("instant", help="one instant claim, prints the API's JSON body")
     i.add_argument("recipe_id", type=int)
     i.add_argument("--user", required=True)
@@ -290,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulator", help="serve the fal-compatible simulator alone")
     s.add_argument("--port", type=int, default=8060)
     s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--key", type=_simulator_key, help="the key callers must send as 'Authorization: Key ...' "
+                                 "(default: DELULA_SIMULATOR_KEY, else one drawn and printed)")
     s.set_defaults(func=cmd_simulator)
     return p
 
@@ -306,15 +489,19 @@ def main(argv: list[str] | None = None, *, worker: Callable[[object], None] | No
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
-    from . import storage
+    from . import audit, storage
 
     try:
         if args.func is not cmd_db_upgrade and args.func is not cmd_simulator:
             storage.upgrade(rt.store)
-        args.func(rt, args)
+        with audit.request_context():  # one request id per command, carried by its audit rows
+            args.func(rt, args)
     except Refused as e:
         _print({"message": str(e)})
         return 1
+    except BadUsage as e:
+        print(f"{build_parser().prog}: error: {e}", file=sys.stderr)
+        return 2
     except storage.DatabaseUnavailable as e:
         print(f"database unavailable: {e}", file=sys.stderr)
         return 1

@@ -1,26 +1,57 @@
 """Configuration: every environment variable of SPEC §3, read once, typed and validated.
 
 ``Settings.from_env()`` raises :class:`ConfigError` naming the variable at fault, so a typo in a
-deployment fails at start-up with a sentence, not deep inside a job.
+deployment fails at start-up with a sentence, not deep inside a job. The secrets (``secret_key``,
+``fal_key``, ``simulator_key``, ``admin_password``, ``metrics_token``) are left out of the repr,
+and the database URL is shown with its password masked (:func:`masked_url`, also in every message
+that names the URL), so logging the settings never prints them.
+
+:func:`normalise_url` is the one rule for database URLs: ``postgres://`` and ``postgresql://``
+mean psycopg 3 (``postgresql+psycopg://``); storage opens what it returns.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 PROVIDERS = ("simulator", "fal")
+_HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
-@dataclass(frozen=True)
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3 here, never psycopg2."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + rest
+    return url
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password shown as ``***`` (as SQLAlchemy renders a URL that hides it)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password is None:
+        # unparsable or without a password: mask whatever sits between "user:" and the last "@"
+        return re.sub(r"^([^:/]+://[^:/@]*:).*@", r"\1***@", url)
+    scheme, _, rest = url.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.partition(':')[0]}:***@{host}"
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     database_url: str = "sqlite:///delula.db"
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     scheduler: bool = True
     min_backlog: int = 3
     max_backlog: int = 30
@@ -30,13 +61,28 @@ class Settings:
     max_attempts: int = 3
     maintenance_interval_s: float = 60.0
     instant_cooldown_s: float = 10.0
+    topup_max: int = 100
     provider: str = "simulator"
-    fal_key: str | None = None
+    fal_key: str | None = field(default=None, repr=False)
     fal_queue_url: str = "https://queue.fal.run"
     provider_timeout_s: float = 10.0
     simulator_duration: tuple[float, float] = (5.0, 40.0)
     simulator_failure_rate: float = 0.05
+    simulator_key: str | None = field(default=None, repr=False)
     admin_password: str | None = field(default=None, repr=False)
+    session_hours: float = 12.0          # a dashboard session ends this long after sign-in, used or not
+    cookie_secure: bool = False          # the session cookie only over HTTPS
+    trusted_proxies: int = 0             # reverse proxies in front whose X-Forwarded-For is believed
+    metrics_token: str | None = field(default=None, repr=False)
+    event_retention_days: int = 90
+
+    def __post_init__(self):
+        object.__setattr__(self, "database_url", normalise_url(self.database_url))
+
+    def __repr__(self) -> str:
+        shown = (f"{f.name}={masked_url(self.database_url) if f.name == 'database_url' else getattr(self, f.name)!r}"
+                 for f in dataclasses.fields(self) if f.repr)
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -54,6 +100,7 @@ class Settings:
             max_attempts=r.integer("DELULA_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             maintenance_interval_s=r.number("DELULA_MAINTENANCE_INTERVAL_S", cls.maintenance_interval_s, minimum=0.1),
             instant_cooldown_s=r.number("DELULA_INSTANT_COOLDOWN_S", cls.instant_cooldown_s, minimum=0),
+            topup_max=r.integer("DELULA_TOPUP_MAX", cls.topup_max, minimum=1),
             provider=r.choice("DELULA_PROVIDER", cls.provider, PROVIDERS),
             fal_key=r.text("FAL_KEY", None),
             fal_queue_url=r.text("DELULA_FAL_QUEUE_URL", cls.fal_queue_url).rstrip("/"),
@@ -61,7 +108,13 @@ class Settings:
             simulator_duration=r.duration("DELULA_SIMULATOR_DURATION", cls.simulator_duration),
             simulator_failure_rate=r.number("DELULA_SIMULATOR_FAILURE_RATE", cls.simulator_failure_rate,
                                             minimum=0, maximum=1),
+            simulator_key=r.text("DELULA_SIMULATOR_KEY", None),
             admin_password=r.text("DELULA_ADMIN_PASSWORD", None),
+            session_hours=r.number("DELULA_SESSION_HOURS", cls.session_hours, minimum=0.001),
+            cookie_secure=r.switch("DELULA_COOKIE_SECURE", cls.cookie_secure),
+            trusted_proxies=r.integer("DELULA_TRUSTED_PROXIES", cls.trusted_proxies, minimum=0),
+            metrics_token=r.text("DELULA_METRICS_TOKEN", None),
+            event_retention_days=r.integer("DELULA_EVENT_RETENTION_DAYS", cls.event_retention_days, minimum=1),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -77,11 +130,14 @@ class Settings:
         if self.max_backlog < self.min_backlog:
             raise ConfigError(
                 f"DELULA_MAX_BACKLOG ({self.max_backlog}) must not be below DELULA_MIN_BACKLOG ({self.min_backlog})")
+        if self.simulator_key is not None and not _HEADER_TOKEN.fullmatch(self.simulator_key):
+            raise ConfigError("the simulator key (DELULA_SIMULATOR_KEY) must be printable ASCII without "
+                              "spaces: it is sent as 'Authorization: Key <key>'")
         if self.provider == "fal" and not self.fal_key:
             raise ConfigError("FAL_KEY must be set when DELULA_PROVIDER=fal")
         if not self.database_url.startswith(("sqlite", "postgresql")):
-            raise ConfigError(
-                f"DELULA_DATABASE_URL must be a sqlite:// or postgresql+psycopg:// URL, got {self.database_url!r}")
+            raise ConfigError("DELULA_DATABASE_URL must be a sqlite:// or postgresql+psycopg:// URL, got "
+                              f"{masked_url(self.database_url)!r}")
 
 
 class _Reader:

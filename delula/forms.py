@@ -4,6 +4,12 @@
 - :func:`validate` — check a user's form data against a schema; returns clean data or per-field errors.
 - :func:`random_value` — a random valid value for one field (the backlog's fallback).
 - :func:`weighted_form` — form data drawn from usage statistics, falling back to random values.
+- :func:`countable` — the part of a user's form data the usage statistics may count.
+
+Free text is never counted and never drawn from the statistics: backlog jobs are drawn from them
+and handed, prompt included, to whoever claims them, so one user's text would reach a stranger.
+A backlog job's text field takes what the recipe's author wrote (an example, the default, the
+label) instead.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from collections.abc import Mapping
 
 FIELD_TYPES = ("dropdown", "radio", "emoji_button", "slider", "text", "toggle")
 CHOICE_TYPES = ("dropdown", "radio", "emoji_button")
+COUNTED_TYPES = (*CHOICE_TYPES, "slider", "toggle")  # every type but text
 MAX_TEXT = 2000
 
 
@@ -173,12 +180,21 @@ def weighted_choice(counts: Mapping, rng: random.Random):
     return items[-1][0]
 
 
+def countable(variables: list[dict], form_data: Mapping) -> dict:
+    """The values of ``form_data`` the usage statistics may count: those of choice, slider and
+    toggle fields, never free text."""
+    types = {f["id"]: f["type"] for f in variables}
+    return {k: v for k, v in form_data.items() if types.get(k) in COUNTED_TYPES}
+
+
 def weighted_form(variables: list[dict], stats: Mapping[str, Mapping], rng: random.Random) -> dict:
     """Form data for a backlog job: per field a value weighted by how often users chose it
-    (only values still valid for the schema), else a random valid value. Always validated."""
+    (only values still valid for the schema), else a random valid value. Always validated.
+    Text fields ignore the statistics (rows counted before text was excluded included)."""
     form = {}
     for field in variables:
         fid = field["id"]
-        counts = {v: c for v, c in (stats.get(fid) or {}).items() if c > 0 and _field_error(field, v) is None}
+        counted = stats.get(fid) if field["type"] in COUNTED_TYPES else None
+        counts = {v: c for v, c in (counted or {}).items() if c > 0 and _field_error(field, v) is None}
         form[fid] = weighted_choice(counts, rng) if counts else random_value(field, rng)
     return validate(variables, form)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from . import forms
+from . import audit, forms
 from .clock import isoformat
 from .auth import STAFF_ROLES
 from .storage import SYSTEM_BACKLOG_USER_ID, JobSource, accounts, catalog, jobs
@@ -23,7 +23,9 @@ BACKLOG_PRIORITY = 10
 
 
 def generation_json(gen) -> dict:
-    """The generation object of SPEC §6."""
+    """The generation object of SPEC §6. A claimed backlog item is its new owner's from the claim:
+    ``createdAt`` is the claim time, ``generatedAt`` when it was made (``metadata.generatedAt``);
+    for any other generation the two are the same."""
     return {
         "id": gen.id,
         "recipeId": gen.recipe_id,
@@ -37,6 +39,7 @@ def generation_json(gen) -> dict:
         "createdAt": isoformat(gen.created_at),
         "updatedAt": isoformat(gen.updated_at),
         "completedAt": isoformat(gen.completed_at),
+        "generatedAt": (gen.meta or {}).get("generatedAt") or isoformat(gen.created_at),
     }
 
 
@@ -64,8 +67,14 @@ class CreateResult:
         return self.status_code, self.body
 
 
-def create_user_generation(rt, *, user_id: str, recipe_id: int, form_data) -> CreateResult:
-    """Validate, charge and queue a normal generation (202 on success, SPEC §6)."""
+def create_user_generation(rt, *, user_id: str, recipe_id: int, form_data,
+                           actor_id: str | None = None) -> CreateResult:
+    """Validate, charge and queue a normal generation (202 on success, SPEC §6).
+
+    ``actor_id``: who asked, when staff act for the user (the dashboard's Generate; the face has
+    checked they may): the ledger row names them and a ``generate_for_user`` audit row is written
+    in the same transaction."""
+    actor_id = actor_id or user_id
     now = rt.now()
     with rt.store.begin() as s:
         recipe = catalog.get_recipe(s, recipe_id)
@@ -88,8 +97,11 @@ def create_user_generation(rt, *, user_id: str, recipe_id: int, form_data) -> Cr
                                   meta={"source": JobSource.USER, "isInstant": False, "recipeName": recipe.name},
                                   priority=USER_PRIORITY, credits_charged=cost, now=now)
         balance = accounts.change_credits(s, user_id, -cost, kind="generation", now=now, generation_id=gen.id,
-                                          allow_debit=user.may_overdraw)
-        catalog.record_choices(s, recipe_id, clean)
+                                          allow_debit=user.may_overdraw, actor_id=actor_id)
+        if actor_id != user_id:
+            audit.record(s, now=now, actor_id=actor_id, action="generate_for_user", target_user_id=user_id,
+                         target_job_id=gen.id, target_recipe_id=recipe_id, credits=cost)
+        catalog.record_choices(s, recipe_id, forms.countable(recipe.variables, clean))
         catalog.bump_usage_count(s, recipe_id)
         body = {"generation": generation_json(gen), "creditsCharged": cost, "creditsRemaining": balance}
     rt.invalidate()

@@ -2,20 +2,27 @@
 
 - ``scheduler_runs``: the last :data:`KEEP_RUNS_PER_JOB` runs of each job;
 - ``queue_samples``: :data:`KEEP_SAMPLES` of them (the overview's longest range is a week);
-- idempotency keys: :data:`KEEP_IDEMPOTENCY_KEYS`, so a retried request is answered alike for a day.
+- idempotency keys: :data:`KEEP_IDEMPOTENCY_KEYS`, so a retried request is answered alike for a day;
+- sign-in attempt counts: those of windows that have passed (``sign_in.prune``);
+- refused claim events (every outcome but ``claimed``): ``DELULA_EVENT_RETENTION_DAYS`` (they
+  name who tried what; successful claims stay, the backlog's demand and the history need them),
+  in batches of :data:`EVENT_BATCH`, at most :data:`EVENT_BATCHES` per run (the rest next run).
 
-Each table is pruned in a short transaction of its own, so no lock is held across the three.
+Each table is pruned in short transactions of its own, so no lock is held across them.
 """
 from __future__ import annotations
 
 from datetime import timedelta
 
+from . import sign_in
 from .storage import pool, stats
 from .storage import schedule as store_schedule
 
 KEEP_RUNS_PER_JOB = 500
 KEEP_SAMPLES = timedelta(days=30)
 KEEP_IDEMPOTENCY_KEYS = timedelta(hours=24)
+EVENT_BATCH = 5000
+EVENT_BATCHES = 20
 
 
 def prune(rt) -> dict:
@@ -26,4 +33,14 @@ def prune(rt) -> dict:
         samples = stats.prune_queue_samples(s, rt.now() - KEEP_SAMPLES)
     with rt.store.begin() as s:
         keys = pool.prune_keys(s, rt.now() - KEEP_IDEMPOTENCY_KEYS)
-    return {"runsDeleted": runs, "samplesDeleted": samples, "idempotencyKeysDeleted": keys}
+    counts = sign_in.prune(rt)
+    events = 0
+    before = rt.now() - timedelta(days=rt.settings.event_retention_days)
+    for _ in range(EVENT_BATCHES):
+        with rt.store.begin() as s:
+            n = stats.prune_refused_claim_events(s, before, EVENT_BATCH)
+        events += n
+        if n < EVENT_BATCH:
+            break
+    return {"runsDeleted": runs, "samplesDeleted": samples, "idempotencyKeysDeleted": keys,
+            "signInCountsDeleted": counts, "claimEventsDeleted": events}

@@ -5,6 +5,11 @@ worker (and each host) reports the same values and a restart loses nothing. The 
 (claims, finished jobs, job durations) cover the last hour on indexed timestamps, so a scrape
 stays cheap however long the history grows; the rendered text is cached for a few seconds.
 
+Scrapes need ``Authorization: Bearer`` with an ops token or ``DELULA_METRICS_TOKEN`` (the API
+checks, :func:`is_metrics_token` compares in constant time). The cache is the runtime's ``keep``
+kind: claims and other writes do not empty it (under traffic every scrape would recompute), and
+concurrent misses share one computation.
+
 Series (all gauges; the durations are a gauge histogram over the window):
 
 - ``delula_backlog_ready{recipe_id,recipe}`` claimable generations; ``delula_backlog_in_flight``,
@@ -17,6 +22,7 @@ Series (all gauges; the durations are a gauge histogram over the window):
 """
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, exposition, generate_latest
@@ -109,8 +115,15 @@ class DelulaCollector(Collector):
         yield family
 
 
+def is_metrics_token(settings, token: str) -> bool:
+    """Is ``token`` the configured ``DELULA_METRICS_TOKEN``? (Constant time; never when unset.)"""
+    configured = settings.metrics_token
+    return bool(configured) and hmac.compare_digest(token.encode(), configured.encode())
+
+
 def render(rt) -> bytes:
-    """The Prometheus text exposition, cached for :data:`CACHE_TTL_S` seconds.
+    """The Prometheus text exposition, cached for :data:`CACHE_TTL_S` seconds (writes do not
+    empty the cache; concurrent misses compute once).
 
     Raises :class:`delula.storage.DatabaseUnavailable` when the database is down.
     """
@@ -119,4 +132,4 @@ def render(rt) -> bytes:
         registry.register(DelulaCollector(snapshot(rt)))
         return generate_latest(registry)
 
-    return rt.cache("metrics", ttl=CACHE_TTL_S, maxsize=1).get_or_compute("text", build)
+    return rt.cache("metrics", ttl=CACHE_TTL_S, maxsize=1, keep=True).get_or_compute("text", build)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from . import queue
+from . import audit, queue
 from .generations import generation_json
 from .storage import JobStatus, jobs
 
@@ -40,6 +40,11 @@ def allowed(status: str) -> list[str]:
     return []
 
 
+def _audit(s, now, actor_id: str | None, action: str, row) -> None:
+    audit.record(s, now=now, actor_id=actor_id, action=action, target_user_id=row.user_id, target_job_id=row.id,
+                 target_recipe_id=row.recipe_id)
+
+
 def _only(statuses: tuple[JobStatus, ...]) -> str:
     return " or ".join(statuses)
 
@@ -52,15 +57,18 @@ def _changed_or_refuse(row, current, generation_id: int, rule: str) -> None:
         raise QueueError(f"generation {generation_id} is {current.status}; {rule}")
 
 
-def retry(rt, generation_id: int) -> dict:
+def retry(rt, generation_id: int, *, actor_id: str | None = None) -> dict:
     """Ops: put a failed or cancelled job back to ``pending`` with fresh attempts and no error.
 
     A user generation refunded before is not charged again, and cannot be refunded twice.
     Raises :class:`QueueError` for any other status, :class:`JobNotFound` for an unknown id.
+    A ``retry`` audit row names ``actor_id``, in the same transaction.
     """
     now = rt.now()
     with rt.store.begin() as s:
         row = jobs.reset_for_retry(s, generation_id, now)
+        if row is not None:
+            _audit(s, now, actor_id, RETRY, row)
         current = row or jobs.get_generation(s, generation_id)
     _changed_or_refuse(row, current, generation_id, f"only {_only(JobStatus.RETRYABLE)} jobs can be retried")
     log.info("queue: generation %s put back to pending by an operator", generation_id)
@@ -68,15 +76,17 @@ def retry(rt, generation_id: int) -> dict:
     return generation_json(row)
 
 
-def cancel(rt, generation_id: int) -> dict:
+def cancel(rt, generation_id: int, *, actor_id: str | None = None) -> dict:
     """Ops: a pending or processing job becomes ``cancelled`` (also at the provider when it was
     submitted); a charged user generation is refunded, once. Raises :class:`QueueError` for any
-    other status, :class:`JobNotFound` for an unknown id."""
+    other status, :class:`JobNotFound` for an unknown id. A ``cancel`` audit row names
+    ``actor_id``, in the same transaction."""
     now = rt.now()
     with rt.store.begin() as s:
         row = jobs.cancel_job(s, generation_id, error="cancelled by an operator", now=now)
         if row is not None:
             queue.refund(s, row, now)
+            _audit(s, now, actor_id, CANCEL, row)
         current = row or jobs.get_generation(s, generation_id)
     _changed_or_refuse(row, current, generation_id, f"only {_only(JobStatus.CANCELLABLE)} jobs can be cancelled")
     sub = queue.submission(row)

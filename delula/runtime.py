@@ -5,6 +5,7 @@ to the domain functions, which never read the environment themselves.
 """
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from cachetools import TTLCache
 
 from .clock import SystemClock
 from .config import Settings
-from .storage import Store
+from .storage import Store, accounts
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Runtime:
     store: Store
     clock: object = field(default_factory=SystemClock)
     _provider: object = None
+    _kept: dict = field(default_factory=dict, repr=False)   # secrets: never printed
     _caches: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -31,22 +33,41 @@ class Runtime:
 
     @property
     def provider(self):
-        """The generation provider of ``DELULA_PROVIDER`` (built on first use)."""
+        """The generation provider of ``DELULA_PROVIDER`` (built on first use); the simulator
+        signs its request ids with the deployment's :attr:`simulator_key`."""
         if self._provider is None:
+            key = self.simulator_key if self.settings.provider == "simulator" else None
             with self._lock:
                 if self._provider is None:
                     from .provider_factory import make_provider
 
-                    self._provider = make_provider(self.settings, clock=self.clock)
+                    self._provider = make_provider(self.settings, clock=self.clock, simulator_key=key)
         return self._provider
+
+    def kept_secret(self, name: str, configured: str | None) -> str:
+        """``configured`` when set, else a random secret generated once and kept in the database
+        under ``name``: every process of the deployment, now and after a restart, reads the same."""
+        if configured:
+            return configured
+        if name not in self._kept:
+            with self.store.begin() as s:
+                self._kept[name] = accounts.put_setting_once(s, name, secrets.token_hex(32))
+        return self._kept[name]
+
+    @property
+    def simulator_key(self) -> str:
+        """The key of the simulator's HTTP API (``DELULA_SIMULATOR_KEY``, else kept); its ticket
+        signing secret derives from it."""
+        return self.kept_secret("simulator_key", self.settings.simulator_key)
 
     def now(self):
         return self.clock.now()
 
     def cache(self, name: str, *, ttl: float, maxsize: int = 256, keep: bool = False) -> TTLCache:
         """A named in-process TTL cache; :meth:`invalidate` empties it after writes. A ``keep``
-        cache holds state rather than copies of the database (e.g. sign-in failures): only
-        naming it empties it."""
+        cache holds state rather than copies of the database (e.g. sign-in failures), or a copy
+        allowed to be ``ttl`` old whatever is written (the metrics, which every claim would
+        otherwise recompute): only naming it empties it."""
         with self._lock:
             c = self._caches.get(name)
             if c is None:
@@ -66,12 +87,14 @@ class Runtime:
 
 
 class _LockedTTLCache(TTLCache):
-    """TTLCache is not thread-safe; web workers run threads."""
+    """TTLCache is not thread-safe; web workers run threads. Concurrent misses of one key share
+    one computation: the first computes, the others wait for it and read its value."""
 
     def __init__(self, *a, keep: bool = False, **kw):
         super().__init__(*a, **kw)
         self.lock = threading.RLock()
         self.keep = keep
+        self._computing: dict = {}   # key -> the lock its computation holds
 
     def get_or_compute(self, key, compute):
         with self.lock:
@@ -79,9 +102,20 @@ class _LockedTTLCache(TTLCache):
                 return self[key]
             except KeyError:
                 pass
-        value = compute()
-        with self.lock:
-            self[key] = value
+            flight = self._computing.setdefault(key, threading.Lock())
+        with flight:
+            with self.lock:
+                try:
+                    return self[key]   # computed while this thread waited
+                except KeyError:
+                    pass
+            try:
+                value = compute()
+                with self.lock:
+                    self[key] = value
+            finally:
+                with self.lock:
+                    self._computing.pop(key, None)
         return value
 
     def clear(self):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from . import backlog, housekeeping, jobruns, overview, queue
+from . import audit, backlog, housekeeping, jobruns, overview, queue
 from .clock import isoformat
 from .storage import DatabaseUnavailable
 from .storage import schedule as store_schedule
@@ -105,10 +105,12 @@ def log_failure(job: str, e: Exception) -> None:
         log.error("scheduler: %s failed", job, exc_info=e)
 
 
-def execute(rt, spec: JobSpec, *, record: bool | None = None) -> dict:
+def execute(rt, spec: JobSpec, *, record: bool | None = None, asked_by: str | None = None) -> dict:
     """Run one job, catch any failure, record the run; returns what happened.
 
     ``record=None`` follows the job (quiet jobs record only noteworthy or failed runs).
+    ``asked_by``: the user who ran it by hand; a ``run_now`` audit row is written with the run's
+    record, in its transaction.
     """
     host, pid = jobruns.identity()
     started, t0 = rt.now(), time.perf_counter()
@@ -130,14 +132,18 @@ def execute(rt, spec: JobSpec, *, record: bool | None = None) -> dict:
             with rt.store.begin() as s:
                 store_schedule.record_run(s, job=spec.id, started_at=started, finished_at=finished,
                                           outcome=outcome, error=error, detail=_detail(result), host=host, pid=pid)
+                if asked_by is not None:
+                    audit.record(s, now=finished, actor_id=asked_by, action="run_now", job=spec.id,
+                                 outcome=outcome)
         except Exception as e:
             log_failure(f"{spec.id} (recording the run)", e)
     return {"job": spec.id, "outcome": outcome, "error": error, "startedAt": isoformat(started),
             "finishedAt": isoformat(finished), "durationMs": duration_ms, "result": result}
 
 
-def run_now(rt, job: str = "backlog-maintenance") -> dict:
-    """Run one job now in this process ("run maintenance now"), recorded like a scheduled run.
+def run_now(rt, job: str = "backlog-maintenance", *, actor_id: str | None = None) -> dict:
+    """Run one job now in this process ("run maintenance now"), recorded like a scheduled run,
+    with a ``run_now`` audit row naming ``actor_id`` (who clicked).
 
     Safe next to the scheduler: maintenance passes are serialised, queue ticks take their jobs
     with row locks. Raises ``ValueError`` for an unknown job.
@@ -145,7 +151,7 @@ def run_now(rt, job: str = "backlog-maintenance") -> dict:
     spec = _SPECS.get(job)
     if spec is None:
         raise ValueError(f"unknown scheduler job {job!r}; one of {', '.join(_SPECS)}")
-    return execute(rt, spec, record=True)
+    return execute(rt, spec, record=True, asked_by=actor_id)
 
 
 # --- the scheduler running in this process ---------------------------------------------------------

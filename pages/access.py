@@ -1,8 +1,11 @@
 """Who is signed in, and what they may do — for the dashboard's layouts and callbacks.
 
-The Flask session holds only the user's id; :func:`current_user` reads the user (and so the
-role) from the database, cached for a few seconds, so a changed role takes effect quickly
-without a query per callback. ``pages.layout`` already refuses every Dash request from a
+The Flask session (a signed cookie) holds the user's id, their session epoch and the time of
+the sign-in (:func:`start_session`). :func:`current_user` reads the user (and so the role) from
+the database once per request, and takes the session as ended when the epoch is no longer the
+user's (signed out, new password, new role, deactivated: ``auth.session_user``) or when the
+session is ``DELULA_SESSION_HOURS`` old (``auth.session_expired``; the cookie is not re-signed by
+use, so the lifetime does not slide). ``pages.layout`` already refuses every Dash request from a
 signed-out session (401) or a non-staff one (403); actions reserved to ops are checked again
 inside their callbacks with :func:`require`, so a hand-made callback POST cannot skip the check.
 """
@@ -12,13 +15,14 @@ from dataclasses import dataclass
 
 import dash_bootstrap_components as dbc
 from dash import html
-from flask import has_request_context, session
+from flask import g, has_request_context, session
 
 from delula import auth, runtime
 from delula.auth import STAFF_ROLES
 
 SESSION_KEY = "uid"
-USER_CACHE_TTL_S = 5
+EPOCH_KEY = "epoch"
+SINCE_KEY = "since"     # the sign-in, in Unix seconds
 
 
 class AccessDenied(Exception):
@@ -40,25 +44,35 @@ class SessionUser:
         return self.role == "ops"
 
 
-def load_user(rt, user_id: str) -> SessionUser | None:
-    """The user behind a session id, or ``None`` if it no longer exists (or is the system user)."""
-    def load():
-        user = auth.get_user(rt, user_id=user_id)
-        if user is None or user.role == "system":
-            return None
-        return SessionUser(id=user.id, username=user.username, role=user.role)
-
-    return rt.cache("session-users", ttl=USER_CACHE_TTL_S).get_or_compute(user_id, load)
+def start_session(user_id: str, epoch: int, *, signed_in_at: float | None = None) -> None:
+    """Make this request's session a fresh one of the user, signed with their session ``epoch``:
+    signed in now, or at ``signed_in_at`` (Unix seconds) when a session carries on."""
+    since = runtime.current().now().timestamp() if signed_in_at is None else signed_in_at
+    session.clear()
+    session.update({SESSION_KEY: user_id, EPOCH_KEY: epoch, SINCE_KEY: since})
+    session.permanent = True
 
 
 def current_user() -> SessionUser | None:
-    """The signed-in user of this request, or ``None`` (signed out, or outside a request)."""
+    """The signed-in user of this request, or ``None`` (signed out, the session ended, or
+    outside a request). One query per request, whatever the number of calls."""
     if not has_request_context():
         return None
-    user_id = session.get(SESSION_KEY)
-    if not isinstance(user_id, str):
+    key = (session.get(SESSION_KEY), session.get(EPOCH_KEY), session.get(SINCE_KEY))
+    cached = g.get("delula_session")
+    if cached is None or cached[0] != key:
+        cached = g.delula_session = (key, _session_user(*key))
+    return cached[1]
+
+
+def _session_user(user_id, epoch, since) -> SessionUser | None:
+    if not isinstance(user_id, str) or type(epoch) is not int or type(since) not in (int, float):
         return None
-    return load_user(runtime.current(), user_id)
+    rt = runtime.current()
+    if auth.session_expired(since, rt.now(), rt.settings.session_hours):
+        return None
+    user = auth.session_user(rt, user_id, epoch)
+    return None if user is None else SessionUser(id=user.id, username=user.username, role=user.role)
 
 
 def require(*roles: str) -> SessionUser:

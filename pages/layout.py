@@ -1,6 +1,6 @@
 """The dashboard's shell: navigation, the sign-in gate, and small UI pieces every page shares.
 
-:func:`init_app` mounts the sign-in routes, puts a gate in front of every Dash request and sets
+:func:`init_app` mounts the sign-in routes and ``/account`` (a user's own password), puts a gate in front of every Dash request and sets
 ``app.layout``: the navbar plus ``dash.page_container`` for product and ops staff, a "no access"
 page for everyone else. The gate answers Dash's data requests from a signed-out session with
 401 JSON (and callbacks from a non-staff session with 403), and sends a signed-out browser asking
@@ -23,11 +23,12 @@ from flask import jsonify, redirect, request
 
 from delula.clock import isoformat
 
-from . import login
+from . import account, login
 from .access import AccessDenied, SessionUser, current_user, no_access
 
 NAV = (("Overview", "/", "exact"), ("Recipes", "/recipes", "partial"), ("Queue", "/queue", "partial"),
        ("Maintenance", "/maintenance", "partial"))
+OPS_NAV = (("Audit", "/audit", "partial"),)   # shown to ops only
 
 # Dash's own routes (endpoint names are the rule paths, see dash.Dash._add_url).
 DASH_DATA_ENDPOINTS = frozenset({"/_dash-layout", "/_dash-dependencies", "/_dash-update-component",
@@ -44,6 +45,7 @@ STATUS_COLORS = {"pending": "secondary", "processing": "primary", "completed": "
 def init_app(app: dash.Dash, rt) -> None:
     server = app.server
     server.register_blueprint(login.bp)
+    server.register_blueprint(account.bp)
     server.before_request(_gate)
     server.extensions["delula_dash"] = app
     server.register_error_handler(AccessDenied, lambda e: (jsonify(message=str(e)), 403))
@@ -114,8 +116,9 @@ def shell(user: SessionUser, content) -> html.Div:
 
 
 def navbar(user: SessionUser) -> dbc.Navbar:
+    entries = (NAV + (OPS_NAV if user.is_ops else ())) if user.is_staff else ()
     links = [dbc.NavItem(dbc.NavLink(label, href=href, active=match, id=f"nav-{label.lower()}"))
-             for label, href, match in NAV] if user.is_staff else []
+             for label, href, match in entries]
     return dbc.Navbar(dbc.Container([
         html.A([html.Span("D", className="brand-mark brand-mark-sm me-2"), html.Span("Delula backlog")],
                href="/", className="navbar-brand d-flex align-items-center fw-semibold"),
@@ -125,6 +128,8 @@ def navbar(user: SessionUser) -> dbc.Navbar:
                        dbc.Badge(user.role, color="light", text_color="dark", className="ms-2 role-badge",
                                  id="nav-role")],
                       className="text-white me-3 small"),
+            html.A("Password", href="/account", className="btn btn-sm btn-link link-light me-2",
+                   id="nav-account", title="Change your password"),
             html.Form(html.Button("Sign out", type="submit", className="btn btn-sm btn-outline-light",
                                   id="nav-signout"),
                       action="/logout", method="POST", className="m-0"),

@@ -2,9 +2,11 @@
 
 The form is plain server-rendered HTML (with the dashboard's local Bootstrap), so signing in
 needs no JavaScript and no Dash callback — callbacks are refused until the session holds a user.
-Passwords are checked with werkzeug hashes (``auth.check_password``). Failed attempts are counted
-per username and client address and per address alone; past the limit the form answers 429
-until the window has passed. A CSRF token kept in the session guards the form.
+``sign_in.attempt`` counts the attempt in the database per username and per client address and
+checks the password; past a limit the form answers 429 until the window has passed. The client
+address is werkzeug's ``remote_addr``, which ``app.py`` takes from ``X-Forwarded-For`` only over
+the ``DELULA_TRUSTED_PROXIES`` hops it trusts. A CSRF token kept in the session guards the forms
+(:func:`csrf_ok`). Signing out ends every session of the user (``auth.sign_out``).
 """
 from __future__ import annotations
 
@@ -14,13 +16,9 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, request, session
 
-from delula import auth, runtime
+from delula import auth, runtime, sign_in
 
-from .access import SESSION_KEY, current_user
-
-FAILURE_WINDOW_S = 300          # failures are forgotten this long after the last one
-MAX_FAILURES_PER_USER = 5       # per username and client address
-MAX_FAILURES_PER_ADDRESS = 20   # per client address, whatever the usernames
+from .access import EPOCH_KEY, SESSION_KEY, current_user, start_session
 
 bp = Blueprint("delula_login", __name__)
 
@@ -35,39 +33,20 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _client() -> str:
-    return request.remote_addr or "unknown"
-
-
-def _failures(rt):
-    return rt.cache("login-failures", ttl=FAILURE_WINDOW_S, maxsize=10_000, keep=True)  # not emptied by writes
-
-
-def _blocked(rt, username: str) -> bool:
-    cache = _failures(rt)
-    with cache.lock:
-        return (cache.get(("user", username.lower(), _client()), 0) >= MAX_FAILURES_PER_USER
-                or cache.get(("addr", _client()), 0) >= MAX_FAILURES_PER_ADDRESS)
-
-
-def _count_failure(rt, username: str) -> None:
-    cache = _failures(rt)
-    with cache.lock:
-        for key in (("user", username.lower(), _client()), ("addr", _client())):
-            cache[key] = cache.get(key, 0) + 1
-
-
-def _forget_failures(rt, username: str) -> None:
-    cache = _failures(rt)
-    with cache.lock:
-        cache.pop(("user", username.lower(), _client()), None)
-
-
-def _csrf_token() -> str:
+def csrf_token() -> str:
     token = session.get("csrf")
     if not token:
         token = session["csrf"] = secrets.token_urlsafe(24)
     return token
+
+
+def csrf_ok() -> bool:
+    """Whether the form posted carries this session's CSRF token (compared as bytes: any text
+    a client sends is a refusal, never an error)."""
+    expected = session.get("csrf")
+    given = request.form.get("csrf") or ""
+    return isinstance(expected, str) and bool(expected) and secrets.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
 
 
 @bp.get("/login")
@@ -85,30 +64,28 @@ def login_submit():
     username = (request.form.get("username") or "").strip()[:64]
     password = request.form.get("password") or ""
     next_ = safe_next(request.form.get("next"))
-    token = request.form.get("csrf") or ""
-    if not session.get("csrf") or not secrets.compare_digest(token, session["csrf"]):
+    if not csrf_ok():
         return _page(next_=next_, username=username, status=400,
                      error="Your sign-in form expired. Please try again.")
     if not username or not password:
         return _page(next_=next_, username=username, status=400, error="Enter your username and password.")
-    if _blocked(rt, username):
-        minutes = FAILURE_WINDOW_S // 60
+    outcome = sign_in.attempt(rt, username, password, request.remote_addr or "unknown")
+    if outcome.retry_after_s is not None:
+        minutes = max(1, round(outcome.retry_after_s / 60))
         return _page(next_=next_, username=username, status=429,
                      error=f"Too many failed sign-ins. Wait {minutes} minutes, then try again.",
-                     headers={"Retry-After": str(FAILURE_WINDOW_S)})
-    user = auth.check_password(rt, username, password)
-    if user is None:
-        _count_failure(rt, username)
+                     headers={"Retry-After": str(outcome.retry_after_s)})
+    if outcome.user is None:
         return _page(next_=next_, username=username, status=401, error="Wrong username or password.")
-    _forget_failures(rt, username)
-    session.clear()  # a fresh session for the signed-in user
-    session[SESSION_KEY] = user.id
-    session.permanent = True
+    start_session(outcome.user.id, outcome.user.session_epoch)  # a fresh session for the signed-in user
     return redirect(next_)
 
 
 @bp.post("/logout")
 def logout():
+    user_id, epoch = session.get(SESSION_KEY), session.get(EPOCH_KEY)
+    if isinstance(user_id, str) and type(epoch) is int:
+        auth.sign_out(runtime.current(), user_id, epoch)
     session.clear()
     return redirect("/login?signed_out=1")
 
@@ -122,7 +99,7 @@ def logout_get():
       <h1 class="h4 mb-3">Sign out?</h1>
       <form method="post" action="/logout"><button class="btn btn-primary w-100" type="submit">Sign out</button></form>
       <a class="d-block text-center mt-3" href="/">Back to the dashboard</a>"""
-    return _html(body)
+    return html_page(body)
 
 
 def _page(*, next_: str, username: str = "", error: str | None = None, notice: str | None = None,
@@ -140,7 +117,7 @@ def _page(*, next_: str, username: str = "", error: str | None = None, notice: s
       </div>
       {alert}
       <form method="post" action="/login" id="login-form" novalidate>
-        <input type="hidden" name="csrf" value="{escape(_csrf_token())}">
+        <input type="hidden" name="csrf" value="{escape(csrf_token())}">
         <input type="hidden" name="next" value="{escape(next_)}">
         <div class="mb-3">
           <label class="form-label" for="username">Username</label>
@@ -154,10 +131,10 @@ def _page(*, next_: str, username: str = "", error: str | None = None, notice: s
         </div>
         <button class="btn btn-primary w-100" type="submit" id="login-submit">Sign in</button>
       </form>"""
-    return _html(body, status=status, headers=headers, title="Sign in · Delula backlog")
+    return html_page(body, status=status, headers=headers, title="Sign in · Delula backlog")
 
 
-def _html(body: str, *, status: int = 200, headers: dict | None = None, title: str = "Delula backlog"):
+def html_page(body: str, *, status: int = 200, headers: dict | None = None, title: str = "Delula backlog"):
     page = f"""<!doctype html>
 <html lang="en">
 <head>

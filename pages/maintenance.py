@@ -4,6 +4,8 @@
 - every scheduled job with its interval, last run (when, how long, outcome, error) and next run;
 - per recipe the demand-based target next to its minimum, editable by ops
   (``recipes.set_min_backlog``; empty means the ``DELULA_MIN_BACKLOG`` default);
+- per recipe, active or inactive, switched by ops (``recipes.set_active``, audited): an inactive
+  recipe keeps its pool but is neither refilled nor claimable;
 - "Run maintenance now" (ops): ``schedule.run_now(rt, "backlog-maintenance")``, recorded like a
   scheduled run, showing what it created.
 
@@ -196,6 +198,23 @@ def minimums_table(rows: list[dict], overrides: dict[int, int | None], default_m
                      id="mt-min-table")
 
 
+def active_table(all_recipes: list, *, editable: bool):
+    """Every recipe with its state and the button that switches it (the id names the new state)."""
+    if not all_recipes:
+        return empty_state("No recipes", "Create one with `python -m delula recipes create`.")
+    head = html.Thead(html.Tr([html.Th(h) for h in ("Recipe", "State", "")]))
+    body = [html.Tr([
+        html.Td(r.name, className="fw-semibold"),
+        html.Td(dbc.Badge("active", color="success") if r.is_active else dbc.Badge("inactive", color="secondary")),
+        html.Td(dbc.Button("Deactivate" if r.is_active else "Activate",
+                           id={"type": "mt-active", "recipe": r.id, "to": "off" if r.is_active else "on"},
+                           color="danger" if r.is_active else "success", outline=True, size="sm",
+                           disabled=not editable)),
+    ]) for r in all_recipes]
+    return dbc.Table([head, html.Tbody(body)], hover=True, responsive=True, className="align-middle",
+                     id="mt-active-table")
+
+
 def _card(title: str, subtitle: str, body, *, class_name: str = "mb-4") -> dbc.Card:
     return dbc.Card([dbc.CardHeader([html.Span(title, className="panel-title"),
                                      html.Span(subtitle, className="panel-subtitle ms-2")]),
@@ -223,6 +242,8 @@ def layout(**_query):
         ], className="g-3"),
         _card("Backlog minimums", "the target is max(minimum, demand); demand = claims/min × lead time × 1.5",
               [html.Div(id="mt-min-feedback", className="px-3 pt-3"), html.Div(id="mt-minimums")]),
+        _card("Recipes", "inactive: not offered, not claimable, not refilled; its pool is kept",
+              [html.Div(id="mt-active-feedback", className="px-3 pt-3"), html.Div(id="mt-active")]),
         _card("Recent runs", f"the last {RECENT_RUNS}, newest first", html.Div(id="mt-runs")),
     ], id="maintenance-page")
 
@@ -250,9 +271,9 @@ def refresh_minimums(_version):
 def run_maintenance(n_clicks, version):
     if not n_clicks:
         raise PreventUpdate
-    access.require("ops")
+    user = access.require("ops")
     rt = runtime.current()
-    result = schedule.run_now(rt, MAINTENANCE_JOB)
+    result = schedule.run_now(rt, MAINTENANCE_JOB, actor_id=user.id)
     names = {r.id: r.name for r in recipes.list_recipes(rt)}
     color, text = run_summary(result, names)
     return (dbc.Alert(text, color=color, dismissable=True, className="mb-4", id="mt-run-alert"),
@@ -268,13 +289,13 @@ def save_minimum(_saves, _resets, values, version):
     trigger = ctx.triggered_id
     if not trigger or not any(t.get("value") for t in ctx.triggered):
         raise PreventUpdate  # buttons (re)rendered, not clicked
-    access.require("ops")
+    user = access.require("ops")
     recipe_id = trigger["recipe"]
     ids = [s["id"]["recipe"] for s in ctx.states_list[0]]
     rt = runtime.current()
     try:
         value = None if trigger["type"] == "mt-min-reset" else parse_minimum(values[ids.index(recipe_id)])
-        recipes.set_min_backlog(rt, recipe_id, value)
+        recipes.set_min_backlog(rt, recipe_id, value, actor_id=user.id)
     except (ValueError, recipes.RecipeError) as e:
         return dbc.Alert(str(e), color="danger", dismissable=True, id="mt-min-alert"), dash.no_update
     name = next((r.name for r in recipes.list_recipes(rt) if r.id == recipe_id), f"recipe {recipe_id}")
@@ -282,6 +303,31 @@ def save_minimum(_saves, _resets, values, version):
             else f"{name}: minimum back to the default ({rt.settings.min_backlog}).")
     return (dbc.Alert(text + " The next maintenance pass uses it.", color="success", dismissable=True,
                       duration=8000, id="mt-min-alert"),
+            (version or 0) + 1)
+
+
+@callback(Output("mt-active", "children"), Input("mt-version", "data"))
+def refresh_active(_version):
+    user = access.current_user()
+    return active_table(recipes.list_recipes(runtime.current(), active_only=False),
+                        editable=user is not None and user.is_ops)
+
+
+@callback(Output("mt-active-feedback", "children"), Output("mt-version", "data", allow_duplicate=True),
+          Input({"type": "mt-active", "recipe": ALL, "to": ALL}, "n_clicks"), State("mt-version", "data"),
+          prevent_initial_call=True)
+def set_active(_clicks, version):
+    trigger = ctx.triggered_id
+    if not trigger or not any(t.get("value") for t in ctx.triggered):
+        raise PreventUpdate  # buttons (re)rendered, not clicked
+    user = access.require("ops")
+    try:
+        recipe = recipes.set_active(runtime.current(), trigger["recipe"], trigger["to"] == "on", actor_id=user.id)
+    except recipes.RecipeError as e:
+        return dbc.Alert(str(e), color="danger", dismissable=True, id="mt-active-alert"), dash.no_update
+    text = (f"{recipe.name} is active: offered, claimable and refilled." if recipe.is_active
+            else f"{recipe.name} is inactive: its pool is kept, but it is not offered, claimed or refilled.")
+    return (dbc.Alert(text, color="success", dismissable=True, duration=8000, id="mt-active-alert"),
             (version or 0) + 1)
 
 

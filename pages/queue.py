@@ -324,14 +324,14 @@ def act(_submitted, pending):
 
 def perform(action: str, job_id: int) -> tuple[str, bool]:
     """Run a confirmed action; (message for the toast, whether it worked)."""
-    access.require("ops")
+    user = access.require("ops")
     rt = runtime.current()
     try:
         if action == queue_actions.RETRY:
-            queue_actions.retry(rt, job_id)
+            queue_actions.retry(rt, job_id, actor_id=user.id)
             return f"Job #{job_id} is pending again and will be resubmitted.", True
         if action == queue_actions.CANCEL:
-            queue_actions.cancel(rt, job_id)
+            queue_actions.cancel(rt, job_id, actor_id=user.id)
             return f"Job #{job_id} was cancelled.", True
     except queue_actions.QueueError as e:
         return f"Job #{job_id}: {e}", False

@@ -1,8 +1,11 @@
 """Recipe cards (``/recipes``): product staff try instant claims and normal generations.
 
 A card per active recipe with its cost and how many finished videos wait in the backlog. Staff
-act as a test user (the API's ``targetUserId``): the claim charges that user and is recorded as
-asked by the signed-in staff member. Instant claims go through ``claims.instant_claim`` and
+act as a test account (the API's ``targetUserId``), and only as one: the acting-as list offers
+test accounts (``auth.test_users``) and every callback that spends or grants checks the target
+again (``auth.acting_target`` / ``auth.top_up``), so a hand-made request for a real customer is
+refused. The claim or generation charges the test account; the ledger names the signed-in staff
+member as who asked, and the audit trail records it. Instant claims go through ``claims.instant_claim`` and
 normal generations through ``generations.create_user_generation`` — the same functions the API
 calls — so the page shows exactly what the API would answer.
 
@@ -27,7 +30,7 @@ from pages.layout import empty_state, page_header
 dash.register_page(__name__, path="/recipes", name="Recipes", title="Recipes · Delula", order=1)
 
 INSTANT_LOCK_S = 10   # the Instant buttons stay disabled this long after a click (SPEC §8)
-TOP_UP_CREDITS = 10
+TOP_UP_CREDITS = 10   # per click; DELULA_TOPUP_MAX bounds any one top-up
 REFRESH_MS = 5000     # badges and credits follow claims made elsewhere (API, other tabs)
 ACTING_AS_SHOWN = 50  # test users offered at once: the first by name, or those matching the search
 IMAGE_EXTENSIONS = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -247,8 +250,8 @@ def _acting_as(users, signed_in) -> list:
     first = users[0].id if users else None
     notice = [] if users else [dbc.Alert([
         html.Strong("No test users yet. "),
-        "Instant and Generate act for a test user (role user). Create one with ",
-        html.Code("python -m delula users create maya --credits 40"), " or run ",
+        "Instant and Generate act for a test account (role user, created with --test). Create one with ",
+        html.Code("python -m delula users create maya --test --credits 40"), " or run ",
         html.Code("python -m delula demo seed"), ".",
     ], color="warning", className="mb-3")]
     bar = dbc.Card(dbc.CardBody(dbc.Row([
@@ -415,9 +418,13 @@ def respond(kind: str, recipe_id: int, acting_as: str | None) -> dict:
     recipe = _recipe(rt, recipe_id)
     if kind == "generate":
         return _show_generate(recipe, acting_as, rt)
+    refusal = _refusal(rt, staff, acting_as) if acting_as else None
     if not acting_as:
         view = {"kind": "error", "color": "warning", "title": "No test user",
                 "message": "Choose who to act as first (create a test user if the list is empty)."}
+    elif refusal is not None:
+        claims.refused(rt, recipe_id=recipe_id, user_id=acting_as, actor_id=staff.id)
+        view = {"kind": "error", "color": "danger", "title": "Claim refused", "message": refusal}
     else:
         view = claim_view(claims.instant_claim(rt, recipe_id=recipe_id, user_id=acting_as, actor_id=staff.id))
     view.update(recipeId=recipe_id, at=time.time())
@@ -426,6 +433,15 @@ def respond(kind: str, recipe_id: int, acting_as: str | None) -> dict:
     name = recipe["name"] if recipe else f"recipe {recipe_id}"
     return {"instant_open": True, "instant_title": f"Instant · {name}", "instant_result": instant_result(view),
             "claim": view}
+
+
+def _refusal(rt, staff, acting_as: str) -> str | None:
+    """Why ``staff`` may not act as ``acting_as`` from the dashboard, or ``None``."""
+    try:
+        auth.acting_target(rt, staff, acting_as)
+    except auth.AuthError as e:
+        return str(e)
+    return None
 
 
 def instant_result(view: dict):
@@ -475,15 +491,20 @@ def submit_generation(n_clicks, recipe_id, acting_as, values, field_ids, feedbac
     """Queue a normal generation for the acting user with the form's values."""
     if not n_clicks or recipe_id is None:
         raise PreventUpdate
-    access.require(*auth.STAFF_ROLES)
+    staff = access.require(*auth.STAFF_ROLES)
     rt = runtime.current()
     recipe = _recipe(rt, recipe_id)
     if recipe is None or not acting_as:
         msg = "This recipe is no longer active." if recipe is None else "Choose who to act as first."
         return dbc.Alert(msg, color="warning"), [None] * len(feedback_ids), False, dash.no_update
+    refusal = _refusal(rt, staff, acting_as)
+    if refusal is not None:
+        return (dbc.Alert(refusal, color="danger", className="recipes-generate-error"), [None] * len(feedback_ids),
+                False, dash.no_update)
     raw = {i["field"]: v for i, v in zip(field_ids, values)}
     status, body = generations.create_user_generation(
-        rt, user_id=acting_as, recipe_id=recipe_id, form_data=form_values(recipe["variables"], raw)).response()
+        rt, user_id=acting_as, recipe_id=recipe_id, form_data=form_values(recipe["variables"], raw),
+        actor_id=staff.id).response()
     view = submit_view(status, body, _username(rt, acting_as))
     if view["kind"] == "queued":
         gid = view["generationId"]
@@ -514,18 +535,17 @@ def submit_generation(n_clicks, recipe_id, acting_as, values, field_ids, feedbac
     prevent_initial_call=True,
 )
 def top_up(n_clicks, acting_as):
-    """Grant the acting test user more credits (a ledger ``grant`` row)."""
+    """Grant the acting test user more credits (a ledger ``grant`` row and a ``top_up`` audit row)."""
     if not n_clicks:
         raise PreventUpdate
-    access.require(*auth.STAFF_ROLES)
+    staff = access.require(*auth.STAFF_ROLES)
     rt = runtime.current()
-    user = auth.get_user(rt, user_id=acting_as) if acting_as else None
-    if user is None or user.role != "user":
+    if not acting_as:
         return True, "Choose a test user to top up.", "warning", dash.no_update
     try:
-        balance = auth.grant(rt, user.username, TOP_UP_CREDITS)
+        user, balance = auth.top_up(rt, staff, acting_as, TOP_UP_CREDITS)
     except auth.AuthError as e:
-        return True, str(e), "danger", dash.no_update
+        return True, str(e), "warning", dash.no_update
     return True, f"Granted {TOP_UP_CREDITS} credits to {user.username}: now {balance}.", "success", time.time()
 
 

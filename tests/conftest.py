@@ -24,8 +24,8 @@ from delula.runtime import Runtime
 from tests.support import browser as browsers
 from tests.support import dash
 from tests.support.db import Cluster, admin_exec, answers, can_make_clusters, database_url, test_settings
+from tests.support.db import skip_or_fail as _skip_or_fail
 
-REQUIRE_POSTGRES = os.environ.get("DELULA_REQUIRE_POSTGRES") == "1"
 _counter = itertools.count()
 
 
@@ -33,12 +33,6 @@ def pytest_configure(config):
     for name, doc in [("postgres", "needs PostgreSQL"), ("browser", "needs Chromium + ChromeDriver"),
                       ("slow", "takes more than a few seconds (still run by .ci/run)")]:
         config.addinivalue_line("markers", f"{name}: {doc}")
-
-
-def _skip_or_fail(reason: str):
-    if REQUIRE_POSTGRES:
-        pytest.fail(f"PostgreSQL required (DELULA_REQUIRE_POSTGRES=1) but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

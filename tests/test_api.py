@@ -21,7 +21,7 @@ from tests.support.db import admin_exec, database_url, db_snapshot, events, test
 from tests.support.factories import VARIABLES, add_pool_items, world
 
 GENERATION_KEYS = {"id", "recipeId", "userId", "status", "formData", "assetUrl", "thumbnailUrl", "metadata",
-                   "error", "createdAt", "updatedAt", "completedAt"}
+                   "error", "createdAt", "updatedAt", "completedAt", "generatedAt"}
 
 
 def credits(rt, user) -> int:
@@ -82,8 +82,10 @@ def test_instant_claim_refusals_have_the_statuses_of_the_spec(env):
     assert assert_json_error(r, 403)["message"].startswith("targetUserId")
     r = c.post("/api/generate/instant", json={"recipeId": "x"}, headers=bearer(env.user_token))
     assert assert_json_error(r, 400)["errors"] == {"recipeId": "must be an integer"}
-    # Refusals by the claim are recorded (unknown recipes as "invalid"); nothing was charged.
-    assert events(rt) == ["no_backlog", "no_backlog", "invalid", "invalid", "insufficient_credits"]
+    # Refusals by the claim are recorded (unknown recipes as "invalid"), and so is the malformed
+    # body of an authenticated caller (issue 13: one "invalid" event); nothing was charged.
+    assert events(rt) == ["no_backlog", "no_backlog", "invalid", "invalid", "insufficient_credits", "forbidden",
+                          "invalid"]
     assert credits(rt, env.user) == 20 and credits(rt, env.poor) == 1
     assert recipes.available_count(rt, env.recipe.id) == 3
 
@@ -135,7 +137,10 @@ def test_a_refused_token_comes_before_a_refused_body(env):
         assert_json_error(r, 401)
         assert env.client.post("/api/generate/instant", data=body, content_type=content_type,
                                headers=bearer(env.user_token)).status_code in (400, 413, 415)
-    assert db_snapshot(env.rt) == before
+    after = db_snapshot(env.rt)
+    # issue 13: the two 400s of an authenticated caller are each one "invalid" claim event
+    assert after.pop("events") == before.pop("events") + 2
+    assert after == before
 
 
 def test_an_instant_claim_marks_its_token_used_at_most_once_a_minute(db_url, make_runtime):
@@ -366,7 +371,7 @@ def test_queue_stats_and_me(env):
                           "p95ProcessingSeconds", "cachedAt"}
     assert stats["pending"] >= 1 and stats["cachedAt"].endswith("Z")
     me = env.client.get("/api/me", headers=bearer(env.user_token)).get_json()
-    assert me == {"id": env.user.id, "username": "api_user", "role": "user", "credits": 18}
+    assert me == {"id": env.user.id, "username": "api_user", "role": "user", "credits": 18, "isTest": True}
 
 
 # --- malformed input: 400/413/415, JSON, and nothing changes --------------------------------
@@ -473,13 +478,16 @@ def _post_raw(env, path, content_type, raw, headers=None):
 
 @pytest.mark.parametrize("case", _COMMON + _INSTANT_ONLY, ids=lambda c: c[0])
 def test_malformed_instant_requests_change_nothing(shared_env, case):
+    """...but a 400 of an authenticated caller is one "invalid" claim event (issue 13)."""
     _, content_type, raw, status = case
     before = db_snapshot(shared_env.rt)
     r = _post_raw(shared_env, "/api/generate/instant", content_type, raw)
     body = assert_json_error(r, status)
     if status == 400:
         assert isinstance(body["errors"], dict) and body["errors"]
-    assert db_snapshot(shared_env.rt) == before
+    after = db_snapshot(shared_env.rt)
+    assert after.pop("events") == before.pop("events") + (status == 400)
+    assert after == before
 
 
 @pytest.mark.parametrize("case", _COMMON + _GENERATE_ONLY, ids=lambda c: c[0])
@@ -498,7 +506,9 @@ def test_malformed_idempotency_keys_are_400(shared_env, key):
     before = db_snapshot(shared_env.rt)
     r = _post_raw(shared_env, "/api/generate/instant", J, b'{"recipeId": 1}', {"Idempotency-Key": key})
     assert "Idempotency-Key" in assert_json_error(r, 400)["errors"]
-    assert db_snapshot(shared_env.rt) == before
+    after = db_snapshot(shared_env.rt)
+    assert after.pop("events") == before.pop("events") + 1  # issue 13: one "invalid" claim event
+    assert after == before
 
 
 def test_the_shared_env_still_claims(shared_env):
@@ -595,7 +605,7 @@ def test_metrics_are_computed_from_the_database(env, make_runtime):
             dict(user_id=env.other.id, recipe_id=env.recipe.id, status="failed", form_data={}, meta={"source": "user"}),
             dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=env.recipe.id, form_data={}, meta={"source": "backlog"}),
         ], now)
-    r = env.client.get("/metrics")
+    r = env.client.get("/metrics", headers=bearer(env.ops_token))
     assert r.status_code == 200 and r.mimetype == "text/plain"
     m = _samples(r.get_data(as_text=True))
     recipe = (("recipe", "Api Recipe"), ("recipe_id", str(env.recipe.id)))
@@ -606,11 +616,12 @@ def test_metrics_are_computed_from_the_database(env, make_runtime):
     assert m[("delula_queue_jobs", (("status", "pending"),))] == 1
     assert m[("delula_queue_jobs", (("status", "processing"),))] == 0
     assert m[("delula_jobs_finished_last_hour", (("status", "failed"),))] == 1
-    # The pool items completed "now" too (no start time, so no duration); claims move updated_at only.
+    # The pool items completed "now" too (no start time, so no duration); a claim moves created_at and
+    # updated_at, never completed_at.
     assert m[("delula_jobs_finished_last_hour", (("status", "completed"),))] == 2 + 3 + 2
     claims_by = {dict(k[1])["outcome"]: v for k, v in m.items() if k[0] == "delula_instant_claims_last_hour"}
     assert claims_by == {"claimed": 1, "no_backlog": 1, "race": 0, "insufficient_credits": 1, "rate_limited": 0,
-                         "invalid": 0}
+                         "invalid": 0, "forbidden": 0}
     user_src = (("source", "user"),)
     assert m[("delula_job_duration_seconds_bucket", (("le", "10"),) + user_src)] == 0
     assert m[("delula_job_duration_seconds_bucket", (("le", "20"),) + user_src)] == 1
@@ -619,7 +630,7 @@ def test_metrics_are_computed_from_the_database(env, make_runtime):
     assert m[("delula_job_duration_seconds_gsum", user_src)] == 112
     # Another process on the same database (another gunicorn worker) reports the same numbers.
     other = make_app(make_runtime(rt.settings.database_url)).test_client()
-    assert _samples(other.get("/metrics").get_data(as_text=True)) == m
+    assert _samples(other.get("/metrics", headers=bearer(env.ops_token)).get_data(as_text=True)) == m
 
 
 def test_openapi_document_needs_no_token(env):
@@ -653,7 +664,8 @@ def test_the_api_inside_the_dash_app(sqlite_url, make_runtime):
     assert_json_error(c.post("/api/generate", data=b"x" * (MAX_BODY + 1), headers={**h, "Content-Type": J}), 413)
     assert_json_error(c.get("/api/me"), 401)
     assert c.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
-    assert c.get("/metrics").mimetype == "text/plain"
+    assert_json_error(c.get("/metrics"), 401)  # issue 13: no anonymous scrapes
+    assert c.get("/metrics", headers=bearer(env.ops_token)).mimetype == "text/plain"
     # Dash keeps its own pages: a signed-out browser is sent to the sign-in page.
     r = c.get("/recipes")
     assert r.status_code == 302 and "/login" in r.headers["Location"]

@@ -78,9 +78,12 @@ def test_every_status_of_the_spec_over_http(pg_url, make_runtime):
             assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json"), path
         assert http.get(f"{base}/healthz", timeout=TIMEOUT).json() == {"status": "ok", "database": "ok"}
         assert http.get(f"{base}/api/openapi.json", timeout=TIMEOUT).json()["openapi"].startswith("3.")
-        r = http.get(f"{base}/metrics", timeout=TIMEOUT)
+        _json_error(http.get(f"{base}/metrics", timeout=TIMEOUT), 401)  # issue 13: no anonymous scrapes
+        r = http.get(f"{base}/metrics", headers=bearer(w.ops_token), timeout=TIMEOUT)
         assert r.status_code == 200 and "delula_backlog_ready" in r.text
-    assert events(rt) == ["claimed", "rate_limited", "insufficient_credits", "invalid", "no_backlog", "race"]
+    # issue 13: the malformed body (recipeId true) and the refused targetUserId are recorded too
+    assert events(rt) == ["claimed", "rate_limited", "invalid", "insufficient_credits", "forbidden", "invalid",
+                          "no_backlog", "race"]
 
 
 def test_unreachable_database_is_503_over_http(make_runtime):
@@ -106,7 +109,9 @@ def test_oversized_and_broken_bodies_over_http_change_nothing(rt, how):
                           timeout=TIMEOUT)
         assert _json_error(r, 400)["errors"] == {"body": "is not valid UTF-8"}
         small = iter([b'{"recipeId": ', b"%d}" % w.recipe.id])  # chunked and small: accepted
-        assert db_snapshot(rt) == before
+        after = db_snapshot(rt)
+        assert after.pop("events") == before.pop("events") + 1  # issue 13: the 400 is an "invalid" event
+        assert after == before
         r = requests.post(url, data=small, headers=headers, timeout=TIMEOUT)
         assert r.status_code == 200, r.text
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.support.db import skip_or_fail
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("claims", "dashboard", "maintenance")
 
@@ -66,7 +68,7 @@ def test_claims_in_process_keeps_every_invariant(pg_admin):
 
 def test_claims_hot_reports_the_rate_per_window_ours_and_the_functions(pg_admin):
     if shutil.which("pgbench") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
-        pytest.skip("needs pgbench")
+        skip_or_fail("needs pgbench")
     name = f"delula_t{os.getpid()}_bench_hot"
     out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "2",
                "--hot", "--recipes", "2", "--items", "50", "--history", "200", "--users", "20")

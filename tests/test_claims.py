@@ -149,7 +149,7 @@ def test_staff_claim_for_a_test_user_charges_the_target(rt):
     recipe = _recipe(rt, cost=2)
     add_pool_items(rt, recipe.id, 1)
     staff, _ = auth.create_user(rt, "pm", role="product", credits=0)
-    target, _ = auth.create_user(rt, "tester", credits=5)
+    target, _ = auth.create_user(rt, "tester", credits=5, is_test=True)
     result = claims.instant_claim(rt, recipe_id=recipe.id, user_id=target.id, actor_id=staff.id)
     assert result.ok and result.generation["userId"] == target.id
     assert auth.get_user(rt, user_id=target.id).credits == 3

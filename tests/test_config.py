@@ -31,13 +31,32 @@ def test_values_are_parsed():
     ("DELULA_POLL_SCHEDULE", "15,,30"), ("DELULA_POLL_SCHEDULE", "15,-3"), ("DELULA_SCHEDULER", "maybe"),
     ("DELULA_PROVIDER", "openai"), ("DELULA_SIMULATOR_DURATION", "40-5"), ("DELULA_SIMULATOR_FAILURE_RATE", "1.5"),
     ("DELULA_JOB_TIMEOUT_S", "nan"), ("DELULA_DATABASE_URL", "mysql://x"), ("DELULA_MAX_BACKLOG", "1"),
-    ("DELULA_PROVIDER_TIMEOUT_S", "0"),
+    ("DELULA_PROVIDER_TIMEOUT_S", "0"), ("DELULA_SIMULATOR_KEY", "two words"), ("DELULA_SIMULATOR_KEY", "clé"),
+    ("DELULA_SESSION_HOURS", "0"), ("DELULA_SESSION_HOURS", "forever"), ("DELULA_COOKIE_SECURE", "https"),
+    ("DELULA_TRUSTED_PROXIES", "-1"), ("DELULA_TRUSTED_PROXIES", "one"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
 
 
+def test_sessions_and_proxies_settings():
+    s = Settings.from_env({})
+    assert (s.session_hours, s.cookie_secure, s.trusted_proxies) == (12, False, 0)
+    s = Settings.from_env({"DELULA_SESSION_HOURS": "0.5", "DELULA_COOKIE_SECURE": "on", "DELULA_TRUSTED_PROXIES": "2"})
+    assert (s.session_hours, s.cookie_secure, s.trusted_proxies) == (0.5, True, 2)
+
+
 def test_fal_needs_a_key():
     with pytest.raises(ConfigError, match="FAL_KEY"):
         Settings.from_env({"DELULA_PROVIDER": "fal"})
+
+
+def test_the_repr_hides_every_secret():
+    s = Settings.from_env({"DELULA_SECRET_KEY": "session-s3cret", "FAL_KEY": "fal-s3cret",
+                           "DELULA_SIMULATOR_KEY": "sim-s3cret", "DELULA_ADMIN_PASSWORD": "admin-s3cret",
+                           "DELULA_METRICS_TOKEN": "metrics-s3cret",
+                           "DELULA_DATABASE_URL": "postgresql+psycopg://app:db-s3cret@h/delula"})
+    assert (s.secret_key, s.fal_key, s.simulator_key) == ("session-s3cret", "fal-s3cret", "sim-s3cret")
+    for text in (repr(s), str(s), repr(s.replace(min_backlog=1))):
+        assert "s3cret" not in text and "Settings(" in text

@@ -15,7 +15,7 @@ from delula import auth, generations, jobruns, recipes
 from delula.storage import accounts
 from delula.storage.models import CreditTransaction, Generation
 from tests.support.api import start_claiming
-from tests.support.db import Cluster, can_make_clusters, free_port
+from tests.support.db import Cluster, free_port, require_clusters
 from tests.support.factories import add_pool_items
 from tests.support.processes import ROOT, TERMINAL, halt_under_claims, spawn, stop_processes, worker_env
 from tests.support.waiting import wait_for
@@ -109,7 +109,7 @@ def test_a_misbehaving_provider_fails_jobs_readably_and_the_scheduler_keeps_goin
               for fault in FAULTS}
     port = free_port()
     sim = worker = None
-    env = worker_env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key",
+    env = worker_env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key", DELULA_SIMULATOR_KEY="test-key",
                DELULA_FAL_QUEUE_URL=f"http://127.0.0.1:{port}/sim/fal", DELULA_MAX_CONCURRENT_JOBS=10,
                DELULA_MAX_ATTEMPTS=2, DELULA_JOB_TIMEOUT_S=8, DELULA_SIMULATOR_DURATION="0.5",
                DELULA_SIMULATOR_FAILURE_RATE="0",   # the faults are the recipes' own; the good job must not fail by chance
@@ -148,11 +148,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.mark.skipif(not can_make_clusters(), reason="needs initdb/pg_ctl for a cluster of the test's own")
 def test_the_api_survives_a_database_restart_under_load(tmp_path):
     """A cluster of the test's own (never the shared server) is halted while clients claim: the
     API answers 503 JSON and /healthz says why; once it is back, claims succeed again without
     restarting the app, and nothing claimed was lost or charged twice."""
+    require_clusters()
     cluster = Cluster()
     app = None
     try:

@@ -15,11 +15,12 @@ import pytest
 from dash import dcc, html
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
-from flask import session
 
-from delula import auth, forms, generations, recipes
+from delula import audit, auth, forms, generations, recipes
 from delula.demo import RECIPES
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
+from delula.storage.models import CreditTransaction
+from pages.access import start_session
 from tests.support.factories import add_pool_items
 
 CAT_OLYMPICS, TINY_CHEF, RETRO_AD, DRONE, PET_SHOW, CLAYMATION, SKATE = range(1, 8)
@@ -68,7 +69,7 @@ def signed_in(dash_app, username: str = "admin"):
     rt = rt_of(dash_app)
     user = auth.get_user(rt, username=username)
     with dash_app.server.test_request_context("/_dash-update-component", method="POST"):
-        session["uid"] = user.id
+        start_session(user.id, user.session_epoch)   # as the sign-in form does
         yield user
 
 
@@ -245,17 +246,19 @@ def test_layout_shows_a_card_per_active_recipe_with_availability(dash_app):
 
 
 def test_acting_as_offers_a_bounded_list_searches_by_name_and_keeps_the_chosen_user(dash_app):
-    """Thousands of users may have the role ``user``: the selector offers the first
-    ACTING_AS_SHOWN by name, the server searches the rest, and the chosen one stays listed."""
+    """Thousands of test accounts may exist: the selector offers the first ACTING_AS_SHOWN by
+    name, the server searches the rest, and the chosen one stays listed. Real customers (role
+    user, not a test account) and staff are never offered."""
     rt = rt_of(dash_app)
     rp = page("recipes")
     for i in range(rp.ACTING_AS_SHOWN + 10):
-        auth.create_user(rt, f"load_{i:03d}", credits=i)
-    zed, _ = auth.create_user(rt, "Zed_1", credits=7)
-    auth.create_user(rt, "zed-1", credits=1)
+        auth.create_user(rt, f"load_{i:03d}", credits=i, is_test=True)
+    zed, _ = auth.create_user(rt, "Zed_1", credits=7, is_test=True)
+    auth.create_user(rt, "zed-1", credits=1, is_test=True)
     auth.create_user(rt, "zed_ops", role="ops")
+    auth.create_user(rt, "zed_real", credits=3)
     badge_ids = [{"type": "avail-badge", "recipe": CAT_OLYMPICS}]
-    by_name = [u.username for u in auth.list_users(rt, roles=("user",))]
+    by_name = [u.username for u in auth.list_users(rt, roles=("user",)) if u.is_test]
 
     def names(options):
         return [o["label"].split(" · ")[0] for o in options]
@@ -269,7 +272,7 @@ def test_acting_as_offers_a_bounded_list_searches_by_name_and_keeps_the_chosen_u
         assert names(literal) == ["Zed_1"]
         _, _, percent, _ = rp.refresh(1, None, "%", None, None, badge_ids)
         assert percent == []
-        _, _, staff, _ = rp.refresh(1, None, "zed_", None, None, badge_ids)    # test users only
+        _, _, staff, _ = rp.refresh(1, None, "zed_", None, None, badge_ids)    # test accounts only
         assert names(staff) == ["Zed_1"]
         _, _, kept, balance = rp.refresh(1, zed.id, "load_00", None, None, badge_ids)
         assert names(kept) == [f"load_00{i}" for i in range(10)] + ["Zed_1"] and balance == "7 credits"
@@ -370,6 +373,14 @@ def test_generate_queues_a_user_job_with_the_form_values(dash_app):
     assert f"Queued generation #{job.id} for maya" in text(result)
     assert [c.href for c in of_type(result, dcc.Link)] == ["/queue", f"/generations/{job.id}"]
     assert user(dash_app, "maya").credits == 36
+    # asked by the signed-in staff member: the ledger names them, and the audit trail records it
+    admin = user(dash_app, "admin")
+    (row,) = audit.events(rt)
+    assert (row["actorId"], row["action"], row["targetUserId"], row["targetJobId"], row["targetRecipeId"]) == \
+        (admin.id, "generate_for_user", maya.id, job.id, RETRO_AD)
+    with rt.store.begin() as s:
+        charge = s.query(CreditTransaction).filter_by(kind="generation", generation_id=job.id).one()
+    assert charge.actor_id == admin.id
 
 
 def test_generate_reports_field_errors_and_charges_nothing(dash_app):

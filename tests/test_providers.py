@@ -40,7 +40,8 @@ class CountingSession(requests.Session):
 
 @pytest.fixture(scope="module")
 def sim_url():
-    server = make_server("127.0.0.1", 0, create_app(Simulator(duration=0, failure_rate=0.0)), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(Simulator(duration=0, failure_rate=0.0), key="test-key"),
+                         threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -240,6 +241,93 @@ def test_unknown_request_and_bad_arguments_are_non_retryable(sim_url):
     with pytest.raises(ProviderError) as err:
         provider.submit("", {})
     assert not err.value.retryable
+
+
+# --------------------------------------------------------------------------------------------
+# the configured queue host only
+# --------------------------------------------------------------------------------------------
+class Recorder:
+    """A real HTTP server on 127.0.0.1 that answers every request with ``answer(path)`` and
+    records each one's method, path and Authorization header."""
+
+    def __init__(self, answer):
+        import flask
+
+        app = flask.Flask("recorder")
+        self.seen: list[tuple[str, str, str | None]] = []
+
+        @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT"])
+        @app.route("/<path:path>", methods=["GET", "POST", "PUT"])
+        def any_path(path):
+            self.seen.append((flask.request.method, "/" + path, flask.request.headers.get("Authorization")))
+            return answer("/" + path)
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def elsewhere():
+    """The "other host": 127.0.0.1 on another port, recording whatever reaches it."""
+    server = Recorder(lambda path: ({"status": "COMPLETED", "video": {"url": "x"}}, 200))
+    yield server
+    server.close()
+
+
+def test_the_fal_client_follows_no_url_off_its_queue_host(elsewhere):
+    """A submit answer naming another host for its status, result or cancel URL is a provider
+    error; a stored submission pointing elsewhere is refused without a call; a redirect is not
+    followed. The other host never receives a request, let alone the key."""
+    def queue_answer(path):
+        if path.startswith("/moved"):
+            return "", 302, {"Location": f"{elsewhere.url}/stolen"}
+        root = f"{queue.url}/fal-ai/veo3/requests/r1"
+        urls = {"status_url": root + "/status", "response_url": root, "cancel_url": root + "/cancel"}
+        urls[path.rsplit("/", 1)[-1]] = f"{elsewhere.url}/fal-ai/veo3/requests/r1"   # one URL elsewhere
+        return {"request_id": "r1", **urls}, 200
+
+    queue = Recorder(queue_answer)
+    try:
+        provider = FalProvider("secret-fal-key", queue.url, timeout=2.0, retries=0)
+        for which in ("status_url", "response_url", "cancel_url"):
+            with pytest.raises(ProviderError) as err:
+                provider.submit(f"fal-ai/{which}", {})
+            assert not err.value.retryable
+            assert err.value.message == (f"fal.ai submit: the {which} names the host {elsewhere.url[7:]}, not the "
+                                         f"configured queue host {queue.url[7:]}; it is not followed")
+        assert [m for m, _, _ in queue.seen] == ["POST"] * 3
+        assert all(auth == "Key secret-fal-key" for _, _, auth in queue.seen)
+
+        stored = Submission("r1", f"{elsewhere.url}/s", f"{elsewhere.url}/r", f"{elsewhere.url}/c")
+        for call in (provider.status, provider.result, provider.cancel):
+            with pytest.raises(ProviderError, match="not the configured queue host") as err:
+                call(stored)
+            assert not err.value.retryable
+        for other in (elsewhere.url.replace("http:", "https:"), "http://localhost:" + queue.url.rsplit(":", 1)[1]):
+            with pytest.raises(ProviderError, match="not followed"):
+                provider.status(Submission("r1", f"{other}/s", "", ""))
+
+        moved = Submission("r1", f"{queue.url}/moved/status", f"{queue.url}/moved", f"{queue.url}/moved/cancel")
+        with pytest.raises(ProviderError) as err:
+            provider.status(moved)
+        assert err.value.status_code == 302
+        assert elsewhere.seen == []
+    finally:
+        queue.close()
+
+
+def test_the_queue_host_compares_scheme_host_and_port():
+    same = FalProvider("k", "HTTPS://Queue.Example/sim/fal")
+    same._follow("status", "URL", "https://queue.example:443/other/path")   # default port, any path
+    for url in ("http://queue.example/x", "https://queue.example:8443/x", "https://evil.example/x",
+                "https://queue.example.evil/x", "https://queue.example:bad/x", "/relative/x"):
+        with pytest.raises(ProviderError):
+            same._follow("status", "URL", url)
 
 
 # --------------------------------------------------------------------------------------------

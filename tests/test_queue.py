@@ -473,7 +473,7 @@ class CrashingProvider(FakeProvider):
 
 
 def test_recovery_after_a_crash_polls_submitted_jobs_and_resubmits_the_others(db_url, make_runtime, clock):
-    simulator = Simulator(duration=30, failure_rate=0, clock=clock)
+    simulator = Simulator(duration=30, failure_rate=0, clock=clock, secret=b"one deployment")
     before = make_runtime(db_url, clock=clock, provider=SimulatorProvider(simulator), job_timeout_s=10_000)
     auth.ensure_system_user(before)
     recipe = _recipe(before)
@@ -489,7 +489,7 @@ def test_recovery_after_a_crash_polls_submitted_jobs_and_resubmits_the_others(db
 
     clock.advance(5)
     after = make_runtime(db_url, clock=clock, provider=SimulatorProvider(Simulator(duration=30, failure_rate=0,
-                                                                                   clock=clock)))
+                                                                                   clock=clock, secret=b"one deployment")))
     summary = queue.recover(after)
     assert (summary["repolled"], summary["resubmitted"]) == (1, 1)
     gen = _gen(after, crashed)

@@ -29,7 +29,7 @@ from delula import auth, generations, jobruns, recipes, simulator
 from delula.storage import accounts
 from delula.storage.models import ClaimEvent, CreditTransaction, Generation
 from tests.support.api import start_claiming
-from tests.support.db import Cluster, can_make_clusters, free_port
+from tests.support.db import Cluster, free_port, require_clusters
 from tests.support.factories import add_pool_items
 from tests.support.processes import TERMINAL, halt_under_claims, spawn, stop_processes, worker_env
 from tests.support.waiting import wait_for
@@ -53,7 +53,7 @@ class CountingProvider:
         self.submissions: dict[str, list[str]] = defaultdict(list)
         self.hold, self.held, self._release = hold, threading.Event(), threading.Event()
         app = flask.Flask("counting-provider")
-        app.register_blueprint(simulator.create_blueprint(self.sim), url_prefix="/sim/fal")
+        app.register_blueprint(simulator.create_blueprint(self.sim, key="test-key"), url_prefix="/sim/fal")
         app.before_request(self._read)
         app.after_request(self._count)
         self.port = free_port()
@@ -137,13 +137,13 @@ def test_a_worker_killed_at_the_worst_moments_repeats_only_the_unrecorded_submis
                for r in runs), runs
 
 
-@pytest.mark.skipif(not can_make_clusters(), reason="needs initdb/pg_ctl for a cluster of the test's own")
 def test_gunicorn_and_the_worker_ride_out_a_database_restart(tmp_path):
     """On a cluster of the test's own (never the shared server): gunicorn serves claims from four
     clients and a worker runs jobs; the cluster is halted, a web worker is killed and replaced
     meanwhile, and the cluster is started again. The same server and worker carry on; every 200
     is an owned, charged item; a claim that committed as the connection broke is charged exactly
     once; every job ends completed."""
+    require_clusters()
     cluster = Cluster()
     server = worker = None
     results: list[tuple[int, dict]] = []

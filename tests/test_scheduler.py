@@ -122,7 +122,7 @@ def test_housekeeping_forgets_idempotency_keys_after_a_day(rt):
     assert result["result"]["idempotencyKeysDeleted"] == 1
     with rt.store.begin() as s:
         assert pool.stored_response(s, alice.id, "old") is None
-        assert pool.stored_response(s, alice.id, "recent") == ("claimed", {"key": "recent"})
+        assert pool.stored_response(s, alice.id, "recent") == ("claimed", {"key": "recent"}, None)
 
 
 def test_start_in_process_is_idempotent_and_leads_on_sqlite(sqlite_url, make_runtime):

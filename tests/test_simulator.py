@@ -36,7 +36,8 @@ from delula.simulator import (
 from delula.simulator.media import render_poster, render_thumbnail
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = {"Authorization": "Key test-key"}
+SIM_KEY = "test-key"
+KEY = {"Authorization": f"Key {SIM_KEY}"}
 
 
 class FakeClock:
@@ -81,7 +82,7 @@ def http_clock():
 
 @pytest.fixture(scope="module")
 def server(http_clock):
-    srv = ServerThread(create_app(Simulator(duration=(10.0, 10.0), failure_rate=0.0, clock=http_clock)))
+    srv = ServerThread(create_app(Simulator(duration=(10.0, 10.0), failure_rate=0.0, clock=http_clock), key=SIM_KEY))
     yield srv
     srv.close()
 
@@ -417,11 +418,13 @@ def test_http_auth_and_errors_are_json(server):
     calls = [("POST", f"{server.url}/sim/fal/fal-ai/veo3"), ("GET", sub["status_url"]),
              ("GET", sub["response_url"]), ("PUT", sub["cancel_url"])]
     for method, url in calls:
-        for headers in ({}, {"Authorization": "Key "}, {"Authorization": "Basic abc"}):
+        for headers in ({}, {"Authorization": "Key "}, {"Authorization": "Basic abc"},
+                        {"Authorization": "Key x"}, {"Authorization": f"Key {SIM_KEY}x"},
+                        {"Authorization": f"Key {SIM_KEY} extra"}, {"Authorization": "Key tést"}):
             r = requests.request(method, url, headers=headers, json={}, timeout=5)
             assert r.status_code == 401, (method, url, headers)
             assert r.headers["Content-Type"] == "application/json" and r.json()["detail"]
-    assert requests.get(sub["status_url"], headers={"Authorization": "Bearer tok"}, timeout=5).status_code == 200
+    assert requests.get(sub["status_url"], headers={"Authorization": f"Bearer {SIM_KEY}"}, timeout=5).status_code == 200
 
     forged = sub["request_id"][:-3] + "abc"
     for method, suffix in (("GET", "/status"), ("GET", ""), ("PUT", "/cancel")):
@@ -470,7 +473,7 @@ def test_blueprint_mounts_on_an_existing_app():
         return {"pong": True}
 
     sim = Simulator(duration=0, failure_rate=0.0)
-    app.register_blueprint(create_blueprint(lambda: sim), url_prefix="/sim/fal")
+    app.register_blueprint(create_blueprint(lambda: sim, key=SIM_KEY), url_prefix="/sim/fal")
     client = app.test_client()
     assert client.get("/api/ping").get_json() == {"pong": True}
     sub = client.post("/sim/fal/fal-ai/veo3", json={"prompt": "p"}, headers=KEY).get_json()
@@ -480,7 +483,7 @@ def test_blueprint_mounts_on_an_existing_app():
     assert client.get(video["url"].removeprefix("http://localhost")).status_code == 200
 
     other = Flask("other")  # a Simulator instance is accepted in place of a factory
-    other.register_blueprint(create_blueprint(sim), url_prefix="/sim/fal")
+    other.register_blueprint(create_blueprint(sim, key=SIM_KEY), url_prefix="/sim/fal")
     assert other.test_client().get("/sim/fal/").status_code == 200
 
 
@@ -488,7 +491,7 @@ def test_serve_runs_the_simulator_standalone():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = f"from delula.simulator import serve, Simulator; serve('127.0.0.1', {port}, Simulator(0, 0.0))"
+    code = f"from delula.simulator import serve, Simulator; serve('127.0.0.1', {port}, Simulator(0, 0.0), key={SIM_KEY!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -585,7 +588,7 @@ def test_official_fal_client_against_the_simulator(tmp_path):
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    srv = ServerThread(create_app(Simulator(duration=0, failure_rate=0.0)), ssl_context=context)
+    srv = ServerThread(create_app(Simulator(duration=0, failure_rate=0.0), key="sim-key"), ssl_context=context)
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY") and not k.startswith("FAL_")}
     env.update(FAL_KEY="sim-key", FAL_QUEUE_RUN_HOST=f"127.0.0.1:{srv.port}/sim/fal",
                SSL_CERT_FILE=str(ca), NO_PROXY="127.0.0.1,localhost")

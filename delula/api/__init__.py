@@ -23,24 +23,26 @@ application/json`` (else 415), then :mod:`delula.api.bodies` — UTF-8, a JSON o
 within 64 bits, finite numbers, no NUL characters or lone surrogates in any string, each field of
 its JSON type and no field beyond the model's (the document says ``additionalProperties: false``).
 
-A malformed instant request is **not** recorded as a claim event: it is refused here, before
-the claim, and changes nothing at all. Requests that are well formed but name an unknown or
-inactive recipe or an unknown target user reach the claim, which records them with outcome
-``invalid`` — those are the "failed claims" the dashboard shows.
+A malformed instant request (400) from an authenticated caller is refused here, before the
+claim, and recorded as one ``invalid`` claim event (``claims.record_refused_attempt``), nothing
+else; an anonymous one or a refused token changes nothing at all. Requests that are well formed
+but name an unknown or inactive recipe or an unknown target user reach the claim, which records
+them with outcome ``invalid`` too — those are the "failed claims" the dashboard shows.
 """
 from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from functools import cache, wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .. import auth, backlog, claims, generations, metrics, queue_status, recipes, runtime
+from .. import audit, auth, backlog, claims, generations, metrics, queue_status, recipes, runtime
 from ..auth import STAFF_ROLES
 from ..storage import DatabaseUnavailable
 from . import bodies, openapi
@@ -73,6 +75,36 @@ def init_app(app: Flask, rt) -> None:
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error_outside_views)
     app.register_error_handler(500, _server_error_outside_views)
+    app.before_request(_open_request_id)
+    app.after_request(_echo_request_id)
+    app.teardown_request(_close_request_id)
+
+
+# --- the request id -------------------------------------------------------------------------
+# Every request of the app (API, dashboard, its callbacks) is served under an id — the caller's
+# ``X-Request-Id`` when it sends a sane one, else a fresh one — that audit rows written during the
+# request carry and the response echoes back, so a record can be matched to its request and logs.
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _open_request_id():
+    asked = request.headers.get(REQUEST_ID_HEADER, "").strip()
+    g.delula_request = audit.request_context(asked if _REQUEST_ID.fullmatch(asked) else None)
+    g.delula_request_id = g.delula_request.__enter__()
+
+
+def _echo_request_id(response: Response) -> Response:
+    if "delula_request_id" in g:
+        response.headers[REQUEST_ID_HEADER] = g.delula_request_id
+    return response
+
+
+def _close_request_id(_error=None):
+    context = g.pop("delula_request", None)
+    if context is not None:
+        context.__exit__(None, None, None)
 
 
 def is_api_path(path: str) -> bool:
@@ -275,16 +307,19 @@ def openapi_document() -> dict:
 @route("POST", "/api/generate/instant", "instantClaim", "Claim a finished backlog generation instantly",
        body=bodies.InstantRequest, parameters=(Parameter(
            "Idempotency-Key", "header", bodies.IdempotencyKey,
-           "a repeat by the same user returns the first response and never charges twice"),),
+           "a repeat by the same user with the same body returns the first response and never charges "
+           "twice; the key with another body is refused (422)"),),
        responses={
            200: Reply("Claimed and charged", bodies.Charged),
            400: Reply("Invalid body or Idempotency-Key, an unknown targetUserId (errors.targetUserId: "
                       "\"no such user\"), or insufficient credits",
                       bodies.InvalidRequest | bodies.InsufficientCredits),
-           403: _error("targetUserId given without role product or ops"),
+           403: _error("targetUserId names an account the caller may not act for (ops: any account; product "
+                       "staff: test accounts only; anyone else: none)"),
            404: Reply("Recipe not found (unknown or inactive), or no instant generation available",
                       bodies.NoInstantGeneration | bodies.Error),
            409: Reply("Every claimable item was taken by concurrent claims", bodies.NoInstantGeneration),
+           422: _error("The Idempotency-Key was used before for another recipe or target user"),
            429: Reply("Cooldown after the credited user's last claim", bodies.RateLimited,
                       {"Retry-After": bodies.RetryAfter}),
        })
@@ -294,18 +329,29 @@ def instant():
     try:
         key, key_error = idempotency_key()
         body = json_body(bodies.InstantRequest, key_error)
-    except (ApiError, HTTPException):
-        current_user()  # a refused token comes before a refused body
+    except (ApiError, HTTPException) as refusal:
+        user = current_user()  # a refused token comes before a refused body
+        if isinstance(refusal, ApiError) and refusal.status == 400:
+            claims.record_refused_attempt(runtime.current(), user.id, _recipe_id_asked())
         raise
     user, result = claims.instant_claim_with_token(runtime.current(), token, recipe_id=body.recipe_id,
                                                    target_user_id=body.target_user_id, idempotency_key=key)
     if user is None:
         raise _invalid_token()
-    if result is None:
-        raise ApiError(403, "targetUserId needs the role product or ops")
+    if result is None:  # a token whose user may not claim at all (the function was not called)
+        raise ApiError(403, claims.FORBIDDEN_MESSAGE)
     status, payload = result.response()
     headers = {"Retry-After": str(payload["retryAfter"])} if status == 429 else None
     return _json(status, payload, headers)
+
+
+def _recipe_id_asked() -> int | None:
+    """The ``recipeId`` of a refused instant body, when it has a usable one (for its claim event)."""
+    try:
+        value = bodies.parse(request.get_data(cache=True)).get("recipeId")
+    except bodies.BodyError:
+        return None
+    return value if type(value) is int and 0 < value < 2**31 else None
 
 
 @route("POST", "/api/generate", "createGeneration", "Queue a normal generation (validated, charged, pending)",
@@ -379,6 +425,30 @@ def me(user):
     return _json(200, auth.user_json(user))
 
 
+@route("GET", "/api/audit", "auditEvents", "The audit trail, newest first (ops only)", parameters=(
+           Parameter("since", "query", datetime, "only events at or after this time (ISO 8601)"),
+           Parameter("actor", "query", str, "only events of this username"),
+           Parameter("action", "query", bodies.AuditAction, "only this action"),
+           Parameter("limit", "query", bodies.AuditLimit, "at most this many events (default 500)")),
+       responses={
+           200: Reply("Audit events", bodies.AuditEvents),
+           400: _error("A filter's value is not usable (the message names it)"),
+           403: _error("Only ops may read the audit trail"),
+       })
+@authenticated("ops")
+def audit_events(user):
+    args = request.args
+    unknown = sorted(set(args) - {"since", "actor", "action", "limit"})
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r}: since, actor, action and limit are")
+    try:
+        rows = audit.query(runtime.current(), since=args.get("since"), actor=args.get("actor"),
+                           action=args.get("action"), limit=args.get("limit"))
+    except audit.QueryError as e:
+        raise ApiError(400, str(e)) from None
+    return _json(200, {"events": rows})
+
+
 @route("GET", "/api/openapi.json", "openapi", "This document", public=True,
        responses={200: Reply(f"OpenAPI {openapi.OPENAPI_VERSION} document", dict[str, Any])})
 def openapi_json():
@@ -395,13 +465,18 @@ def healthz():
     return _json(503, {"status": "degraded", "database": "unreachable", "message": "Database unavailable"})
 
 
-@route("GET", "/metrics", "metrics", "Prometheus metrics computed from the database (cached a few seconds)",
-       public=True, responses={
+@route("GET", "/metrics", "metrics", "Prometheus metrics computed from the database (cached a few seconds); "
+       "Bearer: an ops token or DELULA_METRICS_TOKEN", responses={
            200: Reply("Prometheus text exposition format 0.0.4", str, media_type="text/plain"),
-           503: _UNAVAILABLE,
+           403: _error("The token's user is not ops"),
        })
 def prometheus_metrics():
-    return Response(metrics.render(runtime.current()), content_type=metrics.CONTENT_TYPE)
+    rt = runtime.current()
+    if not metrics.is_metrics_token(rt.settings, bearer_token()):
+        user = current_user()
+        if user.role != "ops":
+            raise ApiError(403, "This needs the role ops or the metrics token")
+    return Response(metrics.render(rt), content_type=metrics.CONTENT_TYPE)
 
 
 # --- what no route serves -------------------------------------------------------------------

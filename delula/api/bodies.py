@@ -27,6 +27,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from ..audit import ACTIONS as AUDIT_ACTIONS
+from ..audit import MAX_LIMIT as AUDIT_MAX_LIMIT
 from ..auth import ROLES
 from ..claims import target_error
 from ..generations import JobStatus
@@ -243,7 +245,8 @@ class RateLimited(_Body):
 
 
 class Generation(_Body):
-    """A generation (SPEC §6); timestamps ISO 8601 UTC."""
+    """A generation (SPEC §6); timestamps ISO 8601 UTC. A claimed backlog item's ``createdAt`` is
+    its claim time and ``generatedAt`` when it was made; otherwise the two are equal."""
 
     id: int
     recipe_id: int
@@ -257,6 +260,7 @@ class Generation(_Body):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    generated_at: datetime
 
 
 class Charged(_Body):
@@ -329,6 +333,32 @@ class Me(_Body):
     username: str
     role: Literal[ROLES]
     credits: int
+    is_test: bool = Field(description="a test account, which product staff may act for")
+
+
+class AuditEvent(_Body):
+    """One row of the audit trail: who (``actor``; null for the system or the command line) did
+    what to whom, with the request it came with."""
+
+    id: int
+    at: datetime
+    actor: str | None
+    actor_id: str | None
+    action: Literal[AUDIT_ACTIONS]
+    target_user: str | None
+    target_user_id: str | None
+    target_job_id: int | None
+    target_recipe_id: int | None
+    details: dict[str, Any]
+    request_id: str | None
+
+
+class AuditEvents(_Body):
+    events: list[AuditEvent]
+
+
+AuditAction = Literal[AUDIT_ACTIONS]
+AuditLimit = Annotated[int, Field(ge=1, le=AUDIT_MAX_LIMIT)]
 
 
 class Health(_Body):

@@ -39,7 +39,7 @@ class Reply:
 @dataclass(frozen=True)
 class Parameter:
     name: str
-    location: str  # "path" | "header"
+    location: str  # "path" | "header" | "query"
     type: Any
     description: str = ""
     required: bool = False

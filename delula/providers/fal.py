@@ -5,6 +5,11 @@ Every failure is a :class:`~delula.providers.base.ProviderError`, never a raw
 here with exponential backoff (honouring ``Retry-After`` up to a cap); when the retries are used
 up the error is ``retryable=True``. A submit (POST) is retried on connection failures, 429 and
 5xx answers, but not after a read timeout, where fal may already have queued the request.
+
+The client talks to the configured queue host only (``DELULA_FAL_QUEUE_URL``: the same scheme,
+host and port): a submit answer whose status, result or cancel URL names another host is a
+provider error, no call is made to any other host, and redirects are not followed -- so the
+``Authorization: Key`` header never leaves for a host the answer chose.
 """
 from __future__ import annotations
 
@@ -32,6 +37,18 @@ __all__ = ["DEFAULT_QUEUE_URL", "FalProvider"]
 
 FAL_LABEL = "fal.ai"
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the default port filled in; an unreadable port is None."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, parts.hostname or "", port
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -66,6 +83,7 @@ class FalProvider:
         self.retry_after_cap = max(0.0, float(retry_after_cap))
         self.session = session or requests.Session()
         self.label = FAL_LABEL
+        self._origin = _origin_of(self.base_url)
         self._sleep = time.sleep
 
     def __repr__(self) -> str:
@@ -77,14 +95,23 @@ class FalProvider:
             headers["Authorization"] = f"Key {self.key}"
         return headers
 
+    def _follow(self, op: str, what: str, url: str) -> None:
+        """Refuse ``url`` unless it is on the configured queue host."""
+        if _origin_of(url) != self._origin:
+            host = urlsplit(url).netloc[:80] or repr(url[:80])
+            raise ProviderError(f"{self.label} {op}: the {what} names the host {host}, not the configured "
+                                f"queue host {urlsplit(self.base_url).netloc}; it is not followed",
+                                retryable=False)
+
     def _call(self, op: str, method: str, url: str, **kwargs) -> tuple[int, str]:
         """One logical call with retries. Returns (status code, body text) of a final answer."""
+        self._follow(op, "URL", url)
         attempts = self.retries + 1
         last: ProviderError | None = None
         for attempt in range(1, attempts + 1):
             delay = self.backoff * (2 ** (attempt - 1))
             try:
-                resp = self.session.request(method, url, headers=self._headers(),
+                resp = self.session.request(method, url, headers=self._headers(), allow_redirects=False,
                                             timeout=(self.timeout, self.timeout), **kwargs)
                 text = resp.text
             except requests.exceptions.ReadTimeout:
@@ -126,7 +153,10 @@ class FalProvider:
         url = f"{self.base_url}/{quote(model_id, safe='/-_.~')}"
         try:
             code, text = self._call("submit", "POST", url, json=arguments)
-            return interpret_submit(self.label, code, text, self.base_url, model_id)
+            sub = interpret_submit(self.label, code, text, self.base_url, model_id)
+            for what in ("status_url", "response_url", "cancel_url"):
+                self._follow("submit", what, getattr(sub, what))
+            return sub
         except ProviderError as exc:
             raise self._missing_key_hint(exc) from None
 

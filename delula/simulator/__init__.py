@@ -5,9 +5,9 @@ request id itself carries, as base64url JSON plus a short HMAC-SHA256 tag, every
 will do -- submit time, chosen duration, chosen outcome, model id, a short summary of the
 arguments (recipe name, prompt, form values; truncated) and any injected fault. Any process,
 including one started after a restart, answers status and result identically, as long as it
-uses the same secret (the built-in default unless one is given; the tag protects against
-typos and tampering, it is not a security boundary). Ids are URL-safe and shorter than 400
-characters.
+uses the same secret: a deployment's is derived from its simulator key (:func:`secret_for`), so
+it is the same in every process of the deployment and there is no built-in one. Ids are URL-safe
+and shorter than 400 characters.
 
 State is a function of ``clock.now() - submit time``::
 
@@ -23,7 +23,8 @@ Two faces share the same logic:
 * :class:`SimulatorProvider` -- the in-process :class:`delula.providers.Provider`, no HTTP;
   asset URLs are relative to its ``base_url`` (``/sim/fal/files/<request_id>/video.svg``).
 * :func:`create_blueprint` -- a fal-compatible HTTP API, mounted by ``app.py`` at ``/sim/fal``
-  (and by :func:`serve` / :func:`create_app` standalone). Results carry absolute URLs::
+  only when ``DELULA_PROVIDER=simulator`` (with ``fal`` every URL under it is a 404), and by
+  :func:`serve` / :func:`create_app` standalone. Results carry absolute URLs::
 
     POST /sim/fal/<model_id>                          -> 200 {request_id, status_url, response_url, cancel_url, queue_position}
     GET  /sim/fal/<app>/requests/<id>/status[?logs=1] -> 202 IN_QUEUE/IN_PROGRESS, 200 COMPLETED
@@ -33,10 +34,12 @@ Two faces share the same logic:
 
   Like fal, the returned status/result/cancel URLs use only the app root of the model id
   (``fal-ai/veo3/fast`` -> ``fal-ai/veo3``); any prefix is accepted, since the id is
-  self-describing. Queue endpoints require ``Authorization: Key <any non-empty key>``
-  (``Bearer`` is accepted too); a missing key is 401, an unknown/forged id 404, and every error
-  is JSON ``{"detail": ...}``. Cancellation is acknowledged but, being stateless, does not stop
-  the simulated job.
+  self-describing. Queue endpoints require ``Authorization: Key <simulator key>`` (``Bearer``
+  is accepted too): ``DELULA_SIMULATOR_KEY``, else in the app the key generated once and kept in
+  the database (a fal client pointed here sends its ``FAL_KEY``, so give both the same value).
+  A missing or wrong key is 401, an unknown/forged id 404, and every error is JSON
+  ``{"detail": ...}``. Cancellation is acknowledged but, being stateless, does not stop the
+  simulated job.
 
 Fault injection
 ---------------
@@ -52,8 +55,10 @@ Names accept ``-`` or ``_``.
                     2 s; use a large number for a permanent outage), then recovers
 ``status_429``      status answers 429 with ``Retry-After: retry_after`` (default 1) while
                     elapsed < ``for_s`` (default 2 s)
-``status_hang``     status sleeps ``hang_s`` (default 30 s, at most 120) before answering;
-                    in process it raises a retryable timeout ProviderError at once
+``status_hang``     status sleeps ``hang_s`` (default and at most 5 s: a hanging request holds
+                    a server thread) before answering; in process it raises a retryable
+                    timeout ProviderError at once. To see a client time out, give the client
+                    a shorter timeout (``DELULA_PROVIDER_TIMEOUT_S``)
 ``status_malformed`` status answers 200 with truncated, invalid JSON
 ``status_unknown``  status answers 200 with ``"status": "WEIRD"``
 ``status_missing``  status answers 200 JSON without a ``status`` field
@@ -77,14 +82,14 @@ The package, by responsibility:
 
 It depends on :mod:`delula.providers.base` (the provider contract), never the other way round.
 """
-from .engine import SimAnswer, Simulator
+from .engine import MOUNT, SimAnswer, Simulator
 from .http import create_app, create_blueprint, serve
 from .provider import SimulatorProvider
-from .ticket import DEFAULT_SECRET, FAULTS, InvalidRequestId, Ticket
+from .ticket import FAULTS, InvalidRequestId, Ticket, secret_for
 
 __all__ = [
-    "DEFAULT_SECRET",
     "FAULTS",
+    "MOUNT",
     "InvalidRequestId",
     "SimAnswer",
     "Simulator",
@@ -92,5 +97,6 @@ __all__ = [
     "Ticket",
     "create_app",
     "create_blueprint",
+    "secret_for",
     "serve",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,14 +19,15 @@ from typing import Any
 from delula.providers.base import app_root
 
 from .media import CONTENT_TYPE_SVG, render_poster, render_thumbnail
-from .ticket import DEFAULT_SECRET, InvalidRequestId, Ticket, choose_fault, cut, mint, number, read
+from .ticket import InvalidRequestId, Ticket, choose_fault, cut, mint, number, read
 
 __all__ = ["MOUNT", "SimAnswer", "Simulator"]
 
 #: where the fal-compatible HTTP API is mounted; in-process asset URLs are relative to it
 MOUNT = "/sim/fal"
 QUEUE_SHARE = 0.10
-MAX_HANG_S = 120.0
+#: the longest a ``status_hang`` answer hangs: an HTTP request holds a server thread meanwhile
+MAX_HANG_S = 5.0
 
 
 class _SystemClock:
@@ -54,7 +56,11 @@ class SimAnswer:
 
 
 class Simulator:
-    """The stateless simulated service. Thread-safe."""
+    """The stateless simulated service. Thread-safe.
+
+    ``secret`` signs the request ids (see :func:`~delula.simulator.ticket.secret_for`); without
+    one the instance draws its own, and only it can read the ids it mints.
+    """
 
     def __init__(self, duration=(5.0, 40.0), failure_rate: float = 0.05, *, clock=None,
                  secret: bytes | None = None, rng: random.Random | None = None):
@@ -70,7 +76,7 @@ class Simulator:
         self.clock = clock or _SystemClock()
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
-        self._secret = secret or DEFAULT_SECRET
+        self._secret = secret or secrets.token_bytes(32)
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
 

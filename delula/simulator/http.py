@@ -2,10 +2,13 @@
 
 The routes are listed in :mod:`delula.simulator`; every answer comes from the
 :class:`~delula.simulator.engine.Simulator`, sent as JSON (``{"detail": ...}`` for errors).
-Flask and werkzeug are imported only when the API is built.
+The queue endpoints answer only the holder of the simulator key; the SVG files stay open, since
+the dashboard shows them in ``<img>`` tags. Flask and werkzeug are imported only when the API is
+built.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import time
@@ -16,18 +19,28 @@ from .ticket import FAULTS
 
 __all__ = ["create_app", "create_blueprint", "serve"]
 
-_AUTH = re.compile(r"^\s*(Key|Bearer)\s+\S+", re.IGNORECASE)
+_AUTH = re.compile(r"^\s*(?:Key|Bearer)\s+(\S+)\s*$", re.IGNORECASE)
 
 
-def create_blueprint(simulator_factory: Callable[[], Simulator] | Simulator):
+def _holds_key(header: str, key: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Key <key>`` (or ``Bearer <key>``)."""
+    match = _AUTH.match(header or "")
+    return match is not None and hmac.compare_digest(match.group(1).encode("utf-8", "replace"),
+                                                     key.encode("utf-8"))
+
+
+def create_blueprint(simulator_factory: Callable[[], Simulator] | Simulator, *, key: str):
     """The fal-compatible HTTP API as a Flask blueprint; register it at ``url_prefix="/sim/fal"``.
 
     ``simulator_factory`` is called on every request (return a cached instance); a
-    :class:`Simulator` itself is accepted too.
+    :class:`Simulator` itself is accepted too. ``key`` is the simulator key the queue endpoints
+    require.
     """
     from flask import Blueprint, Response, request, url_for
     from werkzeug.exceptions import HTTPException
 
+    if not key:
+        raise ValueError("the simulator needs a key")
     if isinstance(simulator_factory, Simulator):
         instance = simulator_factory
         simulator_factory = lambda: instance  # noqa: E731
@@ -47,9 +60,9 @@ def create_blueprint(simulator_factory: Callable[[], Simulator] | Simulator):
         return url_for(".index", _external=True).rstrip("/")
 
     def unauthorised() -> Response | None:
-        if _AUTH.match(request.headers.get("Authorization", "")):
+        if _holds_key(request.headers.get("Authorization", ""), key):
             return None
-        return json_response(401, {"detail": "Missing or invalid Authorization header: expected 'Key <FAL_KEY>'"},
+        return json_response(401, {"detail": "Missing or invalid Authorization header: expected 'Key <simulator key>'"},
                              {"WWW-Authenticate": "Key"})
 
     @bp.route("/", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], strict_slashes=False)
@@ -115,13 +128,13 @@ def create_blueprint(simulator_factory: Callable[[], Simulator] | Simulator):
     return bp
 
 
-def create_app(simulator: Simulator):
-    """A plain Flask app holding only the simulator blueprint at ``/sim/fal``."""
+def create_app(simulator: Simulator, *, key: str):
+    """A plain Flask app holding only the simulator blueprint at ``/sim/fal``, behind ``key``."""
     from flask import Flask, jsonify
     from werkzeug.exceptions import HTTPException
 
     app = Flask("delula.simulator")
-    app.register_blueprint(create_blueprint(lambda: simulator), url_prefix=MOUNT)
+    app.register_blueprint(create_blueprint(lambda: simulator, key=key), url_prefix=MOUNT)
 
     @app.get("/")
     def root():
@@ -134,8 +147,9 @@ def create_app(simulator: Simulator):
     return app
 
 
-def serve(host: str, port: int, simulator: Simulator, *, ssl_context=None) -> None:
-    """Serve the simulator alone (``python -m delula simulator --port P``) until interrupted.
+def serve(host: str, port: int, simulator: Simulator, *, key: str, ssl_context=None) -> None:
+    """Serve the simulator alone (``python -m delula simulator --port P``), behind ``key``,
+    until interrupted.
 
     ``ssl_context`` (a ``(cert, key)`` pair of file names or an ``ssl.SSLContext``) serves it
     over HTTPS, which the official ``fal-client`` requires for submit (its queue URL is
@@ -143,5 +157,5 @@ def serve(host: str, port: int, simulator: Simulator, *, ssl_context=None) -> No
     """
     from werkzeug.serving import run_simple
 
-    run_simple(host, port, create_app(simulator), threaded=True, use_reloader=False,
+    run_simple(host, port, create_app(simulator, key=key), threaded=True, use_reloader=False,
                ssl_context=ssl_context)

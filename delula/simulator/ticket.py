@@ -2,10 +2,13 @@
 
 A request id is ``<body>.<tag>``: the body is base64url of a compact JSON payload (submit time,
 duration, outcome, model id, a summary of the arguments, a nonce and any fault), the tag the
-first 12 bytes of HMAC-SHA256 over ``delula-sim/1.<body>`` under the simulator's secret (the
-built-in :data:`DEFAULT_SECRET` unless one is given), base64url too. The tag protects against
-typos and tampering; it is not a security boundary. The summary is cut at the first of
-:data:`_LEVELS` that keeps the id under :data:`MAX_ID_LENGTH` characters.
+first 12 bytes of HMAC-SHA256 over ``delula-sim/1.<body>`` under the simulator's secret,
+base64url too. A deployment's secret is :func:`secret_for` its simulator key (``DELULA_SIMULATOR_KEY``,
+else the one generated once and kept in the database), so every process of the deployment, and
+the same deployment after a restart, reads the ids the others minted; there is no built-in
+secret. The tag protects against typos and tampering; whoever holds the key can submit (and so
+mint) ids anyway. The summary is cut at the first of :data:`_LEVELS` that keeps the id under
+:data:`MAX_ID_LENGTH` characters.
 
 Faults are chosen at submit time and travel in the id, so their catalogue (:data:`FAULTS`, the
 default options of each) and the reading of a fault request live here too.
@@ -23,7 +26,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 __all__ = [
-    "DEFAULT_SECRET",
     "FAULTS",
     "MAX_ID_LENGTH",
     "InvalidRequestId",
@@ -33,9 +35,9 @@ __all__ = [
     "mint",
     "number",
     "read",
+    "secret_for",
 ]
 
-DEFAULT_SECRET = b"delula-simulator-v1"
 MAX_ID_LENGTH = 400
 
 #: fault name -> default options (documented in :mod:`delula.simulator`)
@@ -44,7 +46,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "submit_5xx": {"code": 503},
     "status_5xx": {"code": 503, "for_s": 2.0},
     "status_429": {"retry_after": 1.0, "for_s": 2.0},
-    "status_hang": {"hang_s": 30.0},
+    "status_hang": {"hang_s": math.inf},   # as long as the engine lets an answer hang
     "status_malformed": {},
     "status_unknown": {},
     "status_missing": {},
@@ -199,6 +201,11 @@ def _b64d(text: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise ValueError("not base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def secret_for(key: str) -> bytes:
+    """The ticket-signing secret of a simulator key: one key, one secret, in every process."""
+    return hmac.new(key.encode("utf-8"), b"delula-sim/ticket-secret", hashlib.sha256).digest()
 
 
 def _sign(secret: bytes, body: str) -> str:

@@ -10,13 +10,16 @@ Nothing outside ``delula.storage`` imports SQLAlchemy. Modules by area:
 - ``jobs``      generation rows as queue jobs
 - ``stats``     counts and aggregates for backlog, API and dashboard
 - ``schedule``  scheduler runs and leader
+- ``audit``     the audit trail (append-only)
+- ``throttle``  sign-in attempts per username and client address
 """
 from .db import Conflict, DatabaseUnavailable, Store, current_revision, upgrade
-from .models import (CLAIM_OUTCOMES, LEDGER_KINDS, ROLES, STATUSES, SYSTEM_BACKLOG_USER_ID, ApiToken, ClaimEvent,
-                     CreditTransaction, Generation, JobSource, JobStatus, QueueSample, Recipe, User)
+from .models import (CLAIM_OUTCOMES, LEDGER_KINDS, ROLES, STAFF_ROLES, STATUSES, SYSTEM_BACKLOG_USER_ID, ApiToken,
+                     ClaimEvent, CreditTransaction, Generation, JobSource, JobStatus, QueueSample, Recipe, User,
+                     may_act_for)
 
 __all__ = [
     "Store", "DatabaseUnavailable", "Conflict", "upgrade", "current_revision",
-    "SYSTEM_BACKLOG_USER_ID", "ROLES", "STATUSES", "LEDGER_KINDS", "CLAIM_OUTCOMES", "JobStatus", "JobSource",
+    "SYSTEM_BACKLOG_USER_ID", "ROLES", "STAFF_ROLES", "may_act_for", "STATUSES", "LEDGER_KINDS", "CLAIM_OUTCOMES", "JobStatus", "JobSource",
     "User", "ApiToken", "Recipe", "Generation", "CreditTransaction", "ClaimEvent", "QueueSample",
 ]

@@ -14,8 +14,10 @@ from .db import Conflict, insert_unique, is_postgres
 from .models import ApiToken, AppSetting, CreditTransaction, User
 
 
-def add_user(s: Session, *, id: str, username: str, role: str, password_hash: str | None, now: datetime) -> User:
-    user = User(id=id, username=username, role=role, credits=0, password_hash=password_hash, created_at=now)
+def add_user(s: Session, *, id: str, username: str, role: str, password_hash: str | None, now: datetime,
+             is_test: bool = False) -> User:
+    user = User(id=id, username=username, role=role, credits=0, password_hash=password_hash, created_at=now,
+                is_test=is_test)
     return insert_unique(s, user, f"user {username!r} already exists")
 
 
@@ -39,11 +41,14 @@ def lock_user(s: Session, user_id: str) -> User | None:
 
 
 def list_users(s: Session, roles: tuple[str, ...] | None = None, *, search: str | None = None,
-               limit: int | None = None) -> list[User]:
-    """Users by name; only ``roles``, only names containing ``search`` (any case), at most ``limit``."""
+               limit: int | None = None, test_only: bool = False) -> list[User]:
+    """Users by name; only ``roles``, only names containing ``search`` (any case), only test
+    accounts with ``test_only``, at most ``limit``."""
     q = select(User).order_by(User.username).limit(limit)
     if roles:
         q = q.where(User.role.in_(roles))
+    if test_only:
+        q = q.where(User.is_test)
     if search:
         q = q.where(User.username.icontains(search, autoescape=True))
     return list(s.scalars(q))
@@ -61,14 +66,29 @@ def set_password_hash(s: Session, user_id: str, password_hash: str) -> None:
     s.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
 
 
+def end_sessions(s: Session, user_id: str) -> int:
+    """Bump the user's session epoch: every session signed with an older one has ended. The new epoch."""
+    return s.scalar(update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1)
+                    .returning(User.session_epoch))
+
+
+def set_role(s: Session, user_id: str, role: str) -> None:
+    s.execute(update(User).where(User.id == user_id).values(role=role))
+
+
+def deactivate(s: Session, user_id: str) -> None:
+    s.execute(update(User).where(User.id == user_id).values(is_active=False))
+
+
 def change_credits(s: Session, user_id: str, amount: int, *, kind: str, now: datetime,
                    generation_id: int | None = None, allow_debit: bool = False,
-                   cooldown_until: datetime | None = None) -> int | None:
+                   cooldown_until: datetime | None = None, actor_id: str | None = None) -> int | None:
     """Add ``amount`` (negative spends) and write the ledger row. Returns the new balance.
 
     Spending is conditional on ``credits >= -amount`` unless ``allow_debit``; when the condition
     fails nothing changes and ``None`` is returned. ``cooldown_until`` sets the instant-claim
-    cooldown in the same statement.
+    cooldown in the same statement. The ledger row names ``actor_id`` as who asked (the user
+    itself by default).
     """
     values = {"credits": User.credits + amount}
     if cooldown_until is not None:
@@ -80,7 +100,7 @@ def change_credits(s: Session, user_id: str, amount: int, *, kind: str, now: dat
     if balance is None:
         return None
     s.add(CreditTransaction(user_id=user_id, amount=amount, balance_after=balance, kind=kind,
-                            generation_id=generation_id, created_at=now))
+                            generation_id=generation_id, created_at=now, actor_id=actor_id or user_id))
     s.flush()
     return balance
 
@@ -116,8 +136,8 @@ TOUCH_TOKEN = (update(ApiToken).where(*LIVE_TOKEN, or_(ApiToken.last_used_at.is_
                                                        ApiToken.last_used_at < bindparam("stale_before")))
                .values(last_used_at=bindparam("when")))
 """Marks that token used, unless it was within :data:`TOKEN_TOUCH_S` (a CTE on PostgreSQL)."""
-TOKEN_USER = select(User).join(ApiToken, ApiToken.user_id == User.id).where(*LIVE_TOKEN)
-"""The owner of that token."""
+TOKEN_USER = select(User).join(ApiToken, ApiToken.user_id == User.id).where(*LIVE_TOKEN, User.is_active.is_(True))
+"""The owner of that token, unless deactivated."""
 TOKEN_TOUCHED = TOUCH_TOKEN.returning(ApiToken.id).cte("touched")
 """The touch as a data-modifying CTE: a statement that adds it looks the token up and marks it at once."""
 _LOOKUP_AND_TOUCH = TOKEN_USER.add_cte(TOKEN_TOUCHED)  # PostgreSQL

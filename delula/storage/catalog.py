@@ -1,4 +1,9 @@
-"""Recipes and their usage statistics (``recipe_usage_options``)."""
+"""Recipes and their usage statistics (``recipe_usage_options``).
+
+The statistics are bounded: at most :data:`MAX_VALUES_PER_FIELD` distinct values are kept per
+(recipe, field); a value beyond that is not added (the values already kept go on counting). What
+may be counted at all (never free text) is the domain's rule, ``forms.countable``.
+"""
 from __future__ import annotations
 
 import json
@@ -13,6 +18,8 @@ from sqlalchemy.orm import Session
 
 from .db import insert_unique, is_postgres
 from .models import Recipe, RecipeUsageOption
+
+MAX_VALUES_PER_FIELD = 50
 
 
 def add_recipe(s: Session, *, name: str, slug: str, description: str, credit_cost: int, model_id: str,
@@ -46,14 +53,35 @@ def set_active(s: Session, recipe_id: int, active: bool) -> bool:
     return bool(s.execute(update(Recipe).where(Recipe.id == recipe_id).values(is_active=active)).rowcount)
 
 
+def update_recipe(s: Session, recipe_id: int, **values) -> bool:
+    """Set the given columns of one recipe; ``False`` when it does not exist."""
+    recipe = s.get(Recipe, recipe_id)
+    if recipe is None:
+        return False
+    for column, value in values.items():
+        setattr(recipe, column, value)
+    s.flush()
+    return True
+
+
 def bump_usage_count(s: Session, recipe_id: int) -> None:
     s.execute(update(Recipe).where(Recipe.id == recipe_id).values(usage_count=Recipe.usage_count + 1))
 
 
 def record_choices(s: Session, recipe_id: int, form_data: dict, weight: int = 1) -> None:
-    """Count each chosen value of a user generation (one upsert for the whole form)."""
-    rows = [{"recipe_id": recipe_id, "variable_id": k, "value": encode_value(v), "count": weight}
-            for k, v in sorted(form_data.items())]
+    """Count each chosen value of a user generation (one upsert for the whole form); a value new
+    to a field that already keeps :data:`MAX_VALUES_PER_FIELD` values is left out."""
+    chosen = {k: encode_value(v) for k, v in form_data.items()}
+    if not chosen:
+        return
+    kept = (select(RecipeUsageOption.variable_id, RecipeUsageOption.value)
+            .where(RecipeUsageOption.recipe_id == recipe_id, RecipeUsageOption.variable_id.in_(list(chosen))))
+    known: dict[str, set] = defaultdict(set)
+    for variable_id, value in s.execute(kept):
+        known[variable_id].add(value)
+    rows = [{"recipe_id": recipe_id, "variable_id": k, "value": v, "count": weight}
+            for k, v in sorted(chosen.items())
+            if v in known[k] or len(known[k]) < MAX_VALUES_PER_FIELD]
     if not rows:
         return
     insert = pg_insert if is_postgres(s) else sqlite_insert

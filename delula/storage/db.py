@@ -18,6 +18,8 @@ from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..config import ConfigError, masked_url, normalise_url
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,19 +55,15 @@ def insert_unique(s: Session, row, conflict: str):
     return row
 
 
-def normalise_url(url: str) -> str:
-    """``postgresql://`` means psycopg 3 here, never psycopg2."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
 class Store:
     """One database: its engine and a way to run a transaction on it."""
 
     def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False):
         self.url = normalise_url(url)
-        parsed = make_url(self.url)
+        try:
+            parsed = make_url(self.url)
+        except (ValueError, exc.ArgumentError):
+            raise ConfigError(f"the database URL {masked_url(self.url)!r} cannot be read") from None
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             self.engine = create_engine(self.url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
@@ -82,7 +80,7 @@ class Store:
             event.listen(self.engine, "connect", _mark_new)
             event.listen(self.engine, "checkout", _check_on_checkout)
         else:
-            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql+psycopg")
+            raise ConfigError(f"unsupported database {self.dialect!r}: use sqlite or postgresql+psycopg")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @property

@@ -57,7 +57,17 @@ class JobSource(enum.StrEnum):
 
 STATUSES = tuple(JobStatus)
 LEDGER_KINDS = ("instant_claim", "generation", "refund", "grant")
-CLAIM_OUTCOMES = ("claimed", "no_backlog", "race", "insufficient_credits", "rate_limited", "invalid")
+CLAIM_OUTCOMES = ("claimed", "no_backlog", "race", "insufficient_credits", "rate_limited", "invalid", "forbidden")
+
+STAFF_ROLES = ("product", "ops")
+
+
+def may_act_for(actor_role: str, target_is_test: bool) -> bool:
+    """Whether a user of ``actor_role`` may claim, generate or top up for ANOTHER account: ops for
+    any account, product staff for test accounts only, nobody else. (The claim function in
+    ``sql/`` states the same in SQL.)"""
+    return actor_role == "ops" or (actor_role == "product" and target_is_test)
+
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -105,15 +115,25 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role"),
+        # only the system role's credits go below zero (migration 0010)
+        CheckConstraint("credits >= 0 OR role = 'system'", name="credits"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="user")
-    credits: Mapped[int] = mapped_column(Integer, default=0)
+    credits: Mapped[int] = mapped_column(BigInteger, default=0)
     password_hash: Mapped[str | None] = mapped_column(String(256))
     instant_cooldown_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # a test account: product staff may act for it (migration 0010)
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # a deactivated account signs in and authenticates no more
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # bumped by sign-out, password and role changes: every session signed with an older one ends
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def may_overdraw(self) -> bool:
@@ -226,11 +246,12 @@ class CreditTransaction(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    amount: Mapped[int] = mapped_column(Integer)
-    balance_after: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(16))
     generation_id: Mapped[int | None] = mapped_column(BigId)
     created_at: Mapped[datetime]
+    actor_id: Mapped[str | None] = mapped_column(String(64))   # who asked, when not the user (0010)
 
 
 class RecipeUsageOption(Base):
@@ -260,6 +281,7 @@ class ClaimEvent(Base):
     generation_id: Mapped[int | None] = mapped_column(BigId)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime]
+    actor_id: Mapped[str | None] = mapped_column(String(64))   # who asked, when not the user (0010)
 
 
 class QueueSample(Base):
@@ -301,6 +323,7 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)   # 0 while reserved
     response: Mapped[dict]
     outcome: Mapped[str | None] = mapped_column(String(32))   # the claim's outcome (migration 0009)
+    request_hash: Mapped[str | None] = mapped_column(String(64))   # what was asked (migration 0010)
     created_at: Mapped[datetime] = mapped_column(index=True)
 
 
@@ -338,3 +361,36 @@ class AppSetting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """Who did what to whom, written in the transaction of the action itself (migration 0010).
+    Append-only: nothing updates or deletes these rows."""
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_actor_id_at", "actor_id", "at"),
+        Index("ix_audit_events_action_at", "action", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor_id: Mapped[str | None] = mapped_column(String(64))     # None: the system itself
+    action: Mapped[str] = mapped_column(String(48))
+    target_user_id: Mapped[str | None] = mapped_column(String(64))
+    target_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    target_recipe_id: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict] = mapped_column(default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+
+class SignInFailure(Base):
+    """Sign-in attempts counted in a fixed window, per username and per client address
+    (migration 0011): the throttle every process of the deployment shares."""
+    __tablename__ = "sign_in_failures"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)    # "username" or "address"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]

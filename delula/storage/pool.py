@@ -14,18 +14,19 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import (ARRAY, Float, Integer, String, any_, bindparam, cast, delete, exists, func, literal, or_,
+from sqlalchemy import (ARRAY, Float, Integer, String, any_, bindparam, cast, delete, exists, func,
                         select, text, true, update)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from . import accounts, catalog
+from . import accounts, audit, catalog
 from .db import is_postgres
-from .models import IN_POOL, ClaimEvent, Generation, IdempotencyKey, User, UTCDateTime
+from .models import IN_POOL, STAFF_ROLES, ClaimEvent, may_act_for, Generation, IdempotencyKey, User, UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -40,22 +41,27 @@ class ClaimRow:
     retry_after: int | None = None    # seconds, when rate limited
 
 
-_CLAIM_CALL = text("SELECT * FROM delula_instant_claim(:recipe, :user, CAST(:patch AS jsonb), :now, :cd)")
+_CLAIM_CALL = text("SELECT * FROM delula_instant_claim(:recipe, :user, :actor, CAST(:patch AS jsonb), :now, :cd, "
+                   ":request)")
 _CLAIM_COLUMNS = ("o_outcome", "o_generation", "o_balance", "o_cost", "o_available", "o_retry_after")
 
 
-def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: datetime,
-          cooldown_s: float) -> ClaimRow:
-    """Claim the oldest pool item of ``recipe_id`` for ``user_id``, charge it, record the event."""
+def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: datetime, cooldown_s: float,
+          actor_id: str | None = None, request_id: str | None = None) -> ClaimRow:
+    """Claim the oldest pool item of ``recipe_id`` for ``user_id``, charge it, record the event.
+
+    ``actor_id`` is who asked (``None``: the user itself); acting for another user follows
+    :func:`models.may_act_for`, and a claim for another user is audited."""
+    actor_id = actor_id or user_id
     if is_postgres(s):
-        params = {"recipe": recipe_id, "user": user_id, "patch": json.dumps(meta_patch), "now": now,
-                  "cd": float(cooldown_s)}
+        params = {"recipe": recipe_id, "user": user_id, "actor": actor_id, "patch": json.dumps(meta_patch),
+                  "now": now, "cd": float(cooldown_s), "request": request_id}
         return _claim_row(s.connection().execute(_CLAIM_CALL, params).one())  # Core: no ORM work per call
     started = time.perf_counter()
-    result = _claim_steps(s, recipe_id, user_id, meta_patch, now, cooldown_s)
+    result = _claim_steps(s, recipe_id, user_id, actor_id, meta_patch, now, cooldown_s, request_id)
     record_event(s, user_id=user_id, recipe_id=recipe_id, outcome=event_outcome(result.outcome),
                  generation_id=result.generation.id if result.generation is not None else None,
-                 latency_ms=(time.perf_counter() - started) * 1000.0, now=now)
+                 latency_ms=(time.perf_counter() - started) * 1000.0, now=now, actor_id=actor_id)
     return result
 
 
@@ -65,10 +71,11 @@ def event_outcome(outcome: str) -> str:
     return "invalid" if outcome == "recipe_not_found" else outcome
 
 
-def record_refusal(s: Session, *, user_id: str, recipe_id: int, outcome: str, now: datetime) -> None:
+def record_refusal(s: Session, *, user_id: str | None, recipe_id: int | None, outcome: str, now: datetime,
+                   actor_id: str | None = None) -> None:
     """The claim event of an attempt refused before the claim was tried."""
     record_event(s, user_id=user_id, recipe_id=recipe_id, outcome=event_outcome(outcome), generation_id=None,
-                 latency_ms=0.0, now=now)
+                 latency_ms=0.0, now=now, actor_id=actor_id)
 
 
 @dataclass(frozen=True)
@@ -80,20 +87,20 @@ class TokenClaim:
 
 
 def _claim_with_token_statement():
-    """The token lookup (and its touch) and the claim function, gated by the caller's role, as one
-    statement. ``me`` is read twice, so PostgreSQL materializes it; ``claim`` calls a volatile
-    function, so it is never inlined, and its role test filters the scan of ``me``, so the function
-    runs only for a caller allowed to claim (a test on the outer join's condition would be applied
-    after the call)."""
+    """The token lookup (and its touch) and the claim function as one statement. ``me`` is read
+    twice, so PostgreSQL materializes it; ``claim`` calls a volatile function, so it is never
+    inlined, and its role test filters the scan of ``me``, so the function runs only for a caller
+    that may claim at all (a test on the outer join's condition would be applied after the call).
+    Whether the caller may claim for the target is the function's own rule."""
     me = accounts.TOKEN_USER.cte("me")
     target = bindparam("target", type_=String)
-    call = (func.delula_instant_claim(bindparam("recipe", type_=Integer), func.coalesce(target, me.c.id),
+    call = (func.delula_instant_claim(bindparam("recipe", type_=Integer), func.coalesce(target, me.c.id), me.c.id,
                                       cast(bindparam("patch", type_=String), JSONB),
-                                      bindparam("now", type_=UTCDateTime), bindparam("cd", type_=Float))
+                                      bindparam("now", type_=UTCDateTime), bindparam("cd", type_=Float),
+                                      bindparam("request", type_=String))
             .table_valued(*_CLAIM_COLUMNS).lateral("c"))
     claim = (select(call).select_from(me).join(call, true())
-             .where(me.c.role == any_(bindparam("claimers", type_=ARRAY(String))),
-                    or_(target.is_(None), me.c.role == any_(bindparam("targeters", type_=ARRAY(String)))))
+             .where(me.c.role == any_(bindparam("claimers", type_=ARRAY(String))))
              .cte("claim"))
     return select(me, claim).select_from(me.outerjoin(claim, true())).add_cte(accounts.TOKEN_TOUCHED)
 
@@ -102,21 +109,21 @@ _CLAIM_WITH_TOKEN = _claim_with_token_statement()
 
 
 def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user_id: str | None,
-                     claimers: tuple[str, ...], targeters: tuple[str, ...], meta_patch: dict, now: datetime,
-                     cooldown_s: float) -> TokenClaim:
-    """Authenticate a token and claim for its user — or for ``target_user_id``, when the user's
-    role is one of ``targeters``. Only users whose role is one of ``claimers`` claim at all. On
-    PostgreSQL ONE statement (an API claim's one round trip); on SQLite the lookup, then
-    :func:`claim`, in the session's transaction."""
+                     claimers: tuple[str, ...], meta_patch: dict, now: datetime, cooldown_s: float,
+                     request_id: str | None = None) -> TokenClaim:
+    """Authenticate a token and claim for its user, or for ``target_user_id`` as its user (who
+    may do so by :func:`models.may_act_for`). Only users whose role is one of ``claimers`` claim
+    at all. On PostgreSQL ONE statement (an API claim's one round trip); on SQLite the lookup,
+    then :func:`claim`, in the session's transaction."""
     if not is_postgres(s):
         user = accounts.user_for_token(s, token_hash, now)
-        if user is None or user.role not in claimers or (target_user_id is not None and user.role not in targeters):
+        if user is None or user.role not in claimers:
             return TokenClaim(user)
-        return TokenClaim(user, claim(s, recipe_id=recipe_id, user_id=target_user_id or user.id,
-                                      meta_patch=meta_patch, now=now, cooldown_s=cooldown_s))
+        return TokenClaim(user, claim(s, recipe_id=recipe_id, user_id=target_user_id or user.id, actor_id=user.id,
+                                      meta_patch=meta_patch, now=now, cooldown_s=cooldown_s, request_id=request_id))
     params = {**accounts.token_params(token_hash, now), "recipe": recipe_id, "target": target_user_id,
-              "patch": json.dumps(meta_patch), "now": now, "cd": float(cooldown_s),
-              "claimers": list(claimers), "targeters": list(targeters)}
+              "patch": json.dumps(meta_patch), "now": now, "cd": float(cooldown_s), "request": request_id,
+              "claimers": list(claimers)}
     row = s.connection().execute(_CLAIM_WITH_TOKEN, params).one_or_none()
     if row is None:
         return TokenClaim(None)
@@ -125,9 +132,13 @@ def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user
     return TokenClaim(user, None if row.o_outcome is None else _claim_row(row))
 
 
-def _claim_steps(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: datetime,
-                 cooldown_s: float) -> ClaimRow:
+def _claim_steps(s: Session, recipe_id: int, user_id: str, actor_id: str, meta_patch: dict, now: datetime,
+                 cooldown_s: float, request_id: str | None) -> ClaimRow:
     """The steps of ``delula_instant_claim`` as separate statements (SQLite)."""
+    actor = accounts.get_user(s, actor_id) if actor_id != user_id else None
+    actor_role = actor.role if actor is not None else None
+    if actor_id != user_id and actor_role not in STAFF_ROLES:
+        return ClaimRow("forbidden")
     recipe = catalog.get_recipe(s, recipe_id)
     if recipe is None or not recipe.is_active:
         return ClaimRow("recipe_not_found")
@@ -135,21 +146,26 @@ def _claim_steps(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now
     user = accounts.lock_user(s, user_id)
     if user is None:
         return ClaimRow("invalid", cost=cost)
+    if actor_role is not None and not may_act_for(actor_role, user.is_test):
+        return ClaimRow("forbidden", cost=cost)
     if cooldown_s > 0 and user.instant_cooldown_until is not None and user.instant_cooldown_until > now:
         wait = math.ceil((user.instant_cooldown_until - now).total_seconds())
         return ClaimRow("rate_limited", cost=cost, retry_after=max(1, wait))
     allow_debit = user.may_overdraw
     if user.credits < cost and not allow_debit:
         return ClaimRow("insufficient_credits", cost=cost, available=user.credits)
-    gen = take_item(s, recipe_id, user_id, meta_patch, now)
+    gen = take_item(s, recipe_id, user_id, meta_patch, now, cost)
     if gen is None:
         return ClaimRow("race" if has_items(s, recipe_id) else "no_backlog", cost=cost)
     balance = accounts.change_credits(
         s, user_id, -cost, kind="instant_claim", now=now, generation_id=gen.id, allow_debit=allow_debit,
-        cooldown_until=now + timedelta(seconds=cooldown_s) if cooldown_s > 0 else None)
+        cooldown_until=now + timedelta(seconds=cooldown_s) if cooldown_s > 0 else None, actor_id=actor_id)
     if balance is None:  # cannot happen under the row lock; never hand out an unpaid item
         raise RuntimeError("credit deduction failed under lock")
     catalog.bump_usage_count(s, recipe_id)
+    if actor_id != user_id:
+        audit.add(s, at=now, actor_id=actor_id, action="claim_for_user", target_user_id=user_id,
+                  target_job_id=gen.id, target_recipe_id=recipe_id, details={"credits": cost}, request_id=request_id)
     return ClaimRow("claimed", gen, balance, cost)
 
 
@@ -170,25 +186,30 @@ def _generation_from_json(doc: dict) -> Generation:
     return Generation(**values)
 
 
-def take_item(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: datetime) -> Generation | None:
-    """Move the oldest claimable generation of a recipe to ``user_id`` in one statement.
+def take_item(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: datetime,
+              cost: int) -> Generation | None:
+    """Move the oldest claimable generation of a recipe to ``user_id`` (SQLite's step).
 
-    On PostgreSQL the row is picked with ``FOR UPDATE SKIP LOCKED`` so concurrent claims take
-    different rows; on SQLite the statement runs under the database write lock. ``None`` when no
-    unlocked row is left.
+    The item becomes its new owner's: ``created_at`` is the claim time, ``credits_charged`` the
+    cost and ``metadata.generatedAt`` keeps when it was made. ``None`` when the pool is empty.
     """
-    oldest = (select(Generation.id).where(Generation.recipe_id == recipe_id, IN_POOL)
-              .order_by(Generation.created_at, Generation.id).limit(1)
-              .with_for_update(skip_locked=True).scalar_subquery())
-    if is_postgres(s):
-        meta = Generation.meta.op("||")(literal(meta_patch, JSONB))
-    else:
-        meta = func.json_patch(Generation.meta, json.dumps(meta_patch))
-    stmt = (update(Generation).where(Generation.id == oldest, IN_POOL)
-            .values(user_id=user_id, meta=meta, updated_at=now)
+    oldest = s.execute(select(Generation.id, Generation.created_at).where(Generation.recipe_id == recipe_id, IN_POOL)
+                       .order_by(Generation.created_at, Generation.id).limit(1)).first()
+    if oldest is None:
+        return None
+    patch = {**meta_patch, "generatedAt": generated_at(oldest.created_at)}
+    stmt = (update(Generation).where(Generation.id == oldest.id, IN_POOL)
+            .values(user_id=user_id, meta=func.json_patch(Generation.meta, json.dumps(patch)), created_at=now,
+                    updated_at=now, credits_charged=cost)
             .returning(Generation)
             .execution_options(synchronize_session=False))
     return s.scalars(stmt).first()
+
+
+def generated_at(made: datetime) -> str:
+    """When a claimed item was made, as ``metadata.generatedAt`` keeps it (the claim function
+    writes the same with ``to_char``)."""
+    return made.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def has_items(s: Session, recipe_id: int) -> bool:
@@ -202,31 +223,38 @@ def count_items(s: Session, recipe_id: int) -> int:
 
 
 def record_event(s: Session, *, user_id: str | None, recipe_id: int | None, outcome: str,
-                 generation_id: int | None, latency_ms: float, now: datetime) -> None:
+                 generation_id: int | None, latency_ms: float, now: datetime, actor_id: str | None = None) -> None:
     s.add(ClaimEvent(user_id=user_id, recipe_id=recipe_id, outcome=outcome, generation_id=generation_id,
-                     latency_ms=latency_ms, created_at=now))
+                     latency_ms=latency_ms, created_at=now, actor_id=actor_id))
     s.flush()
 
 
-def reserve_key(s: Session, user_id: str, key: str, now: datetime) -> bool:
-    """Insert a placeholder for an idempotency key. ``False`` when the key was used before.
+def reserve_key(s: Session, user_id: str, key: str, now: datetime, request_hash: str | None = None) -> bool:
+    """Insert a placeholder for an idempotency key, with a hash of what it asks for. ``False``
+    when the key was used before.
 
     A concurrent transaction inserting the same key waits for this one to end, then sees it.
     """
     insert = pg_insert if is_postgres(s) else sqlite_insert
     stmt = (insert(IdempotencyKey)
-            .values(user_id=user_id, key=key, status_code=0, response={}, created_at=now)
+            .values(user_id=user_id, key=key, status_code=0, response={}, created_at=now, request_hash=request_hash)
             .on_conflict_do_nothing(index_elements=["user_id", "key"])
             .returning(IdempotencyKey.key))
     return s.scalar(stmt) is not None
 
 
-def stored_response(s: Session, user_id: str, key: str) -> tuple[str, dict] | None:
-    """The outcome and the body stored for a key, or ``None`` while it is only reserved."""
+class StoredResponse(NamedTuple):
+    outcome: str
+    response: dict
+    request_hash: str | None   # None for keys stored before requests were hashed (migration 0010)
+
+
+def stored_response(s: Session, user_id: str, key: str) -> StoredResponse | None:
+    """The outcome, body and request hash stored for a key, or ``None`` while it is only reserved."""
     row = s.get(IdempotencyKey, (user_id, key), populate_existing=True)
     if row is None or row.status_code == 0:
         return None
-    return row.outcome, row.response
+    return StoredResponse(row.outcome, row.response, row.request_hash)
 
 
 def prune_keys(s: Session, before: datetime) -> int:

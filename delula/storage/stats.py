@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
@@ -48,6 +48,12 @@ def backlog_lead_times(s: Session, since: datetime, sample: int = 2000) -> tuple
     """Median minutes from creation to completion of backlog jobs completed since ``since``:
     ``({recipe_id: median}, overall median or None)``, one query.
 
+    A claimed item's ``created_at`` is its claim time (migration 0010: it is its new owner's from
+    then on), after its completion, so rows created after they completed are left out. The test is
+    the order of the two times rather than the owner: items claimed before 0010 kept their creation
+    time and still count, and a busy recipe, whose items are claimed soon after they finish, keeps
+    its sample instead of losing most of it to the claims.
+
     Bounded: only the backlog jobs among the newest ``sample`` completions of the window are
     looked at (a backward scan of the partial index ``ix_generations_finished`` — ``completed_at``
     of completed generations — that stops after ``sample`` rows; the source filter sits outside
@@ -65,11 +71,11 @@ def backlog_lead_times(s: Session, since: datetime, sample: int = 2000) -> tuple
     else:
         minutes = (func.julianday(Generation.completed_at) - func.julianday(Generation.created_at)) * 1440.0
     newest = (select(Generation.recipe_id, Generation.status, minutes.label("minutes"),
-                     from_backlog().label("from_backlog"))
+                     and_(from_backlog(), Generation.created_at <= Generation.completed_at).label("counted"))
               .where(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since)
               .order_by(Generation.completed_at.desc()).limit(sample).subquery())
     recent = (select(newest.c.recipe_id, newest.c.minutes)
-              .where(newest.c.from_backlog).subquery())
+              .where(newest.c.counted).subquery())
     if is_postgres(s):
         q = (select(recent.c.recipe_id, func.percentile_cont(0.5).within_group(recent.c.minutes))
              .group_by(func.grouping_sets(tuple_(recent.c.recipe_id), tuple_())))
@@ -108,6 +114,16 @@ def prune_queue_samples(s: Session, before: datetime) -> int:
     return s.execute(delete(QueueSample).where(QueueSample.created_at < before)).rowcount or 0
 
 
+def prune_refused_claim_events(s: Session, before: datetime, limit: int) -> int:
+    """Delete at most ``limit`` claim events older than ``before`` whose outcome is not
+    ``claimed`` (index ``ix_claim_events_created_at_outcome``); returns how many went."""
+    from sqlalchemy import delete
+
+    batch = (select(ClaimEvent.id).where(ClaimEvent.created_at < before, ClaimEvent.outcome != "claimed")
+             .limit(limit).scalar_subquery())
+    return s.execute(delete(ClaimEvent).where(ClaimEvent.id.in_(batch))).rowcount or 0
+
+
 # --- metrics (``delula.metrics``) ------------------------------------------------------------
 
 def claim_outcomes_since(s: Session, since: datetime) -> dict[str, int]:
@@ -120,8 +136,9 @@ def claim_outcomes_since(s: Session, since: datetime) -> dict[str, int]:
 def finished_since(s: Session, since: datetime) -> dict[str, int]:
     """Generations that completed (by ``completed_at``) or failed / were cancelled (by
     ``updated_at``) since ``since``, by status. A later claim of a completed item moves its
-    ``updated_at``, not its ``completed_at``, so claims are not counted as completions."""
-    from sqlalchemy import and_, or_
+    ``created_at`` and ``updated_at``, not its ``completed_at``, so claims are not counted as
+    completions."""
+    from sqlalchemy import or_
 
     q = (select(Generation.status, func.count())
          .where(or_(and_(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since),

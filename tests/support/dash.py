@@ -10,13 +10,14 @@ from .factories import add_pool_items
 
 def app_world(rt) -> tuple:
     """On ``rt`` (with the system user): the demo data, the app, a user of each role
-    (``acc_<role>``, password ``pw-<role>-123``), three pool items of recipe 1 and a failed job
+    (``acc_<role>``, password ``pw-<role>-123``; ``acc_user`` a test account), three pool items of recipe 1 and a failed job
     of the user. Returns ``(rt, dash_app, users, failed_job_id)``, ``users`` by role."""
     demo.seed(rt)
     import app as app_module
 
     dash_app = app_module.create_app(rt, start_scheduler=False)
-    users = {role: auth.create_user(rt, f"acc_{role}", role=role, password=f"pw-{role}-123", credits=20)
+    users = {role: auth.create_user(rt, f"acc_{role}", role=role, password=f"pw-{role}-123", credits=20,
+                                   is_test=role == "user")
              for role in ("user", "product", "ops")}
     add_pool_items(rt, 1, 3)
     failed = generations.create_user_generation(rt, user_id=users["user"][0].id, recipe_id=2, form_data={})

@@ -1,5 +1,5 @@
-"""Databases for tests: settings, admin statements, throwaway PostgreSQL clusters, and what the
-data looks like (everything a refused request must leave unchanged, the claim events recorded)."""
+"""Databases for tests: settings, admin statements, throwaway PostgreSQL clusters (and skipping,
+or failing, without them), and what the data looks like (everything a refused request must leave unchanged, the claim events recorded)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy import text
 
 from delula.config import Settings
@@ -96,6 +97,23 @@ def can_make_clusters() -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+REQUIRE_POSTGRES = os.environ.get("DELULA_REQUIRE_POSTGRES") == "1"
+
+
+def skip_or_fail(reason: str):
+    """Skip a test that cannot run here (no PostgreSQL, or a tool missing: initdb, pg_ctl,
+    pgbench) — or fail it, when ``DELULA_REQUIRE_POSTGRES=1`` asks for every such test to run."""
+    if REQUIRE_POSTGRES:
+        pytest.fail(f"PostgreSQL required (DELULA_REQUIRE_POSTGRES=1) but {reason}")
+    pytest.skip(reason)
+
+
+def require_clusters() -> None:
+    """For a test that makes a cluster of its own: :func:`skip_or_fail` without initdb/pg_ctl."""
+    if not can_make_clusters():
+        skip_or_fail("needs initdb/pg_ctl for a cluster of the test's own")
 
 
 def test_settings(url: str, **overrides) -> Settings:

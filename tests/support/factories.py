@@ -38,12 +38,13 @@ def add_pool_items(rt, recipe_id: int, n: int, *, form_data: dict | None = None)
 
 
 def world(rt, *, pool: int = 3, cost: int = 2) -> SimpleNamespace:
-    """Users of every role with tokens, an active recipe with ``pool`` claimable items, an
+    """Users of every role with tokens (``user`` a test account, which product staff may act
+    for; ``other`` and ``poor`` real ones), an active recipe with ``pool`` claimable items, an
     inactive recipe with items, and an active recipe with an empty pool."""
     w = SimpleNamespace()
     for name, role, credits in [("user", "user", 20), ("other", "user", 20), ("poor", "user", 1),
                                 ("product", "product", 0), ("ops", "ops", 50)]:
-        account, token = auth.create_user(rt, f"api_{name}", role=role, credits=credits)
+        account, token = auth.create_user(rt, f"api_{name}", role=role, credits=credits, is_test=name == "user")
         setattr(w, name, account)
         setattr(w, f"{name}_token", token)
     w.recipe = recipes.create_recipe(rt, name="Api Recipe", credit_cost=cost, variables=VARIABLES)
