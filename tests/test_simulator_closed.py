@@ -9,35 +9,20 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from delula.simulator import Simulator, SimulatorProvider
 from delula.simulator.engine import MAX_HANG_S
 from delula.storage import accounts
+from tests.support.api import serve
 from tests.support.db import free_port
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BURST = 16
-
-
-@contextmanager
-def serve(app):
-    """Serve a WSGI ``app`` on a free 127.0.0.1 port from a thread; yields the base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
 
 
 def key(value: str) -> dict:
