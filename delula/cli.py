@@ -100,31 +100,22 @@ def cmd_demo_seed(rt, args):
 def cmd_users_create(rt, args):
     from . import auth
 
-    try:
-        user, token = auth.create_user(rt, args.name, role=args.role, credits=args.credits, password=args.password,
-                                       is_test=args.test)
-    except auth.AuthError as e:
-        raise Refused(str(e)) from None
+    user, token = auth.create_user(rt, args.name, role=args.role, credits=args.credits, password=args.password,
+                                   is_test=args.test)
     _print({**auth.user_json(user), "token": token})
 
 
 def cmd_users_grant(rt, args):
     from . import auth
 
-    try:
-        balance = auth.grant(rt, args.name, args.amount)
-    except auth.AuthError as e:
-        raise Refused(str(e)) from None
+    balance = auth.grant(rt, args.name, args.amount)
     _print({"username": args.name, "granted": args.amount, "credits": balance})
 
 
 def cmd_users_revoke_token(rt, args):
     from . import auth
 
-    try:
-        n = auth.revoke_tokens(rt, args.name)
-    except auth.AuthError as e:
-        raise Refused(str(e)) from None
+    n = auth.revoke_tokens(rt, args.name)
     _print({"username": args.name, "revoked": n})
 
 
@@ -150,10 +141,7 @@ def cmd_users_set_password(rt, args):
     from . import auth
 
     password = _read_password(args.password_stdin)
-    try:
-        auth.set_password(rt, args.name, password)
-    except auth.AuthError as e:
-        raise Refused(str(e)) from None
+    auth.set_password(rt, args.name, password)
     _print({"username": args.name, "passwordChanged": True})
 
 
@@ -172,30 +160,21 @@ def _read_password(from_stdin: bool) -> str:
 def cmd_users_set_role(rt, args):
     from . import auth
 
-    try:
-        user = auth.set_role(rt, args.name, args.role)
-    except auth.AuthError as e:
-        raise Refused(str(e)) from None
+    user = auth.set_role(rt, args.name, args.role)
     _print(auth.user_json(user))
 
 
 def cmd_users_issue_token(rt, args):
     from . import auth
 
-    try:
-        token = auth.issue_token(rt, args.name)
-    except auth.AuthError as e:
-        raise Refused(str(e)) from None
+    token = auth.issue_token(rt, args.name)
     _print({"username": args.name, "token": token})
 
 
 def cmd_users_deactivate(rt, args):
     from . import auth
 
-    try:
-        revoked = auth.deactivate(rt, args.name)
-    except auth.AuthError as e:
-        raise Refused(str(e)) from None
+    revoked = auth.deactivate(rt, args.name)
     _print({"username": args.name, "active": False, "tokensRevoked": revoked})
 
 
@@ -490,13 +469,14 @@ def main(argv: list[str] | None = None, *, worker: Callable[[object], None] | No
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     from . import audit, storage
+    from .auth import AuthError
 
     try:
         if args.func is not cmd_db_upgrade and args.func is not cmd_simulator:
             storage.upgrade(rt.store)
         with audit.request_context():  # one request id per command, carried by its audit rows
             args.func(rt, args)
-    except Refused as e:
+    except (Refused, AuthError) as e:   # a refusal of the domain's account rules is the command's
         _print({"message": str(e)})
         return 1
     except BadUsage as e:
