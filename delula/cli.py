@@ -33,7 +33,7 @@ def _print(data, as_json: bool = True) -> None:
 
 
 def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    widths = [max(len(title), *(len(str(r.get(key, ""))) for r in rows)) for key, title in columns]
+    widths = [max([len(title), *(len(str(r.get(key, ""))) for r in rows)]) for key, title in columns]
     lines = ["  ".join(title.ljust(w) for (_, title), w in zip(columns, widths))]
     for r in rows:
         lines.append("  ".join(str(r.get(key, "")).ljust(w) for (key, _), w in zip(columns, widths)))

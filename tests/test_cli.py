@@ -182,3 +182,10 @@ def test_global_options_may_follow_the_command(cli, tmp_path):
     assert _json(cli("--database-url", elsewhere, "users", "grant", "carol", "3"))["credits"] == 5
     assert "no user" in _json(cli("users", "grant", "carol", "1", expect=1))["message"]   # not in the default one
     cli("backlog", "status", "--database-url", expect=2)
+
+
+def test_tables_of_nothing_print_their_header(cli):
+    """An empty database: ``backlog status`` and ``audit`` print the header row alone (a table of
+    no rows used to end in a TypeError)."""
+    assert cli("backlog", "status").stdout.split()[:3] == ["ID", "RECIPE", "READY"]
+    assert cli("audit").stdout.split()[:3] == ["AT", "ACTOR", "ACTION"]
