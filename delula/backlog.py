@@ -5,9 +5,10 @@ Per active recipe:
 - ``completed`` — claimable items (finished, owned by ``system_backlog``);
 - ``inFlight`` — backlog jobs pending or processing. They count towards the target, so a slow
   provider never makes a pass order the same items twice;
-- ``target`` — ``max(minimum, min(DELULA_MAX_BACKLOG, ceil(claim_rate × lead_time × 1.5)))``:
-  enough items to cover the claims expected while a refill is on its way, never below the
-  recipe's minimum (its override, else ``DELULA_MIN_BACKLOG``);
+- ``target`` — what the policy in force (``DELULA_BACKLOG_POLICY``, a pure function of
+  ``delula.policies``, the same the demand simulator calls) makes of the recipe's state: its
+  minimum (its override, else ``DELULA_MIN_BACKLOG``), the counts above, its instant attempts per
+  minute over the last hour (hits and misses: demand is attempts) and its lead time;
 - ``deficit = max(0, target − completed − inFlight)``.
 
 A pass (:func:`maintain`) creates ``deficit`` pending backlog generations per recipe with a fixed
@@ -21,29 +22,20 @@ and for the demo's prefill alike.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from datetime import timedelta
 
-from . import forms
+from . import forms, policies
 from .generations import BACKLOG_PRIORITY
 from .storage import SYSTEM_BACKLOG_USER_ID, JobSource, JobStatus, catalog, jobs, stats
 
 log = logging.getLogger(__name__)
 
-CLAIM_WINDOW = timedelta(hours=1)      # claim rate: successful claims per minute over this window
+DEMAND_WINDOW = timedelta(hours=1)     # demand: instant attempts (hits and misses) per minute over this window
 LEAD_TIME_WINDOW = timedelta(days=1)   # lead time: median over backlog jobs completed in this window
-DEFAULT_LEAD_TIME_MIN = 2.0            # lead time when no backlog job completed in the window
-SAFETY_FACTOR = 1.5
+DEFAULT_LEAD_TIME_MIN = policies.DEFAULT_LEAD_TIME_MIN   # when no backlog job completed in the window
 FAILED_RETENTION = timedelta(days=1)   # failed backlog jobs older than this are deleted ...
 FAILED_KEEP = 10                       # ... except the newest this many per recipe
-
-
-def target_for(minimum: int, claim_rate_per_min: float, lead_time_min: float, max_backlog: int) -> int:
-    """``max(minimum, min(max_backlog, ceil(rate × lead × 1.5)))`` (SPEC §5)."""
-    demand = max(0.0, claim_rate_per_min) * max(0.0, lead_time_min) * SAFETY_FACTOR
-    # round first: 0.1 × 20 × 1.5 is 3.0000000000000004 in floating point, and means 3
-    return max(minimum, min(max_backlog, math.ceil(round(demand, 9))))
 
 
 def job_rows(recipe, count: int, usage: dict, rng: random.Random) -> list[dict]:
@@ -64,20 +56,22 @@ def _rows(s, rt) -> tuple[list, list[dict]]:
     settings, now = rt.settings, rt.now()
     recipes = catalog.list_recipes(s, active_only=True)
     counts = stats.backlog_counts(s)
-    claims = stats.claims_since(s, now - CLAIM_WINDOW)
+    attempts = stats.attempts_since(s, now - DEMAND_WINDOW)
     lead_per_recipe, lead_overall = stats.backlog_lead_times(s, now - LEAD_TIME_WINDOW)
-    window_min = CLAIM_WINDOW.total_seconds() / 60
+    window_min = DEMAND_WINDOW.total_seconds() / 60
     rows = []
     for r in recipes:
         c = counts.get(r.id, {"completed": 0, "inFlight": 0})
         minimum = r.min_backlog if r.min_backlog is not None else settings.min_backlog
-        rate = claims.get(r.id, 0) / window_min
+        rate = attempts.get(r.id, 0) / window_min
         lead = lead_per_recipe.get(r.id, lead_overall if lead_overall is not None else DEFAULT_LEAD_TIME_MIN)
-        target = target_for(minimum, rate, lead, settings.max_backlog)
+        state = policies.RecipeState(minimum=minimum, completed=c["completed"], in_flight=c["inFlight"],
+                                     rate_per_min=rate, lead_time_min=lead)
+        target = policies.target(settings.backlog_policy, state, settings.max_backlog)
         rows.append({
             "recipeId": r.id, "name": r.name,
             "completed": c["completed"], "inFlight": c["inFlight"],
-            "target": target, "deficit": max(0, target - c["completed"] - c["inFlight"]),
+            "target": target, "deficit": policies.deficit(state, target), "policy": settings.backlog_policy,
             "minimum": minimum, "claimRatePerMin": round(rate, 3), "leadTimeMin": round(lead, 2),
             "belowMinimum": c["completed"] < minimum,
         })

@@ -218,7 +218,8 @@ def cmd_backlog_status(rt, args):
         _print({"recipes": rows})
     else:
         print(_table(rows, [("recipeId", "ID"), ("name", "RECIPE"), ("completed", "READY"),
-                            ("inFlight", "IN FLIGHT"), ("target", "TARGET"), ("deficit", "DEFICIT")]))
+                            ("inFlight", "IN FLIGHT"), ("claimRatePerMin", "ATTEMPTS/MIN"),
+                            ("target", "TARGET"), ("deficit", "DEFICIT"), ("policy", "POLICY")]))
 
 
 def cmd_backlog_maintain(rt, args):

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 PROVIDERS = ("simulator", "fal")
+BACKLOG_POLICIES = ("static", "reactive")   # delula.policies.POLICIES (a test keeps the two the same)
 _HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
@@ -56,6 +57,7 @@ class Settings:
     min_backlog: int = 3
     max_backlog: int = 30
     max_concurrent_jobs: int = 3
+    backlog_policy: str = "reactive"
     poll_schedule: tuple[float, ...] = (15.0, 30.0, 60.0, 30.0, 15.0)
     job_timeout_s: float = 480.0
     max_attempts: int = 3
@@ -94,6 +96,7 @@ class Settings:
             scheduler=r.switch("DELULA_SCHEDULER", True),
             min_backlog=r.integer("DELULA_MIN_BACKLOG", cls.min_backlog, minimum=0),
             max_backlog=r.integer("DELULA_MAX_BACKLOG", cls.max_backlog, minimum=0),
+            backlog_policy=r.choice("DELULA_BACKLOG_POLICY", cls.backlog_policy, BACKLOG_POLICIES),
             max_concurrent_jobs=r.integer("DELULA_MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=1),
             poll_schedule=r.schedule("DELULA_POLL_SCHEDULE", cls.poll_schedule),
             job_timeout_s=r.number("DELULA_JOB_TIMEOUT_S", cls.job_timeout_s, minimum=0.001),

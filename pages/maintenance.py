@@ -169,7 +169,7 @@ def runs_table(runs: list[dict]):
 def minimums_table(rows: list[dict], overrides: dict[int, int | None], default_minimum: int, *, editable: bool):
     if not rows:
         return empty_state("No active recipes", "Create one with `python -m delula recipes create`.")
-    head = html.Thead(html.Tr([html.Th(h) for h in ("Recipe", "Ready", "In flight", "Claims / min",
+    head = html.Thead(html.Tr([html.Th(h) for h in ("Recipe", "Ready", "In flight", "Attempts / min",
                                                      "Lead time", "Demand target", "Minimum", "")]))
     body = []
     for r in rows:
@@ -240,7 +240,8 @@ def layout(**_query):
             dbc.Col(_card("Scheduled jobs", "last and next run of each", html.Div(id="mt-jobs"), class_name="h-100"),
                     lg=9, className="mb-4"),
         ], className="g-3"),
-        _card("Backlog minimums", "the target is max(minimum, demand); demand = claims/min × lead time × 1.5",
+        _card("Backlog minimums", "the policy in force sets each target from the minimum, the instant attempts "
+                                  "per minute (hits and misses) and the lead time",
               [html.Div(id="mt-min-feedback", className="px-3 pt-3"), html.Div(id="mt-minimums")]),
         _card("Recipes", "inactive: not offered, not claimable, not refilled; its pool is kept",
               [html.Div(id="mt-active-feedback", className="px-3 pt-3"), html.Div(id="mt-active")]),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-from delula import auth, backlog, demo, forms, generations, recipes
+from delula import auth, backlog, config, demo, forms, generations, policies, recipes
 from delula.clock import ManualClock
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs, pool
 from delula.storage.models import Generation, QueueSample
@@ -48,13 +48,18 @@ def _set_status(rt, ids, status):
             synchronize_session=False)
 
 
+def _reactive(minimum, rate, lead, max_backlog):
+    return policies.reactive(policies.RecipeState(minimum=minimum, rate_per_min=rate, lead_time_min=lead),
+                             max_backlog)
+
+
 def test_target_formula():
-    assert backlog.target_for(3, 0.0, 2.0, 30) == 3             # no demand: the minimum
-    assert backlog.target_for(3, 0.5, 8.0, 30) == 6             # ceil(0.5 × 8 × 1.5)
-    assert backlog.target_for(0, 0.1, 20.0, 30) == 3            # 3.0000000000000004 in floats is 3
-    assert backlog.target_for(0, 0.1, 21.0, 30) == 4            # 3.15 rounds up
-    assert backlog.target_for(3, 10.0, 5.0, 30) == 30           # capped by the maximum ...
-    assert backlog.target_for(40, 10.0, 5.0, 30) == 40          # ... unless the minimum is higher
+    assert _reactive(3, 0.0, 2.0, 30) == 3             # no demand: the minimum
+    assert _reactive(3, 0.5, 8.0, 30) == 6             # ceil(0.5 × 8 × 1.5)
+    assert _reactive(0, 0.1, 20.0, 30) == 3            # 3.0000000000000004 in floats is 3
+    assert _reactive(0, 0.1, 21.0, 30) == 4            # 3.15 rounds up
+    assert _reactive(3, 10.0, 5.0, 30) == 30           # capped by the maximum ...
+    assert _reactive(40, 10.0, 5.0, 30) == 40          # ... unless the minimum is higher
 
 
 def test_a_pass_fills_to_the_minimum_and_in_flight_jobs_count(rt):
@@ -147,7 +152,7 @@ def test_fallback_covers_every_field_type(rt):
     assert seen["t"] <= {'"socks"', '"a toaster"'} and len(seen["tn"]) == 1
 
 
-def test_target_follows_claims_of_the_last_hour_and_the_lead_time(db_url, make_runtime):
+def test_target_follows_attempts_of_the_last_hour_and_the_lead_time(db_url, make_runtime):
     clock = ManualClock()
     rt = make_runtime(db_url, clock=clock, min_backlog=2, max_backlog=30)
     auth.ensure_system_user(rt)
@@ -159,9 +164,12 @@ def test_target_follows_claims_of_the_last_hour_and_the_lead_time(db_url, make_r
             for i in range(n):
                 pool.record_event(s, user_id=user.id, recipe_id=recipe_id, outcome=outcome, generation_id=None,
                                   latency_ms=1.0, now=now - ago + timedelta(seconds=i))
-        claims_(busy.id, 30, timedelta(minutes=50))                  # 0.5 claims per minute
+        claims_(busy.id, 20, timedelta(minutes=50))                  # hits ...
+        claims_(busy.id, 6, timedelta(minutes=40), "no_backlog")     # ... and misses: demand is attempts,
+        claims_(busy.id, 4, timedelta(minutes=20), "race")           # 0.5 per minute in all
         claims_(busy.id, 100, timedelta(hours=2))                    # too old: not counted
-        claims_(busy.id, 100, timedelta(minutes=5), "no_backlog")    # not a claim
+        for refused in ("insufficient_credits", "rate_limited", "invalid", "forbidden"):
+            claims_(busy.id, 25, timedelta(minutes=5), refused)      # never reached the pool: not demand
         claims_(quiet.id, 12, timedelta(minutes=30))                 # 0.2 per minute
         claims_(capped.id, 600, timedelta(minutes=30))               # 10 per minute
         # finished backlog jobs (claimed since): Busy took 8 minutes from creation to completion
@@ -343,3 +351,50 @@ def test_cli_backlog_maintain_and_status(tmp_path):
     rows = json.loads(run("backlog", "status", "--json"))["recipes"]
     assert len(rows) == 7 and all(r["inFlight"] == r["target"] and r["deficit"] == 0 for r in rows)
     assert "DEFICIT" in run("backlog", "status")
+
+
+def test_a_recipe_that_ran_dry_keeps_its_demand(db_url, make_runtime):
+    """Misses are demand: a recipe whose pool is empty, so that every attempt is ``no_backlog``,
+    keeps the target its attempts ask for instead of sinking to its minimum."""
+    clock = ManualClock()
+    rt = make_runtime(db_url, clock=clock, min_backlog=1, max_backlog=30)
+    auth.ensure_system_user(rt)
+    dry = _recipe(rt, name="Dry")
+    user, _ = auth.create_user(rt, "ana", credits=100)
+    for _ in range(30):                                   # 30 real attempts on an empty pool
+        assert pool_claim(rt, dry.id, user.id) == "no_backlog"
+        clock.advance(60)
+    row = _row(backlog.status(rt), dry.id)
+    assert row["claimRatePerMin"] == 0.5                  # 30 misses in the hour
+    assert row["target"] == _reactive(1, 0.5, backlog.DEFAULT_LEAD_TIME_MIN, 30) == 2
+    assert backlog.maintain(rt)["created"] == {dry.id: 2}
+
+
+def pool_claim(rt, recipe_id, user_id) -> str:
+    with rt.store.begin() as s:
+        return pool.claim(s, recipe_id=recipe_id, user_id=user_id, meta_patch={}, now=rt.now(), cooldown_s=0).outcome
+
+
+@pytest.mark.parametrize("policy", ["static", "reactive"])
+def test_the_policy_in_force_is_the_setting(db_url, make_runtime, policy):
+    clock = ManualClock()
+    rt = make_runtime(db_url, clock=clock, min_backlog=2, max_backlog=30, backlog_policy=policy)
+    auth.ensure_system_user(rt)
+    recipe = _recipe(rt, name="Wanted")
+    user, _ = auth.create_user(rt, "ana", credits=0)
+    with rt.store.begin() as s:
+        for i in range(60):                               # 1 attempt a minute, every one a miss
+            pool.record_event(s, user_id=user.id, recipe_id=recipe.id, outcome="no_backlog", generation_id=None,
+                              latency_ms=1.0, now=clock.now() - timedelta(minutes=59) + timedelta(minutes=i))
+    row = _row(backlog.status(rt), recipe.id)
+    state = policies.RecipeState(minimum=2, rate_per_min=1.0, lead_time_min=backlog.DEFAULT_LEAD_TIME_MIN)
+    assert row["policy"] == policy
+    assert row["target"] == policies.target(policy, state, 30) == {"static": 2, "reactive": 3}[policy]
+
+
+def test_the_setting_names_every_policy_and_nothing_else():
+    assert config.BACKLOG_POLICIES == tuple(policies.POLICIES)
+    with pytest.raises(config.ConfigError, match="DELULA_BACKLOG_POLICY"):
+        config.Settings.from_env({"DELULA_BACKLOG_POLICY": "psychic"})
+    with pytest.raises(ValueError, match="unknown backlog policy"):
+        policies.target("psychic", policies.RecipeState(minimum=1), 30)

@@ -238,12 +238,13 @@ def raw_counts(s: Session, start: datetime, end: datetime | None = None,
     return rows
 
 
-def rolled_until(s: Session, *, lock: bool = False) -> datetime | None:
+def rolled_until(s: Session, *, lock: bool = False, mark: str = ROLLED_UNTIL) -> datetime | None:
     """The end of the rolled-up hours (``None`` before the first roll-up); ``lock`` holds the
-    mark until the transaction ends, so two roll-ups never add the same hours."""
-    q = select(AppSetting.value).where(AppSetting.key == ROLLED_UNTIL)
+    mark until the transaction ends, so two roll-ups never add the same hours. ``mark``: the app
+    setting that keeps it (another roll-up, e.g. ``demand.ROLLED_UNTIL``, keeps its own)."""
+    q = select(AppSetting.value).where(AppSetting.key == mark)
     if lock:
-        put_setting_once(s, ROLLED_UNTIL, "")
+        put_setting_once(s, mark, "")
         q = q.with_for_update()
     value = s.scalar(q)
     return datetime.fromisoformat(value) if value else None
@@ -260,8 +261,13 @@ def add_rolled(s: Session, rows: list[CountRow], until: datetime) -> int:
         s.execute(StatCount.__table__.insert(),
                   [{"at": datetime.fromtimestamp(at, tz=timezone.utc), "recipe_id": rid, "metric": metric,
                     "key": key, "n": n} for at, rid, metric, key, n in everything])
-    s.execute(update(AppSetting).where(AppSetting.key == ROLLED_UNTIL).values(value=until.isoformat()))
+    move_mark(s, ROLLED_UNTIL, until)
     return len(everything)
+
+
+def move_mark(s: Session, mark: str, until: datetime) -> None:
+    """Set a roll-up's mark (held by :func:`rolled_until` with ``lock``) to ``until``."""
+    s.execute(update(AppSetting).where(AppSetting.key == mark).values(value=until.isoformat()))
 
 
 SERIES_METRICS, TOTAL_METRICS = ("claim", "failed", "normal"), ("completed", "failed")

@@ -58,6 +58,10 @@ class JobSource(enum.StrEnum):
 STATUSES = tuple(JobStatus)
 LEDGER_KINDS = ("instant_claim", "generation", "refund", "grant")
 CLAIM_OUTCOMES = ("claimed", "no_backlog", "race", "insufficient_credits", "rate_limited", "invalid", "forbidden")
+# The attempts that are demand on the pool: served (a hit) or not (a miss: empty, or every item
+# taken by other claims). Demand is attempts, not successful claims: a recipe that ran dry does
+# not look less wanted the longer it stays dry.
+DEMAND_OUTCOMES = ("claimed", "no_backlog", "race")
 
 STAFF_ROLES = ("product", "ops")
 
@@ -313,6 +317,18 @@ class StatCount(Base):
     metric: Mapped[str] = mapped_column(String(16), primary_key=True)
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger)
+
+
+class DemandMinute(Base):
+    """Instant attempts that reached the pool, per minute and recipe (migration 0012), rolled up
+    from ``claim_events`` (``storage.demand``): what a forecast over weeks reads."""
+
+    __tablename__ = "demand_minutes"
+
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    recipe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    attempts: Mapped[int] = mapped_column(Integer)     # hits and misses
+    hits: Mapped[int] = mapped_column(Integer)         # served from the pool
 
 
 class IdempotencyKey(Base):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from .db import is_postgres
 from .jobs import from_backlog
-from .models import SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, JobSource, JobStatus
+from .models import DEMAND_OUTCOMES, SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, JobSource, JobStatus
 
 
 def backlog_counts(s: Session) -> dict[int, dict[str, int]]:
@@ -36,10 +36,12 @@ def status_counts(s: Session, statuses: tuple[str, ...] = JobStatus.LIVE) -> dic
     return out
 
 
-def claims_since(s: Session, since: datetime) -> dict[int, int]:
-    """Successful claims per recipe since ``since`` (the demand side of the backlog target)."""
+def attempts_since(s: Session, since: datetime) -> dict[int, int]:
+    """Instant attempts per recipe since ``since``, hits and misses alike (``models.DEMAND_OUTCOMES``):
+    the demand side of the backlog target. Refusals that never reached the pool (no credits, cooling
+    down, forbidden, invalid) say nothing of what the pool should hold and are left out."""
     q = (select(ClaimEvent.recipe_id, func.count())
-         .where(ClaimEvent.created_at >= since, ClaimEvent.outcome == "claimed")
+         .where(ClaimEvent.created_at >= since, ClaimEvent.outcome.in_(DEMAND_OUTCOMES))
          .group_by(ClaimEvent.recipe_id))
     return {rid: n for rid, n in s.execute(q) if rid is not None}
 
