@@ -28,6 +28,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from ..audit import ACTIONS as AUDIT_ACTIONS
+from ..config import BACKLOG_POLICIES
 from ..audit import MAX_LIMIT as AUDIT_MAX_LIMIT
 from ..auth import ROLES
 from ..claims import target_error
@@ -305,9 +306,11 @@ class BacklogRecipe(_Body):
     target: int
     deficit: Count
     minimum: int
-    claim_rate_per_min: float
+    claim_rate_per_min: float = Field(description="instant attempts per minute over the last hour, hits and misses")
     lead_time_min: float
     below_minimum: bool
+    policy: Literal[BACKLOG_POLICIES] = Field(description="the backlog policy that set the target "
+                                                          "(DELULA_BACKLOG_POLICY)")
 
 
 class Backlog(_Body):
