@@ -1,0 +1,234 @@
+"""Discrete-event simulation of the backlog under a policy from :mod:`delula.policies`.
+
+Model. Each recipe keeps a pool of pre-generated items. An instant attempt is a **hit** if the
+pool holds an item (the oldest is taken), else a **miss**; a miss falls back (with probability
+``fallback_rate``) to a *user* job for that recipe. At most ``concurrency`` jobs run at once;
+the queue serves user jobs first (FIFO), then backlog jobs (FIFO). A job's run time is uniform in
+``lead_time`` seconds; it fails with probability ``failure_rate`` at its end and is put back at
+the head of its queue (every run counts as work). Every ``maintenance_interval_s`` the policy
+runs per recipe on a :class:`~delula.policies.RecipeState` — pool size, backlog jobs pending or
+processing, attempts in the last hour / 60, and the median lead time (creation to completion,
+minutes) of backlog jobs completed in the last day (the recipe's own, else all recipes', else
+2.0) — and creates ``deficit`` backlog jobs. A delivered item older than ``max_age_h`` (from its
+job's creation) is never handed out: it is removed as expired at the next attempt or pass.
+
+Events (attempts from the trace, job completions, maintenance passes) are taken in time order
+from the sorted trace and a heap; nothing ticks per second. Only the last ``days_scored`` days
+(after ``warmup_days``) are scored.
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Callable
+
+from delula import policies
+
+from .traces import Trace
+
+DAY = 86400.0
+RATE_WINDOW_S = 3600.0
+LEAD_WINDOW_S = DAY
+
+_USER, _BACKLOG = 0, 1
+
+
+def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: float,
+             concurrency: int = 3, lead_time: tuple[float, float] = (5.0, 40.0),
+             failure_rate: float = 0.05, max_age_h: float = 72.0, fallback_rate: float = 1.0,
+             maintenance_interval_s: float = 60.0, minimum: int = 3, max_backlog: int = 30,
+             seed: int = 1, progress: Callable[[float], None] | None = None,
+             series: bool = True) -> dict:
+    """Run ``trace`` under ``policy`` and score the last ``days_scored`` days (see module doc)."""
+    if policy not in policies.POLICIES:
+        raise ValueError(f"unknown backlog policy {policy!r}; one of {', '.join(policies.POLICIES)}")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    lo, hi = float(lead_time[0]), float(lead_time[1])
+    if not 0 <= lo <= hi:
+        raise ValueError(f"lead_time must be (lo, hi) with 0 <= lo <= hi, got {lead_time!r}")
+    rng = random.Random(seed)
+    rnd, unif = rng.random, rng.uniform
+    n = len(trace.recipes)
+    score_start = float(warmup_days) * DAY
+    end = score_start + float(days_scored) * DAY
+    max_age = float(max_age_h) * 3600.0
+    interval = float(maintenance_interval_s)
+    if interval <= 0:
+        raise ValueError("maintenance_interval_s must be positive")
+
+    times = trace.times.tolist()
+    recs = trace.recipe.tolist()
+    n_att = len(times)
+
+    pools: list[list[float]] = [[] for _ in range(n)]   # heaps of item creation times
+    in_flight = [0] * n
+    recent: list[deque] = [deque() for _ in range(n)]   # attempt times, last hour
+    leads: list[deque] = [deque() for _ in range(n)]    # (completion time, lead min), last day
+    all_leads: deque = deque()
+    lead_sorted: list[list[float]] = [[] for _ in range(n)]  # the same lead times, sorted
+    all_sorted: list[float] = []
+    user_q: deque = deque()
+    backlog_q: deque = deque()
+    running = 0
+    events: list = []                                   # (time, seq, job)
+    seq = 0
+
+    stock = 0
+    last_t = 0.0
+    integral = 0.0
+    attempts = hits = generations = work = expired = 0
+    misses = [0] * n
+    samples: list[list[float]] = []
+    next_sample = score_start
+
+    def advance(t: float) -> None:
+        nonlocal last_t, integral
+        if t > score_start:
+            a = last_t if last_t > score_start else score_start
+            integral += stock * (t - a)
+        last_t = t
+
+    def start_jobs(t: float) -> None:
+        nonlocal running, seq, work
+        while running < concurrency and (user_q or backlog_q):
+            job = user_q.popleft() if user_q else backlog_q.popleft()
+            running += 1
+            if score_start <= t < end:
+                work += 1
+            seq += 1
+            heapq.heappush(events, (t + unif(lo, hi), seq, job))
+
+    def purge(r: int, t: float) -> None:
+        nonlocal stock, expired
+        pool = pools[r]
+        cutoff = t - max_age
+        while pool and pool[0] <= cutoff:
+            heapq.heappop(pool)
+            stock -= 1
+            if t >= score_start:
+                expired += 1
+
+    def _trim(dq: deque, sl: list, cutoff: float) -> None:
+        while dq and dq[0][0] < cutoff:
+            del sl[bisect_left(sl, dq.popleft()[1])]
+
+    def _median(sl: list) -> float:
+        k = len(sl)
+        return sl[k // 2] if k % 2 else (sl[k // 2 - 1] + sl[k // 2]) / 2.0
+
+    def median_lead(r: int, t: float) -> float:
+        cutoff = t - LEAD_WINDOW_S
+        _trim(leads[r], lead_sorted[r], cutoff)
+        _trim(all_leads, all_sorted, cutoff)
+        if lead_sorted[r]:
+            return _median(lead_sorted[r])
+        if all_sorted:
+            return _median(all_sorted)
+        return policies.DEFAULT_LEAD_TIME_MIN
+
+    target_cache: dict = {}
+
+    def maintain(t: float) -> None:
+        cutoff = t - RATE_WINDOW_S
+        for r in range(n):
+            purge(r, t)
+            dq = recent[r]
+            while dq and dq[0] <= cutoff:
+                dq.popleft()
+            state = policies.RecipeState(minimum=minimum, completed=len(pools[r]),
+                                         in_flight=in_flight[r], rate_per_min=len(dq) / 60.0,
+                                         lead_time_min=median_lead(r, t))
+            tgt = target_cache.get(state)
+            if tgt is None:
+                tgt = policies.target(policy, state, max_backlog)
+                if len(target_cache) < 200_000:
+                    target_cache[state] = tgt
+            need = policies.deficit(state, tgt)
+            for _ in range(need):
+                backlog_q.append((_BACKLOG, r, t))
+            in_flight[r] += need
+        start_jobs(t)
+
+    next_tick = 0.0
+    i = 0
+    report_every = max(1, n_att // 50)
+    inf = float("inf")
+    while True:
+        ta = times[i] if i < n_att else inf
+        tj = events[0][0] if events else inf
+        t = min(ta, tj, next_tick)
+        if t >= end:
+            break
+        while next_sample <= t and next_sample < end:
+            if series:
+                samples.append([round((next_sample - score_start) / 3600.0, 3), stock])
+            next_sample += 3600.0
+        if t == tj and tj <= ta and tj <= next_tick:
+            _, _, job = heapq.heappop(events)
+            running -= 1
+            kind, r, created = job
+            if failure_rate and rnd() < failure_rate:
+                (user_q if kind == _USER else backlog_q).appendleft(job)
+            elif kind == _BACKLOG:
+                in_flight[r] -= 1
+                advance(t)
+                heapq.heappush(pools[r], created)
+                stock += 1
+                lead = (t - created) / 60.0
+                leads[r].append((t, lead))
+                all_leads.append((t, lead))
+                insort(lead_sorted[r], lead)
+                insort(all_sorted, lead)
+                if t >= score_start:
+                    generations += 1
+            start_jobs(t)
+        elif t == ta and ta <= next_tick:
+            r = recs[i]
+            i += 1
+            recent[r].append(t)
+            advance(t)
+            purge(r, t)
+            scored = t >= score_start
+            if pools[r]:
+                heapq.heappop(pools[r])
+                stock -= 1
+                if scored:
+                    hits += 1
+            else:
+                if scored:
+                    misses[r] += 1
+                if fallback_rate >= 1.0 or rnd() < fallback_rate:
+                    user_q.append((_USER, r, t))
+                    start_jobs(t)
+            if scored:
+                attempts += 1
+            if progress is not None and i % report_every == 0:
+                progress(min(1.0, t / end) if end > 0 else 1.0)
+        else:
+            advance(t)
+            maintain(t)
+            next_tick += interval
+    advance(end)
+    while series and next_sample < end:
+        samples.append([round((next_sample - score_start) / 3600.0, 3), stock])
+        next_sample += 3600.0
+    if progress is not None:
+        progress(1.0)
+    scored_s = end - score_start
+    result = {
+        "attempts": attempts,
+        "hits": hits,
+        "hitRate": hits / attempts if attempts else 0.0,
+        "generations": generations,
+        "work": work,
+        "expired": expired,
+        "meanStock": integral / scored_s if scored_s > 0 else 0.0,
+        "stockItemHours": integral / 3600.0,
+        "missesByRecipe": {trace.recipes[r]: misses[r] for r in range(n)},
+    }
+    if series:
+        result["series"] = samples
+    return result

@@ -1,0 +1,179 @@
+"""The demand planner: traces, the discrete-event simulator and the clairvoyant oracle."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from delula import planner
+from delula.planner import oracle, simulation, traces
+
+
+def test_package_imports_no_storage_or_web_stack():
+    code = ("import sys, delula.planner; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('sqlalchemy', 'alembic', 'psycopg', 'psycopg2', 'pages') or m.startswith(("
+            "'delula.storage', 'delula.api', 'delula.cli', 'delula.scheduler'))]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, expected", [("steady", 4.0), ("burst", 4.0 * (1 + 9 * 30 / 1440 * 3 / 7 / 20))])
+def test_flat_traces_mean_rate(name, expected):
+    tr = traces.make(name, 7, seed=3)
+    rate = len(tr) / (7 * 1440)
+    # burst: one recipe (share ≥ 1/72) at 10× for 30 min three times a week — a little above 4
+    if name == "burst":
+        assert 4.0 * 0.95 < rate < 4.0 * 1.15
+    else:
+        assert rate == pytest.approx(expected, rel=0.05)
+    assert tr.recipes == [f"recipe-{i:02d}" for i in range(1, 21)]
+    assert np.all(np.diff(tr.times) >= 0)
+
+
+def test_diurnal_curve_and_weekends():
+    hours = np.arange(0, 24, 1 / 60)
+    curve = traces.diurnal_rate(hours)
+    assert curve.min() == pytest.approx(1.5, abs=0.01)
+    assert curve.max() == pytest.approx(9.0, abs=0.01)
+    assert curve.mean() == pytest.approx(4.6, abs=0.15)
+    assert 3 <= hours[curve.argmin()] <= 4 and hours[curve.argmax()] == pytest.approx(20, abs=0.1)
+    tr = traces.make("diurnal", 7, seed=1)
+    day = (tr.times // 86400).astype(int)
+    weekday = np.sum(day < 5) / 5 / 1440
+    weekend = np.sum(day >= 5) / 2 / 1440
+    assert weekday == pytest.approx(curve.mean(), rel=0.05)
+    assert weekend / weekday == pytest.approx(0.7, rel=0.07)
+
+
+def test_zipf_shares():
+    tr = traces.make("steady", 7, seed=2)
+    counts = np.bincount(tr.recipe, minlength=20)
+    assert counts[0] / counts[1] == pytest.approx(2.0, rel=0.1)
+    assert counts[0] / counts[9] == pytest.approx(10.0, rel=0.2)
+
+
+def test_launch_recipe_ramps_to_a_third():
+    tr = traces.make("launch", 11, seed=1)
+    assert tr.recipes[-1] == "recipe-21"
+    new = tr.recipe == 20
+    assert not np.any(tr.times[new] < 9 * 86400)
+    day10 = (tr.times >= 10 * 86400) & (tr.times < 11 * 86400)
+    assert np.mean(new[day10]) == pytest.approx(1 / 3, rel=0.1)
+
+
+def test_make_is_seeded_and_rejects_unknown_names():
+    a, b = traces.make("burst", 3, seed=5), traces.make("burst", 3, seed=5)
+    assert np.array_equal(a.times, b.times) and np.array_equal(a.recipe, b.recipe)
+    with pytest.raises(ValueError, match="unknown trace"):
+        traces.make("nope", 1, 1)
+
+
+def test_read_csv(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("minute,recipe,attempts\n0,alpha,3\n1,brand-new,2\n5,alpha,0\n")
+    tr = traces.read_csv(str(p))
+    assert tr.recipes == ["alpha", "brand-new"]
+    assert len(tr) == 5
+    assert np.all(tr.times[tr.recipe == 0] < 60) and np.all((tr.times[tr.recipe == 1] >= 60) & (tr.times[tr.recipe == 1] < 120))
+    for text, msg in [("minute,recipe\n0,a\n", "header"), ("minute,recipe,attempts\nx,a,1\n", "minute must be an integer"),
+                      ("minute,recipe,attempts\n0,a,-1\n", "attempts must be >= 0"),
+                      ("minute,recipe,attempts\n0,a\n", "expected 3 fields")]:
+        p.write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            traces.read_csv(str(p))
+
+
+def test_csv_trace_with_unknown_recipe_runs(tmp_path):
+    p = tmp_path / "rec.csv"
+    rows = ["minute,recipe,attempts"] + [f"{m},totally-unknown,{m % 3}" for m in range(0, 2880)]
+    p.write_text("\n".join(rows) + "\n")
+    out = planner.run(str(p), days=1, warmup_days=1)
+    res = out["policies"]["static"]
+    assert res["attempts"] == sum(m % 3 for m in range(1440, 2880))
+    assert set(res["missesByRecipe"]) == {"totally-unknown"}
+    json.dumps(out)
+
+
+def _short(name="diurnal", seed=1):
+    return traces.make(name, 2, seed)
+
+
+def test_simulate_result_shape_and_determinism():
+    tr = _short()
+    a = simulation.simulate(tr, "reactive", days_scored=1, warmup_days=1, seed=7)
+    b = simulation.simulate(tr, "reactive", days_scored=1, warmup_days=1, seed=7)
+    assert a == b
+    assert {"attempts", "hits", "hitRate", "generations", "work", "expired", "meanStock",
+            "stockItemHours", "missesByRecipe"} <= set(a)
+    assert a["attempts"] == np.sum(tr.times >= 86400)
+    assert a["hits"] + sum(a["missesByRecipe"].values()) == a["attempts"]
+    assert a["work"] >= a["generations"] and a["meanStock"] > 0
+    assert a["stockItemHours"] == pytest.approx(a["meanStock"] * 24)
+    assert len(a["series"]) == 24
+    json.dumps(a)
+
+
+def test_static_pool_sits_at_minimum_when_idle():
+    tr = traces.Trace("empty", ["a", "b"], np.zeros(0), np.zeros(0, dtype=np.int64))
+    r = simulation.simulate(tr, "static", days_scored=1, warmup_days=1)
+    assert r["meanStock"] == pytest.approx(6.0)
+    assert r["generations"] == 0 and r["attempts"] == 0
+
+
+def test_items_expire():
+    tr = traces.Trace("empty", ["a"], np.zeros(0), np.zeros(0, dtype=np.int64))
+    r = simulation.simulate(tr, "static", days_scored=1, warmup_days=1, max_age_h=6.0, failure_rate=0.0)
+    assert r["expired"] == 12          # 3 items every 6 hours, rebuilt
+    assert r["generations"] == 12
+
+
+def test_reactive_holds_more_with_long_lead_times():
+    tr = _short("steady")
+    kw = dict(days_scored=1, warmup_days=1, lead_time=(60.0, 240.0), concurrency=20)
+    s = simulation.simulate(tr, "static", **kw)
+    r = simulation.simulate(tr, "reactive", **kw)
+    assert r["meanStock"] > s["meanStock"]
+    assert r["hitRate"] >= s["hitRate"]
+
+
+def test_progress_and_unknown_policy():
+    seen = []
+    simulation.simulate(_short(), "static", days_scored=1, warmup_days=1, progress=seen.append)
+    assert seen and seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+    with pytest.raises(ValueError, match="unknown backlog policy"):
+        simulation.simulate(_short(), "nope", days_scored=1, warmup_days=1)
+
+
+@pytest.mark.parametrize("name", ["steady", "diurnal", "burst"])
+def test_oracle_bounds_every_policy(name):
+    tr = _short(name, seed=4)
+    kw = dict(days_scored=1, warmup_days=1, concurrency=1, lead_time=(20.0, 60.0))
+    o = oracle.oracle(tr, **kw)
+    for p in ("static", "reactive"):
+        r = simulation.simulate(tr, p, **kw)
+        assert o["hitRate"] >= r["hitRate"]
+        assert o["generations"] <= r["generations"] or o["hitRate"] > r["hitRate"]
+
+
+def test_greedy_matches_brute_force():
+    rng = random.Random(11)
+    for _ in range(300):
+        n = rng.randint(0, 8)
+        c = rng.randint(1, 3)
+        L = rng.choice([1.0, 2.0, 3.5])
+        t0 = rng.choice([0.0, 1.0])
+        times = [round(rng.uniform(0, 8), 1) for _ in range(n)]
+        assert oracle.max_served(times, c, L, t0) == oracle.brute_force(times, c, L, t0), (times, c, L, t0)
+
+
+def test_run_report():
+    out = planner.run("steady", days=1, warmup_days=1)
+    assert out["trace"] == "steady" and out["days"] == 1
+    assert set(out["policies"]) == {"static", "reactive"}
+    assert set(out["oracle"]) == {"hitRate", "generations"}
+    assert out["oracle"]["hitRate"] >= max(p["hitRate"] for p in out["policies"].values())
+    json.dumps(out)
