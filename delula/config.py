@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 PROVIDERS = ("simulator", "fal")
-BACKLOG_POLICIES = ("static", "reactive")   # delula.policies.POLICIES (a test keeps the two the same)
+BACKLOG_POLICIES = ("static", "reactive", "forecast")   # delula.policies.POLICIES (a test keeps the two the same)
 _HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
@@ -57,7 +57,8 @@ class Settings:
     min_backlog: int = 3
     max_backlog: int = 30
     max_concurrent_jobs: int = 3
-    backlog_policy: str = "reactive"
+    backlog_policy: str = "forecast"
+    service_level: float = 0.98          # the forecast policy's share of attempts a pool should serve
     poll_schedule: tuple[float, ...] = (15.0, 30.0, 60.0, 30.0, 15.0)
     job_timeout_s: float = 480.0
     max_attempts: int = 3
@@ -97,6 +98,7 @@ class Settings:
             min_backlog=r.integer("DELULA_MIN_BACKLOG", cls.min_backlog, minimum=0),
             max_backlog=r.integer("DELULA_MAX_BACKLOG", cls.max_backlog, minimum=0),
             backlog_policy=r.choice("DELULA_BACKLOG_POLICY", cls.backlog_policy, BACKLOG_POLICIES),
+            service_level=r.number("DELULA_SERVICE_LEVEL", cls.service_level),
             max_concurrent_jobs=r.integer("DELULA_MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=1),
             poll_schedule=r.schedule("DELULA_POLL_SCHEDULE", cls.poll_schedule),
             job_timeout_s=r.number("DELULA_JOB_TIMEOUT_S", cls.job_timeout_s, minimum=0.001),
@@ -133,6 +135,9 @@ class Settings:
         if self.max_backlog < self.min_backlog:
             raise ConfigError(
                 f"DELULA_MAX_BACKLOG ({self.max_backlog}) must not be below DELULA_MIN_BACKLOG ({self.min_backlog})")
+        if not 0 < self.service_level < 1:
+            raise ConfigError(f"DELULA_SERVICE_LEVEL must be a number between 0 and 1 (exclusive), "
+                              f"got {self.service_level:g}")
         if self.simulator_key is not None and not _HEADER_TOKEN.fullmatch(self.simulator_key):
             raise ConfigError("the simulator key (DELULA_SIMULATOR_KEY) must be printable ASCII without "
                               "spaces: it is sent as 'Authorization: Key <key>'")

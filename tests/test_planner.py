@@ -79,9 +79,13 @@ def test_read_csv(tmp_path):
     assert tr.recipes == ["alpha", "brand-new"]
     assert len(tr) == 5
     assert np.all(tr.times[tr.recipe == 0] < 60) and np.all((tr.times[tr.recipe == 1] >= 60) & (tr.times[tr.recipe == 1] < 120))
-    for text, msg in [("minute,recipe\n0,a\n", "header"), ("minute,recipe,attempts\nx,a,1\n", "minute must be an integer"),
-                      ("minute,recipe,attempts\n0,a,-1\n", "attempts must be >= 0"),
-                      ("minute,recipe,attempts\n0,a\n", "expected 3 fields")]:
+    for text, msg in [("minute,recipe\n0,a\n", "header"), ("minute,recipe,attempts\nx,a,1\n", ":2: minute must be a whole number"),
+                      ("minute,recipe,attempts\n0,a,1\n1,b,-1\n", ":3: attempts must be a whole number >= 0"),
+                      ("minute,recipe,attempts\n0,a,1.5\n", "attempts must be a whole number"),
+                      ("minute,recipe,attempts\n0,a\n", "attempts must be a whole number"),
+                      ("minute,recipe,attempts\n0,a,1,9\n", "not a CSV"),
+                      ("minute,recipe,attempts\n0,,1\n", "recipe name is empty"),
+                      ("", "header")]:
         p.write_text(text)
         with pytest.raises(ValueError, match=msg):
             traces.read_csv(str(p))

@@ -24,7 +24,9 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable
 
-from delula import policies
+import numpy as np
+
+from delula import forecast, policies
 
 from .traces import Trace
 
@@ -39,8 +41,8 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
              concurrency: int = 3, lead_time: tuple[float, float] = (5.0, 40.0),
              failure_rate: float = 0.05, max_age_h: float = 72.0, fallback_rate: float = 1.0,
              maintenance_interval_s: float = 60.0, minimum: int = 3, max_backlog: int = 30,
-             seed: int = 1, progress: Callable[[float], None] | None = None,
-             series: bool = True) -> dict:
+             service_level: float = 0.98, seed: int = 1,
+             progress: Callable[[float], None] | None = None, series: bool = True) -> dict:
     """Run ``trace`` under ``policy`` and score the last ``days_scored`` days (see module doc)."""
     if policy not in policies.POLICIES:
         raise ValueError(f"unknown backlog policy {policy!r}; one of {', '.join(policies.POLICIES)}")
@@ -70,6 +72,11 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
     all_leads: deque = deque()
     lead_sorted: list[list[float]] = [[] for _ in range(n)]  # the same lead times, sorted
     all_sorted: list[float] = []
+    run_times: deque = deque()                          # (end time, minutes run), last day
+    run_sum = 0.0
+    n_hours = int(end // 3600.0) + 2
+    hourly = np.zeros((n, n_hours))                     # attempts per recipe and hour, for the forecast
+    learnt: list = [None, -1]                           # (profile, hour it was learnt at)
     user_q: deque = deque()
     backlog_q: deque = deque()
     running = 0
@@ -99,7 +106,7 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             if score_start <= t < end:
                 work += 1
             seq += 1
-            heapq.heappush(events, (t + unif(lo, hi), seq, job))
+            heapq.heappush(events, (t + unif(lo, hi), seq, job, t))
 
     def purge(r: int, t: float) -> None:
         nonlocal stock, expired
@@ -129,27 +136,47 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             return _median(all_sorted)
         return policies.DEFAULT_LEAD_TIME_MIN
 
-    target_cache: dict = {}
+    uses_forecast = policy == "forecast"
+    ctx_base = dict(max_backlog=max_backlog, service_level=service_level, concurrency=concurrency,
+                    interval_min=interval / 60.0)
+
+    def forecasts(t: float, last: list[float]) -> list[tuple]:
+        hour = int(t // 3600.0)
+        if learnt[1] != hour:   # the profile learns once an hour, from complete hours
+            first = max(0, hour - forecast.HISTORY_HOURS)
+            learnt[0] = forecast.profile(hourly[:, first:hour], (trace.first_how + first) % forecast.HOURS_PER_WEEK)
+            learnt[1] = hour
+        bucket = policies.PassContext.bucket_min
+        f = forecast.rates(learnt[0], last, (t % 3600.0) / 60.0,
+                           int(policies.HORIZON_MIN // bucket), bucket)
+        return [tuple(row) for row in f.tolist()]
+
+    def mean_run_time(t: float) -> float:
+        nonlocal run_sum
+        cutoff = t - LEAD_WINDOW_S
+        while run_times and run_times[0][0] < cutoff:
+            run_sum -= run_times.popleft()[1]
+        return run_sum / len(run_times) if run_times else policies.PassContext.run_time_min
 
     def maintain(t: float) -> None:
         cutoff = t - RATE_WINDOW_S
+        last = []
         for r in range(n):
             purge(r, t)
             dq = recent[r]
             while dq and dq[0] <= cutoff:
                 dq.popleft()
-            state = policies.RecipeState(minimum=minimum, completed=len(pools[r]),
-                                         in_flight=in_flight[r], rate_per_min=len(dq) / 60.0,
-                                         lead_time_min=median_lead(r, t))
-            tgt = target_cache.get(state)
-            if tgt is None:
-                tgt = policies.target(policy, state, max_backlog)
-                if len(target_cache) < 200_000:
-                    target_cache[state] = tgt
-            need = policies.deficit(state, tgt)
-            for _ in range(need):
+            last.append(len(dq) / 60.0)
+        fc = forecasts(t, last) if uses_forecast else [()] * n
+        states = [policies.RecipeState(minimum=minimum, completed=len(pools[r]), in_flight=in_flight[r],
+                                       rate_per_min=last[r], lead_time_min=median_lead(r, t),
+                                       forecast=fc[r])
+                  for r in range(n)]
+        ctx = policies.PassContext(run_time_min=mean_run_time(t), **ctx_base)
+        for r, order in enumerate(policies.plan(policy, states, ctx)):
+            for _ in range(order.jobs):
                 backlog_q.append((_BACKLOG, r, t))
-            in_flight[r] += need
+            in_flight[r] += order.jobs
         start_jobs(t)
 
     next_tick = 0.0
@@ -167,8 +194,10 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
                 samples.append([round((next_sample - score_start) / 3600.0, 3), stock])
             next_sample += 3600.0
         if t == tj and tj <= ta and tj <= next_tick:
-            _, _, job = heapq.heappop(events)
+            _, _, job, began = heapq.heappop(events)
             running -= 1
+            run_times.append((t, (t - began) / 60.0))
+            run_sum += (t - began) / 60.0
             kind, r, created = job
             if failure_rate and rnd() < failure_rate:
                 (user_q if kind == _USER else backlog_q).appendleft(job)
@@ -189,6 +218,7 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             r = recs[i]
             i += 1
             recent[r].append(t)
+            hourly[r, int(t // 3600.0)] += 1
             advance(t)
             purge(r, t)
             scored = t >= score_start

@@ -17,10 +17,10 @@ builds a trace by name or from a CSV path.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class Trace:
     recipes: list[str]
     times: np.ndarray = field(repr=False)
     recipe: np.ndarray = field(repr=False)
+    first_how: int = 0          # hour of week at time 0 (0: Monday 00:00, as the built-in traces)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -87,12 +88,17 @@ def _expand(name: str, recipes: list[str], rates: np.ndarray, rng: np.random.Gen
 
 def _from_counts(name: str, recipes: list[str], counts: np.ndarray, rng: np.random.Generator) -> Trace:
     minute_idx, recipe_idx = np.nonzero(counts)
-    reps = counts[minute_idx, recipe_idx]
-    minute = np.repeat(minute_idx, reps)
-    recipe = np.repeat(recipe_idx, reps)
+    return _spread(name, recipes, minute_idx, recipe_idx, counts[minute_idx, recipe_idx], rng)
+
+
+def _spread(name: str, recipes: list[str], minute_idx, recipe_idx, reps, rng: np.random.Generator) -> Trace:
+    """``reps[k]`` attempts of recipe ``recipe_idx[k]`` in minute ``minute_idx[k]``, each at a
+    uniform time within its minute, sorted by time."""
+    minute = np.repeat(np.asarray(minute_idx, dtype=np.int64), reps)
+    recipe = np.repeat(np.asarray(recipe_idx, dtype=np.int64), reps)
     times = (minute + rng.random(len(minute))) * 60.0
     order = np.argsort(times, kind="stable")
-    return Trace(name, list(recipes), times[order], recipe[order].astype(np.int64))
+    return Trace(name, list(recipes), times[order], recipe[order])
 
 
 def steady(days: float, seed: int = 1) -> Trace:
@@ -140,56 +146,83 @@ def launch(days: float, seed: int = 1) -> Trace:
 BUILTIN = {"steady": steady, "diurnal": diurnal, "burst": burst, "launch": launch}
 
 
+def from_counts(name: str, frame, seed: int = 1, recipes: list[str] | None = None) -> Trace:
+    """A trace from per-minute counts: a pandas frame with columns ``minute`` (since the trace's
+    start), ``recipe`` (a name) and ``attempts``; each attempt lands at a seeded uniform time
+    within its minute. ``recipes`` fixes the recipe order (names only in the frame follow)."""
+    rng = np.random.default_rng(seed)
+    names = list(recipes or [])
+    for r in frame["recipe"].drop_duplicates():
+        if r not in names:
+            names.append(r)
+    index = {r: i for i, r in enumerate(names)}
+    busy = frame[frame["attempts"] > 0]
+    return _spread(name, names, busy["minute"].to_numpy(dtype=np.int64),
+                   busy["recipe"].map(index).to_numpy(dtype=np.int64),
+                   busy["attempts"].to_numpy(dtype=np.int64), rng)
+
+
 def read_csv(path: str, days: float | None = None, seed: int = 1) -> Trace:
     """A recorded trace: header exactly ``minute,recipe,attempts``; ``minute`` a non-negative
     integer since the trace start, ``recipe`` a name, ``attempts`` a non-negative integer. Rows
     at or past ``days`` (if given) are dropped. ``ValueError`` for a bad header or value."""
-    rng = np.random.default_rng(seed)
-    recipes: list[str] = []
-    index: dict[str, int] = {}
-    rows: list[tuple[int, int, int]] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != ["minute", "recipe", "attempts"]:
-            raise ValueError(f"{path}: the header must be exactly 'minute,recipe,attempts', got {header!r}")
-        for lineno, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != 3:
-                raise ValueError(f"{path}:{lineno}: expected 3 fields (minute,recipe,attempts), got {len(row)}")
-            m_s, name, a_s = (c.strip() for c in row)
-            try:
-                minute = int(m_s)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: minute must be an integer, got {m_s!r}") from None
-            try:
-                attempts = int(a_s)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: attempts must be an integer, got {a_s!r}") from None
-            if minute < 0:
-                raise ValueError(f"{path}:{lineno}: minute must be >= 0, got {minute}")
-            if attempts < 0:
-                raise ValueError(f"{path}:{lineno}: attempts must be >= 0, got {attempts}")
-            if not name:
-                raise ValueError(f"{path}:{lineno}: recipe name is empty")
-            if days is not None and minute >= days * 1440:
-                continue
-            if name not in index:
-                index[name] = len(recipes)
-                recipes.append(name)
-            if attempts:
-                rows.append((minute, index[name], attempts))
-    if rows:
-        arr = np.array(rows, dtype=np.int64)
-        minute = np.repeat(arr[:, 0], arr[:, 2])
-        recipe = np.repeat(arr[:, 1], arr[:, 2])
+    import pandas as pd
+
+    try:   # no header row for pandas: a line with more fields than the header is then an error
+        frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the header must be exactly 'minute,recipe,attempts', got nothing") from None
+    except pd.errors.ParserError as e:
+        raise ValueError(f"{path}: not a CSV of minute,recipe,attempts: {e}") from None
+    header = [str(h).strip() for h in frame.iloc[0]]
+    if header != ["minute", "recipe", "attempts"]:
+        raise ValueError(f"{path}: the header must be exactly 'minute,recipe,attempts', got {header!r}")
+    frame = frame.iloc[1:].reset_index(drop=True)
+    frame.columns = header
+    frame = frame.apply(lambda col: col.str.strip())
+    for col in ("minute", "attempts"):
+        number = pd.to_numeric(frame[col], errors="coerce")
+        bad = number.isna() | (number < 0) | (number != number.round())
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise ValueError(f"{path}:{row + 2}: {col} must be a whole number >= 0, got {frame[col].iloc[row]!r}")
+        frame[col] = number.astype(np.int64)
+    empty = frame["recipe"] == ""
+    if empty.any():
+        raise ValueError(f"{path}:{int(empty.to_numpy().nonzero()[0][0]) + 2}: recipe name is empty")
+    if days is not None:
+        frame = frame[frame["minute"] < days * 1440]
+    return from_counts(os.path.splitext(os.path.basename(path))[0], frame, seed)
+
+
+def recorded(rt, days: float, recipe_ids=None, seed: int = 1) -> Trace:
+    """The last ``days`` of recorded instant attempts (hits and misses, from ``demand_minutes``
+    and the raw tail) as a trace whose minute 0 is the hour ``days`` ago, optionally only ``recipe_ids``.
+    Recipes keep their names; an unnamed (deleted) recipe is ``recipe-<id>``."""
+    import pandas as pd
+
+    from delula import demand, recipes as recipe_service
+
+    end = rt.now().replace(second=0, microsecond=0)
+    start = (end - timedelta(days=float(days))).replace(minute=0)   # minute 0 starts an hour
+    names = {r.id: r.name for r in recipe_service.list_recipes(rt, active_only=False)}
+    wanted = None if recipe_ids is None else {int(i) for i in recipe_ids}
+    rows = [row for row in demand.per_minute(rt, start, end)
+            if wanted is None or row["recipeId"] in wanted]
+    frame = pd.DataFrame(rows, columns=["minute", "recipeId", "attempts", "hits"])
+    ids = sorted(wanted if wanted is not None else names)
+    order = [names.get(i, f"recipe-{i}") for i in ids]
+    if frame.empty:
+        frame = pd.DataFrame({"minute": [], "recipe": [], "attempts": []})
     else:
-        minute = recipe = np.zeros(0, dtype=np.int64)
-    times = (minute + rng.random(len(minute))) * 60.0
-    order = np.argsort(times, kind="stable")
-    name = os.path.splitext(os.path.basename(path))[0]
-    return Trace(name, recipes, times[order], recipe[order].astype(np.int64))
+        at = pd.to_datetime(frame["minute"], utc=True)
+        frame = pd.DataFrame({
+            "minute": ((at - pd.Timestamp(start)).dt.total_seconds() // 60).astype(np.int64),
+            "recipe": frame["recipeId"].map(lambda i: names.get(i, f"recipe-{i}")),
+            "attempts": frame["attempts"]})
+    trace = from_counts("recorded", frame, seed, recipes=order)
+    trace.first_how = start.weekday() * 24 + start.hour
+    return trace
 
 
 def make(name_or_path: str, days: float, seed: int = 1) -> Trace:

@@ -1,0 +1,94 @@
+"""Demand forecasts for the ``forecast`` backlog policy: pure functions over hourly counts.
+
+The input is a matrix of instant attempts per recipe and hour (``counts[r, h]``, oldest hour
+first, hour ``0`` starting at hour-of-week ``first_how``; Monday 00:00 is hour-of-week 0). The
+live pass builds it from ``demand_minutes`` (:func:`delula.demand.hourly`), the simulator from
+its own attempts; both call :func:`profile` and :func:`rates`, so the forecast production runs
+is the one the simulator scores.
+
+The model, stated once:
+
+- **Shape** — the total demand's hour-of-week profile: the mean attempts/min of each hour of the
+  week over the history (an hour of the week not seen yet takes the mean of its hour of day,
+  else the overall mean). The total is used because it is far less noisy than a recipe's own.
+- **Level** — the last :data:`LEVEL_HOURS` hours' total against what the shape expected for
+  them, clipped to ``[LEVEL_MIN, LEVEL_MAX]``, so a week that runs hotter or colder than the
+  last is followed within hours.
+- **Share** — each recipe's part of the total over the last :data:`SHARE_HOURS` hours.
+- A recipe's forecast rate for a future hour is ``share × level × shape(hour)``, but never less
+  than its own last hour scaled by the shape (``last_hour × shape(hour) / shape(now)``): a
+  launch or a burst is believed at once, not after a week.
+
+A recipe with no history forecasts nothing and the policy falls back to its minimum; it learns
+as its attempts are recorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HOURS_PER_WEEK = 168
+LEVEL_HOURS = 3
+LEVEL_MIN, LEVEL_MAX = 0.5, 2.0
+SHARE_HOURS = 24
+HISTORY_HOURS = 28 * 24     # the live pass reads this much history
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the forecast learnt from the history, as of the end of its last (complete) hour."""
+    shape: np.ndarray           # (168,) total attempts/min per hour of week
+    share: np.ndarray           # (R,) each recipe's share of the total, recent
+    level: float                # recent total ÷ what the shape expected
+    now_how: int                # hour of week of the hour that follows the history
+
+    @property
+    def known(self) -> bool:
+        return bool(self.shape.any())
+
+
+def profile(counts: np.ndarray, first_how: int) -> Profile:
+    """Learn a :class:`Profile` from ``counts[r, h]`` (attempts of recipe ``r`` in hour ``h``)."""
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2:
+        raise ValueError("counts must be a (recipes × hours) matrix")
+    n_rec, n_hours = counts.shape
+    now_how = int((first_how + n_hours) % HOURS_PER_WEEK)
+    if n_hours == 0 or n_rec == 0:
+        return Profile(np.zeros(HOURS_PER_WEEK), np.zeros(n_rec), 1.0, now_how)
+    total = counts.sum(axis=0) / 60.0                       # attempts/min per hour
+    how = (first_how + np.arange(n_hours)) % HOURS_PER_WEEK
+    seen = np.bincount(how, minlength=HOURS_PER_WEEK)
+    sums = np.bincount(how, weights=total, minlength=HOURS_PER_WEEK)
+    hod = how % 24
+    hod_seen = np.bincount(hod, minlength=24)
+    hod_mean = np.divide(np.bincount(hod, weights=total, minlength=24), hod_seen,
+                         out=np.full(24, total.mean()), where=hod_seen > 0)
+    shape = np.divide(sums, seen, out=hod_mean[np.arange(HOURS_PER_WEEK) % 24].copy(), where=seen > 0)
+
+    k = min(LEVEL_HOURS, n_hours)
+    expected = shape[how[-k:]].sum()
+    level = float(np.clip(total[-k:].sum() / expected, LEVEL_MIN, LEVEL_MAX)) if expected > 0 else 1.0
+
+    recent = counts[:, -SHARE_HOURS:].sum(axis=1)
+    share = recent / recent.sum() if recent.sum() > 0 else np.zeros(n_rec)
+    return Profile(shape, share, level, now_how)
+
+
+def rates(p: Profile, last_hour_per_min: np.ndarray, minute_of_hour: float, buckets: int,
+          bucket_min: float) -> np.ndarray:
+    """``(R, buckets)`` forecast attempts/min of each recipe for the next ``buckets`` buckets of
+    ``bucket_min`` minutes, from ``minute_of_hour`` into the hour of week ``p.now_how``;
+    ``last_hour_per_min[r]`` is each recipe's attempts/min over the last 60 minutes."""
+    last = np.asarray(last_hour_per_min, dtype=float)
+    offsets = minute_of_hour + bucket_min * (np.arange(buckets) + 0.5)
+    how = (p.now_how + (offsets // 60).astype(int)) % HOURS_PER_WEEK
+    shape = p.shape[how]                                    # (buckets,)
+    now_shape = p.shape[p.now_how]
+    planned = np.outer(p.share * p.level, shape)
+    if now_shape > 0:
+        floor = np.outer(last, shape / now_shape)
+    else:
+        floor = np.repeat(last[:, None], buckets, axis=1)
+    return np.maximum(planned, floor)
