@@ -151,3 +151,102 @@ class BacklogRetainMinimumService:
 
     def run(self) -> dict:
         return maintain(self.rt)
+
+
+# The policy in force
+#
+# An operator applies a policy and a service level (``apply_policy``) to every recipe — the one
+# ``backlog_settings`` row — or a policy to some recipes (their own ``backlog_policy``); until
+# anyone does, ``DELULA_BACKLOG_POLICY`` and ``DELULA_SERVICE_LEVEL`` are in force. Every change
+# is audited as ``set_policy`` in its own transaction.
+
+from . import audit as _audit  # noqa: E402  (the section's own imports, kept with it)
+from .config import BACKLOG_POLICIES  # noqa: E402
+from .storage import settings as _settings  # noqa: E402
+
+
+class PolicyError(ValueError):
+    """A policy, service level or recipe that cannot be applied; the message says which."""
+
+
+def policy_in_force(rt) -> dict:
+    """``{"policy", "serviceLevel", "source"}``: the applied row (``source`` ``"database"``), else
+    the environment's settings (``"settings"``)."""
+    with rt.store.begin() as s:
+        row = _settings.backlog(s)
+    if row is not None:
+        return {"policy": row.policy, "serviceLevel": row.service_level, "source": "database"}
+    return {"policy": rt.settings.backlog_policy, "serviceLevel": rt.settings.service_level, "source": "settings"}
+
+
+def recipe_policies(rt) -> dict[int, str]:
+    """``{recipe id: its own policy}`` of the recipes that have one."""
+    with rt.store.begin() as s:
+        return {rid: p for rid, p in _settings.recipe_policies(s).items() if p is not None}
+
+
+def _checked_policy(policy) -> str:
+    if not isinstance(policy, str) or policy not in BACKLOG_POLICIES:
+        raise PolicyError(f"policy must be one of {', '.join(BACKLOG_POLICIES)}, got {policy!r}")
+    return policy
+
+
+def _checked_service_level(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise PolicyError(f"service level must be a number between 0 and 1 (exclusive), e.g. 0.98; got {value!r}")
+    return float(value)
+
+
+def _checked_recipe_ids(recipe_ids) -> list[int]:
+    if isinstance(recipe_ids, (str, bytes)) or not hasattr(recipe_ids, "__iter__"):
+        raise PolicyError("recipes must be a list of recipe ids")
+    ids = list(recipe_ids)
+    if not ids or any(not isinstance(r, int) or isinstance(r, bool) for r in ids):
+        raise PolicyError("recipes must be a non-empty list of recipe ids")
+    return sorted(set(ids))
+
+
+def apply_policy(rt, actor, policy: str | None, service_level: float | None = None,
+                 recipe_ids=None) -> dict:
+    """Apply ``policy`` and ``service_level`` to every recipe (the ``backlog_settings`` row), or,
+    with ``recipe_ids``, ``policy`` as those recipes' own (``None`` clears it; the service level
+    is global, so it must be left ``None`` then). ``actor``: the user id (or a user) applying it,
+    named in the ``set_policy`` audit event written in the same transaction.
+
+    Raises :class:`PolicyError`, changing nothing, for a policy not in
+    ``config.BACKLOG_POLICIES``, a service level outside (0, 1), or an unknown recipe. Returns
+    ``{"scope": "global", "policy", "serviceLevel"}`` or ``{"scope": "recipes", "policy",
+    "recipeIds"}``.
+    """
+    actor_id = getattr(actor, "id", actor)
+    now = rt.now()
+    if recipe_ids is None:
+        policy = _checked_policy(policy)
+        level = _checked_service_level(service_level)
+        with rt.store.begin() as s:
+            row = _settings.backlog(s, lock=True)
+            before = ({"policy": row.policy, "serviceLevel": row.service_level} if row is not None else
+                      {"policy": rt.settings.backlog_policy, "serviceLevel": rt.settings.service_level,
+                       "source": "settings"})
+            _settings.put_backlog(s, policy=policy, service_level=level, now=now, user_id=actor_id)
+            _audit.record(s, now=now, actor_id=actor_id, action="set_policy", scope="global", before=before,
+                          after={"policy": policy, "serviceLevel": level})
+        rt.invalidate()
+        return {"scope": "global", "policy": policy, "serviceLevel": level}
+    ids = _checked_recipe_ids(recipe_ids)
+    if policy is not None:
+        _checked_policy(policy)
+    if service_level is not None:
+        raise PolicyError("the service level applies to every recipe: apply it without recipes "
+                          "(a recipe's own setting is its policy only)")
+    with rt.store.begin() as s:
+        before = _settings.recipe_policies(s, ids)
+        missing = [r for r in ids if r not in before]
+        if missing:
+            raise PolicyError(f"no recipe {', '.join(str(r) for r in missing)}")
+        _settings.set_recipe_policies(s, ids, policy)
+        for rid in ids:
+            _audit.record(s, now=now, actor_id=actor_id, action="set_policy", target_recipe_id=rid,
+                          scope="recipe", before=before[rid], after=policy)
+    rt.invalidate()
+    return {"scope": "recipes", "policy": policy, "recipeIds": ids}

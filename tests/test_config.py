@@ -60,3 +60,13 @@ def test_the_repr_hides_every_secret():
     assert (s.secret_key, s.fal_key, s.simulator_key) == ("session-s3cret", "fal-s3cret", "sim-s3cret")
     for text in (repr(s), str(s), repr(s.replace(min_backlog=1))):
         assert "s3cret" not in text and "Settings(" in text
+
+
+def test_the_service_level_is_a_share_strictly_between_0_and_1():
+    assert Settings.from_env({}).service_level == 0.98
+    assert Settings.from_env({"DELULA_SERVICE_LEVEL": "0.9"}).service_level == 0.9
+    for bad in ("0", "1", "1.5", "-0.2", "nan", "high"):
+        with pytest.raises(ConfigError, match="DELULA_SERVICE_LEVEL"):
+            Settings.from_env({"DELULA_SERVICE_LEVEL": bad})
+    with pytest.raises(ConfigError, match="DELULA_SERVICE_LEVEL"):
+        Settings.from_env({}).replace(service_level=1.0)

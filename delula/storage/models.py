@@ -177,6 +177,8 @@ class Recipe(Base):
     # start), and a count of items that entered the pool, which voids a claim's stale view.
     pool_head: Mapped[datetime | None]
     pool_arrivals: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # the recipe's own backlog policy, over the one in force (migration 0013; NULL: none)
+    backlog_policy: Mapped[str | None] = mapped_column(String(32))
 
 
 class Generation(Base):
@@ -368,6 +370,23 @@ class SchedulerLeader(Base):
     pid: Mapped[int] = mapped_column(Integer)
     since: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
+
+
+class BacklogSettings(Base):
+    """The backlog policy in force, as an operator applied it (migration 0013): one row, id 1.
+    Without it the environment's ``DELULA_BACKLOG_POLICY`` and ``DELULA_SERVICE_LEVEL`` hold."""
+
+    __tablename__ = "backlog_settings"
+    __table_args__ = (
+        CheckConstraint("id = 1", name="single_row"),
+        CheckConstraint("service_level > 0 AND service_level < 1", name="service_level"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    policy: Mapped[str] = mapped_column(String(32))
+    service_level: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str | None] = mapped_column(String(64))   # the user who applied it
 
 
 class AppSetting(Base):
