@@ -8,9 +8,10 @@ is the one the simulator scores.
 
 The model, stated once:
 
-- **Shape** — the total demand's hour-of-week profile: the mean attempts/min of each hour of the
-  week over the history (an hour of the week not seen yet takes the mean of its hour of day,
-  else the overall mean). The total is used because it is far less noisy than a recipe's own.
+- **Shape** — the total demand's hour-of-week profile: half the mean attempts/min of that hour
+  of the week over the history, half the mean of that hour over every day of its kind (weekday
+  or weekend), which has five times the observations (an hour never seen takes the overall
+  mean). The total is used because it is far less noisy than a recipe's own.
 - **Level** — the last :data:`LEVEL_HOURS` hours' total against what the shape expected for
   them, clipped to ``[LEVEL_MIN, LEVEL_MAX]``, so a week that runs hotter or colder than the
   last is followed within hours.
@@ -25,14 +26,16 @@ as its attempts are recorded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 
 HOURS_PER_WEEK = 168
-LEVEL_HOURS = 3
+LEVEL_HOURS = 24
 LEVEL_MIN, LEVEL_MAX = 0.5, 2.0
 SHARE_HOURS = 24
 HISTORY_HOURS = 28 * 24     # the live pass reads this much history
+KIND_WEIGHT = 0.5           # the shape: this much the hour's kind of day, the rest its hour of week
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,15 @@ def profile(counts: np.ndarray, first_how: int) -> Profile:
     how = (first_how + np.arange(n_hours)) % HOURS_PER_WEEK
     seen = np.bincount(how, minlength=HOURS_PER_WEEK)
     sums = np.bincount(how, weights=total, minlength=HOURS_PER_WEEK)
-    hod = how % 24
-    hod_seen = np.bincount(hod, minlength=24)
-    hod_mean = np.divide(np.bincount(hod, weights=total, minlength=24), hod_seen,
-                         out=np.full(24, total.mean()), where=hod_seen > 0)
-    shape = np.divide(sums, seen, out=hod_mean[np.arange(HOURS_PER_WEEK) % 24].copy(), where=seen > 0)
+    # the same hour of the same kind of day (weekday or weekend), averaged over all such days
+    kind = np.where(how // 24 >= 5, 24, 0) + how % 24
+    kind_seen = np.bincount(kind, minlength=48)
+    kind_mean = np.divide(np.bincount(kind, weights=total, minlength=48), kind_seen,
+                          out=np.full(48, total.mean()), where=kind_seen > 0)
+    week = np.arange(HOURS_PER_WEEK)
+    by_kind = kind_mean[np.where(week // 24 >= 5, 24, 0) + week % 24]
+    by_how = np.divide(sums, seen, out=by_kind.copy(), where=seen > 0)
+    shape = KIND_WEIGHT * by_kind + (1.0 - KIND_WEIGHT) * by_how
 
     k = min(LEVEL_HOURS, n_hours)
     expected = shape[how[-k:]].sum()
@@ -74,6 +81,20 @@ def profile(counts: np.ndarray, first_how: int) -> Profile:
     recent = counts[:, -SHARE_HOURS:].sum(axis=1)
     share = recent / recent.sum() if recent.sum() > 0 else np.zeros(n_rec)
     return Profile(shape, share, level, now_how)
+
+
+def hourly_matrix(rows, recipe_ids, start: datetime, hours: int) -> np.ndarray:
+    """``counts[r, h]``: the attempts of ``recipe_ids[r]`` in hour ``h`` since ``start``, from
+    ``(hour, recipe_id, attempts)`` rows (``storage.demand.hourly``): the live pass's input to :func:`profile`."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows), columns=["hour", "recipe", "attempts"])
+    index = pd.date_range(start, periods=hours, freq="h")
+    if frame.empty:
+        return np.zeros((len(recipe_ids), hours))
+    table = (frame.pivot_table(index="recipe", columns="hour", values="attempts", aggfunc="sum")
+             .reindex(index=list(recipe_ids), columns=index, fill_value=0).fillna(0))
+    return table.to_numpy(dtype=float)
 
 
 def rates(p: Profile, last_hour_per_min: np.ndarray, minute_of_hour: float, buckets: int,

@@ -22,21 +22,41 @@ __all__ = ["run", "simulate", "make", "read_csv", "Trace", "brute_force", "max_s
            "traces", "simulation"]
 
 
-def run(trace: str = "diurnal", policies: Iterable[str] = ("static", "reactive"), days: float = 7,
-        warmup_days: float = 7, seed: int = 1, progress: Callable[[float], None] | None = None,
-        **sim_options) -> dict:
-    """Simulate each policy on ``trace`` (``warmup_days`` then ``days`` scored) and the oracle."""
-    policies = list(policies)
-    tr = traces.make(trace, days + warmup_days, seed)
-    out: dict = {"trace": trace, "days": days, "policies": {}}
-    k = len(policies)
-    for j, name in enumerate(policies):
+def run(trace: str | Trace = "diurnal", policies: Iterable[str] = ("static", "reactive", "forecast"),
+        days: float = 7, warmup_days: float = 7, seed: int = 1,
+        progress: Callable[[float], None] | None = None, **sim_options) -> dict:
+    """Simulate each policy on ``trace`` (a built-in name, a CSV path or a :class:`Trace`;
+    ``warmup_days`` then ``days`` scored) and the oracle; the ``--json`` document of
+    ``python -m delula simulate``, plus ``demandSeries``: ``[hour, attempts]`` per scored hour.
+    ``policies`` may be ``"all"``."""
+    from delula.policies import POLICIES
+
+    names = list(POLICIES) if policies == "all" else list(policies)
+    for name in names:
+        if name not in POLICIES:
+            raise ValueError(f"unknown backlog policy {name!r}; one of {', '.join(POLICIES)} or all")
+    tr = trace if isinstance(trace, Trace) else traces.make(trace, days + warmup_days, seed)
+    out: dict = {"trace": tr.name, "days": days, "policies": {}}
+    k = len(names)
+    for j, name in enumerate(names):
         sub = None
         if progress is not None:
             sub = (lambda f, j=j: progress((j + f) / (k + 0.05)))
         out["policies"][name] = simulate(tr, name, days_scored=days, warmup_days=warmup_days,
                                          seed=seed, progress=sub, **sim_options)
     out["oracle"] = _oracle.oracle(tr, days_scored=days, warmup_days=warmup_days, **sim_options)
+    out["demandSeries"] = demand_series(tr, days, warmup_days)
     if progress is not None:
         progress(1.0)
     return out
+
+
+def demand_series(trace: Trace, days: float, warmup_days: float) -> list[list[float]]:
+    """``[hour, attempts in the hour before it]`` per scored hour, as the policies' ``series``."""
+    import numpy as np
+
+    start = float(warmup_days) * 86400.0
+    hours = int(round(float(days) * 24))
+    scored = trace.times[(trace.times >= start) & (trace.times < start + hours * 3600.0)]
+    counts = np.bincount(((scored - start) // 3600.0).astype(np.int64), minlength=hours)[:hours]
+    return [[float(h + 1), int(c)] for h, c in enumerate(counts)]

@@ -1,11 +1,14 @@
 """A clairvoyant upper bound on the hit rate of any backlog policy.
 
 The oracle knows every scored attempt in advance and builds one item per attempt it serves,
-as late as it can (earliest deadline first), on the same ``concurrency`` slots. It is relaxed
-optimistically so that its hit rate bounds every policy from above and its generations from
-below: every job takes the *shortest* lead time ``lo``, nothing fails, no fallback jobs occupy
-slots, items never expire, the stock is unbounded, and the pool — empty at the start of the
-warm-up — may be filled during the warm-up.
+as late as it can (earliest deadline first), on the same ``concurrency`` slots. Where it relaxes
+a constraint it relaxes it optimistically, so that its hit rate bounds the policies from above
+and its generations from below: every job takes the *mean* lead time ``(lo + hi) / 2`` (the
+cap's long-run throughput, without the spread), nothing fails, no fallback jobs occupy slots,
+and the per-recipe stock bound and the item lifetime are dropped (an item built as late as it
+can be waits only as long as the cap makes it), and the pool — empty at the start of the
+warm-up — may be filled during the warm-up. It serves an attempt or not; it never needs more
+than one generation per attempt served, so its generations are its hits.
 
 With identical job lengths ``L`` and ``c`` slots, the most attempts served by their deadlines is
 found greedily: take attempts in deadline order, give each the earliest free slot; if that job
@@ -63,6 +66,7 @@ def oracle(trace: Trace, *, days_scored: float, warmup_days: float, concurrency:
     end = start + float(days_scored) * DAY
     times = np.asarray(trace.times, dtype=float)
     scored = times[(times >= start) & (times < end)]
-    served = max_served(scored.tolist(), concurrency, float(lead_time[0]), 0.0)
+    mean_lead = (float(lead_time[0]) + float(lead_time[1])) / 2.0
+    served = max_served(scored.tolist(), concurrency, mean_lead, 0.0)
     n = len(scored)
     return {"hitRate": served / n if n else 0.0, "generations": int(served)}

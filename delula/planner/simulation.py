@@ -88,7 +88,8 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
     integral = 0.0
     attempts = hits = generations = work = expired = 0
     misses = [0] * n
-    samples: list[list[float]] = []
+    samples: list[list[float]] = []                     # [hour, stock at it, attempts and hits in the hour before]
+    hour_mark = [0, 0]
     next_sample = score_start
 
     def advance(t: float) -> None:
@@ -191,7 +192,9 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             break
         while next_sample <= t and next_sample < end:
             if series:
-                samples.append([round((next_sample - score_start) / 3600.0, 3), stock])
+                samples.append([round((next_sample - score_start) / 3600.0, 3), stock,
+                                attempts - hour_mark[0], hits - hour_mark[1]])
+                hour_mark[:] = [attempts, hits]
             next_sample += 3600.0
         if t == tj and tj <= ta and tj <= next_tick:
             _, _, job, began = heapq.heappop(events)
@@ -243,7 +246,9 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             next_tick += interval
     advance(end)
     while series and next_sample < end:
-        samples.append([round((next_sample - score_start) / 3600.0, 3), stock])
+        samples.append([round((next_sample - score_start) / 3600.0, 3), stock,
+                        attempts - hour_mark[0], hits - hour_mark[1]])
+        hour_mark[:] = [attempts, hits]
         next_sample += 3600.0
     if progress is not None:
         progress(1.0)

@@ -97,6 +97,22 @@ def backlog_lead_times(s: Session, since: datetime, sample: int = 2000) -> tuple
             statistics.median(everything) if everything else None)
 
 
+def mean_run_minutes(s: Session, since: datetime, sample: int = 2000) -> float | None:
+    """Mean minutes a job ran (start to completion) over the newest ``sample`` completions since
+    ``since``, user and backlog jobs alike (they share the slots); ``None`` if none. The same
+    bounded backward scan of ``ix_generations_finished`` as :func:`backlog_lead_times`."""
+    if is_postgres(s):
+        minutes = func.extract("epoch", Generation.completed_at - Generation.started_at) / 60.0
+    else:
+        minutes = (func.julianday(Generation.completed_at) - func.julianday(Generation.started_at)) * 1440.0
+    newest = (select(minutes.label("minutes"))
+              .where(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since,
+                     Generation.started_at.is_not(None))
+              .order_by(Generation.completed_at.desc()).limit(sample).subquery())
+    mean = s.scalar(select(func.avg(newest.c.minutes)))
+    return max(0.0, float(mean)) if mean is not None else None
+
+
 def add_queue_sample(s: Session, *, now: datetime, pending: int, processing: int, backlog: int,
                      backlog_in_flight: int, recipes_below_minimum: int) -> None:
     """One ``queue_samples`` row (the scheduler writes one every 30 s)."""
@@ -136,15 +152,15 @@ def claim_outcomes_since(s: Session, since: datetime) -> dict[str, int]:
 
 
 def finished_since(s: Session, since: datetime) -> dict[str, int]:
-    """Generations that completed (by ``completed_at``) or failed / were cancelled (by
-    ``updated_at``) since ``since``, by status. A later claim of a completed item moves its
+    """Generations that completed (by ``completed_at``) or failed / were cancelled / expired
+    (by ``updated_at``) since ``since``, by status. A later claim of a completed item moves its
     ``created_at`` and ``updated_at``, not its ``completed_at``, so claims are not counted as
-    completions."""
+    completions; an expired item is counted when it expired, not as a completion."""
     from sqlalchemy import or_
 
     q = (select(Generation.status, func.count())
          .where(or_(and_(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since),
-                    and_(Generation.status.in_((JobStatus.FAILED, JobStatus.CANCELLED)),
+                    and_(Generation.status.in_((JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)),
                          Generation.updated_at >= since)))
          .group_by(Generation.status))
     return {status: n for status, n in s.execute(q)}
