@@ -52,13 +52,19 @@ class Profile:
 
 
 def profile(counts: np.ndarray, first_how: int) -> Profile:
-    """Learn a :class:`Profile` from ``counts[r, h]`` (attempts of recipe ``r`` in hour ``h``)."""
+    """Learn a :class:`Profile` from ``counts[r, h]`` (attempts of recipe ``r`` in hour ``h``);
+    the hours before the first attempt are left out (nothing was recorded yet)."""
     counts = np.asarray(counts, dtype=float)
     if counts.ndim != 2:
         raise ValueError("counts must be a (recipes × hours) matrix")
     n_rec, n_hours = counts.shape
     now_how = int((first_how + n_hours) % HOURS_PER_WEEK)
-    if n_hours == 0 or n_rec == 0:
+    busy = np.flatnonzero(counts.sum(axis=0)) if n_rec else np.zeros(0, dtype=int)
+    if len(busy):   # the hours before the first recorded attempt are not history
+        first_how = int((first_how + busy[0]) % HOURS_PER_WEEK)
+        counts = counts[:, busy[0]:]
+        n_hours = counts.shape[1]
+    if n_hours == 0 or n_rec == 0 or not len(busy):
         return Profile(np.zeros(HOURS_PER_WEEK), np.zeros(n_rec), 1.0, now_how)
     total = counts.sum(axis=0) / 60.0                       # attempts/min per hour
     how = (first_how + np.arange(n_hours)) % HOURS_PER_WEEK
