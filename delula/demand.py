@@ -48,3 +48,60 @@ def per_minute(rt, start: datetime, end: datetime, recipe_id: int | None = None)
     with rt.store.begin() as s:
         rows = store_demand.minutes(s, start, end, recipe_id)
     return [{"minute": isoformat(m), "recipeId": rid, "attempts": n, "hits": h} for m, rid, n, h in rows]
+
+
+# --- the instant hit rate ---------------------------------------------------------------------------
+
+from datetime import timezone  # noqa: E402  (the section's own)
+
+
+def _rate(attempts: int, hits: int) -> dict:
+    return {"attempts": attempts, "hits": hits, "hitRate": hits / attempts if attempts else None}
+
+
+def hit_rates(rt, since: datetime, until: datetime | None = None) -> dict:
+    """The share of instant attempts served from the pool since ``since`` (whole minutes; until
+    now): ``{"attempts", "hits", "hitRate", "recipes": {recipe id: {"attempts", "hits",
+    "hitRate"}}}``; ``hitRate`` is ``None`` without attempts. Read from ``demand_minutes`` and
+    the raw tail past the roll-up (:func:`storage.demand.hit_counts`)."""
+    end = until or rt.now()
+    with rt.store.begin() as s:
+        rows = store_demand.hit_counts(s, _floor_minute(since), end)
+    per: dict[int, list[int]] = {}
+    for _, rid, n, hits in rows:
+        counts = per.setdefault(rid, [0, 0])
+        counts[0] += n
+        counts[1] += hits
+    total = [sum(c[0] for c in per.values()), sum(c[1] for c in per.values())]
+    return {**_rate(*total), "recipes": {rid: _rate(*c) for rid, c in sorted(per.items())}}
+
+
+def hit_rate_series(rt, since: datetime, bucket_s: int = 3600, until: datetime | None = None) -> dict:
+    """The hit rate per bucket of ``bucket_s`` seconds, from the bucket holding ``since`` to the
+    one holding now: ``{"buckets": [ISO starts], "total": {"attempts", "hits", "hitRate": [per
+    bucket]}, "recipes": {recipe id: the same}}``; a bucket without attempts has hit rate ``None``."""
+    if not isinstance(bucket_s, int) or isinstance(bucket_s, bool) or bucket_s < 60 or bucket_s % 60:
+        raise ValueError("bucket_s must be a whole number of minutes, in seconds")
+    end = until or rt.now()
+    first = int(since.timestamp()) // bucket_s * bucket_s
+    starts = list(range(first, int(end.timestamp()) // bucket_s * bucket_s + 1, bucket_s))
+    index = {b: i for i, b in enumerate(starts)}
+    with rt.store.begin() as s:
+        rows = store_demand.hit_counts(s, datetime.fromtimestamp(first, tz=timezone.utc), end, bucket_s)
+    total = [[0] * len(starts), [0] * len(starts)]
+    per: dict[int, list[list[int]]] = {}
+    for bucket, rid, n, hits in rows:
+        i = index.get(bucket)
+        if i is None:
+            continue
+        counts = per.setdefault(rid, [[0] * len(starts), [0] * len(starts)])
+        for series in (counts, total):
+            series[0][i] += n
+            series[1][i] += hits
+
+    def shaped(counts):
+        return {"attempts": counts[0], "hits": counts[1],
+                "hitRate": [h / n if n else None for n, h in zip(*counts)]}
+
+    return {"buckets": [isoformat(datetime.fromtimestamp(b, tz=timezone.utc)) for b in starts],
+            "total": shaped(total), "recipes": {rid: shaped(c) for rid, c in sorted(per.items())}}

@@ -87,3 +87,36 @@ def hourly(s: Session, start: datetime, end: datetime) -> list[tuple[datetime, i
 def prune(s: Session, before: datetime) -> int:
     """Forget the minutes before ``before``; returns how many rows went."""
     return s.execute(delete(DemandMinute).where(DemandMinute.minute < before)).rowcount or 0
+
+
+def hit_counts(s: Session, start: datetime, end: datetime,
+               width_s: int | None = None) -> list[tuple[int | None, int, int, int]]:
+    """``(bucket, recipe_id, attempts, hits)`` over ``[start, end)``, summed in SQL per recipe and,
+    with ``width_s``, per bucket of that many seconds (epoch seconds; ``None`` without): the
+    rolled-up minutes, then ``claim_events`` past the roll-up's mark. Per recipe and bucket, the
+    two parts may each give a row; the caller adds them."""
+    cut = max(min(rolled(s) or start, end), start)
+    out: list[tuple[int | None, int, int, int]] = []
+    if cut > start:
+        keys, groups = [DemandMinute.recipe_id], [DemandMinute.recipe_id]
+        if width_s:
+            b, g = _bucket(s, DemandMinute.minute, width_s)
+            keys, groups = [b, DemandMinute.recipe_id], [g, DemandMinute.recipe_id]
+        q = (select(*keys, func.sum(DemandMinute.attempts), func.sum(DemandMinute.hits))
+             .where(DemandMinute.minute >= start, DemandMinute.minute < cut).group_by(*groups))
+        for row in s.execute(q):
+            *bucket, rid, n, hits = row
+            out.append((int(bucket[0]) if bucket else None, rid, int(n), int(hits)))
+    if cut < end:
+        keys, groups = [ClaimEvent.recipe_id], [ClaimEvent.recipe_id]
+        if width_s:
+            b, g = _bucket(s, ClaimEvent.created_at, width_s)
+            keys, groups = [b, ClaimEvent.recipe_id], [g, ClaimEvent.recipe_id]
+        q = (select(*keys, func.count(), func.sum(case((ClaimEvent.outcome == "claimed", 1), else_=0)))
+             .where(ClaimEvent.created_at >= cut, ClaimEvent.created_at < end,
+                    ClaimEvent.outcome.in_(DEMAND_OUTCOMES), ClaimEvent.recipe_id.is_not(None))
+             .group_by(*groups))
+        for row in s.execute(q):
+            *bucket, rid, n, hits = row
+            out.append((int(bucket[0]) if bucket else None, rid, int(n), int(hits)))
+    return out
