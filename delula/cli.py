@@ -217,9 +217,14 @@ def cmd_backlog_status(rt, args):
     if args.json:
         _print({"recipes": rows})
     else:
-        print(_table(rows, [("recipeId", "ID"), ("name", "RECIPE"), ("completed", "READY"),
-                            ("inFlight", "IN FLIGHT"), ("claimRatePerMin", "ATTEMPTS/MIN"),
-                            ("target", "TARGET"), ("deficit", "DEFICIT"), ("policy", "POLICY")]))
+        in_force = backlog.policy_in_force(rt)
+        print(f"policy in force: {in_force['policy']}, service level {in_force['serviceLevel']:g} "
+              f"(from {in_force['source']}); a recipe's own policy shows in its row")
+        shown = [{**r, "forecastPerMin": "-" if r["forecastPerMin"] is None else r["forecastPerMin"]} for r in rows]
+        print(_table(shown, [("recipeId", "ID"), ("name", "RECIPE"), ("completed", "READY"),
+                             ("inFlight", "IN FLIGHT"), ("claimRatePerMin", "ATTEMPTS/MIN"),
+                             ("forecastPerMin", "FORECAST/MIN"), ("target", "TARGET"), ("deficit", "DEFICIT"),
+                             ("policy", "POLICY")]))
 
 
 def cmd_backlog_maintain(rt, args):
@@ -286,6 +291,51 @@ def cmd_worker(rt, args):
     args.worker(rt)
 
 
+def cmd_simulate(rt, args):
+    """The demand simulator: every chosen policy and the oracle on one trace."""
+    from tqdm import tqdm
+
+    from . import planner, storage
+
+    settings = rt.settings
+    if args.from_db:
+        storage.upgrade(rt.store)
+        trace = planner.traces.recorded(rt, args.days + args.warmup_days, seed=args.seed)
+    else:
+        try:
+            trace = planner.traces.make(args.trace, args.days + args.warmup_days, args.seed)
+        except (ValueError, OSError) as e:
+            raise BadUsage(str(e)) from None
+    options = dict(concurrency=args.concurrency or settings.max_concurrent_jobs, lead_time=args.lead_time,
+                   failure_rate=args.failure_rate, fallback_rate=args.fallback_rate,
+                   service_level=args.service_level or settings.service_level,
+                   max_age_h=args.max_age_h or settings.max_item_age_h,
+                   maintenance_interval_s=settings.maintenance_interval_s,
+                   minimum=settings.min_backlog, max_backlog=settings.max_backlog)
+    with tqdm(total=1000, desc=f"simulate {trace.name}", unit="‰", file=sys.stderr,
+              disable=None, leave=False) as bar:
+        def progress(fraction: float) -> None:
+            bar.update(int(fraction * 1000) - bar.n)
+
+        out = planner.run(trace, args.policy, days=args.days, warmup_days=args.warmup_days,
+                          seed=args.seed, progress=progress, **options)
+    if args.json:
+        for result in out["policies"].values():
+            result.pop("series", None)
+        out.pop("demandSeries", None)
+        _print(out)
+        return
+    rows = [{"policy": name, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}}
+            for name, r in out["policies"].items()]
+    rows.append({"policy": "oracle", "hitRate": round(out["oracle"]["hitRate"], 4),
+                 "generations": out["oracle"]["generations"]})
+    print(f"trace {out['trace']}: {args.days:g} scored day(s) after {args.warmup_days:g} warm-up day(s), "
+          f"{options['concurrency']} slot(s)")
+    print(_table(rows, [("policy", "POLICY"), ("attempts", "ATTEMPTS"), ("hitRate", "HIT RATE"),
+                        ("generations", "GENERATIONS"), ("work", "WORK"), ("expired", "EXPIRED"),
+                        ("meanStock", "MEAN STOCK")]))
+
+
 def cmd_simulator(rt, args):
     """The simulator alone, behind ``--key``, else ``DELULA_SIMULATOR_KEY``, else a key drawn for
     this run (its request ids die with it); says which on stderr."""
@@ -330,6 +380,62 @@ def _natural(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {number}")
     return number
+
+
+def _slots(value: str) -> int:
+    number = _natural(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _positive_days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {value!r}") from None
+    if not 0 <= days <= 366:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 366 days: {value}")
+    return days
+
+
+def _fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= x <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {value}")
+    return x
+
+
+def _service_level(value: str) -> float:
+    x = _fraction(value)
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and below 1: {value}")
+    return x
+
+
+def _lead_time(value: str) -> tuple[float, float]:
+    """``SECONDS`` or ``MIN-MAX`` seconds."""
+    try:
+        lo, _, hi = value.partition("-")
+        pair = (float(lo), float(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not SECONDS or MIN-MAX: {value!r}") from None
+    if not 0 <= pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX seconds: {value!r}")
+    return pair
+
+
+def _hours(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of hours: {value!r}") from None
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return x
 
 
 def _json_list(value: str) -> list:
@@ -448,6 +554,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help="run the scheduler (no web server) until stopped").set_defaults(func=cmd_worker)
 
+    from .policies import POLICIES
+
+    sm = sub.add_parser("simulate", help="replay demand against the backlog policies and the oracle")
+    src = sm.add_mutually_exclusive_group()
+    src.add_argument("--trace", default="diurnal",
+                     help="steady|diurnal|burst|launch or a CSV file minute,recipe,attempts (default diurnal)")
+    src.add_argument("--from-db", action="store_true", help="replay the recorded demand of the last days")
+    sm.add_argument("--policy", choices=[*POLICIES, "all"], default="all")
+    sm.add_argument("--days", type=_positive_days, default=7.0, help="scored days (default 7)")
+    sm.add_argument("--warmup-days", type=_positive_days, default=7.0,
+                    help="days before the scored ones: the forecast learns, nothing is scored (default 7)")
+    sm.add_argument("--concurrency", type=_slots, help="jobs at once (default DELULA_MAX_CONCURRENT_JOBS)")
+    sm.add_argument("--lead-time", type=_lead_time, default=(5.0, 40.0),
+                    help="a job's run time, SECONDS or MIN-MAX (default 5-40)")
+    sm.add_argument("--failure-rate", type=_fraction, default=0.05)
+    sm.add_argument("--fallback-rate", type=_fraction, default=1.0,
+                    help="share of misses that become a user job (default 1.0)")
+    sm.add_argument("--service-level", type=_service_level, help="default DELULA_SERVICE_LEVEL")
+    sm.add_argument("--max-age-h", type=_hours, help="default DELULA_MAX_ITEM_AGE_H")
+    sm.add_argument("--seed", type=int, default=1)
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(func=cmd_simulate)
+
     s = sub.add_parser("simulator", help="serve the fal-compatible simulator alone")
     s.add_argument("--port", type=int, default=8060)
     s.add_argument("--host", default="127.0.0.1")
@@ -473,7 +602,7 @@ def main(argv: list[str] | None = None, *, worker: Callable[[object], None] | No
     from .auth import AuthError
 
     try:
-        if args.func is not cmd_db_upgrade and args.func is not cmd_simulator:
+        if args.func not in (cmd_db_upgrade, cmd_simulator, cmd_simulate):   # simulate: only --from-db
             storage.upgrade(rt.store)
         with audit.request_context():  # one request id per command, carried by its audit rows
             args.func(rt, args)

@@ -166,11 +166,22 @@ def runs_table(runs: list[dict]):
                      id="mt-runs-table")
 
 
+def policy_line(in_force: dict):
+    """The policy in force, and where it comes from."""
+    source = "applied on the Planner page" if in_force["source"] == "database" else "DELULA_BACKLOG_POLICY"
+    return html.Div([html.Span("Policy in force: "), html.Span(in_force["policy"], className="fw-semibold",
+                                                             id="mt-policy"),
+                     html.Span(f", service level {in_force['serviceLevel']:g} ({source}); a recipe's own "
+                               "policy shows in its row.", className="text-body-secondary")],
+                    className="px-3 pt-3 small")
+
+
 def minimums_table(rows: list[dict], overrides: dict[int, int | None], default_minimum: int, *, editable: bool):
     if not rows:
         return empty_state("No active recipes", "Create one with `python -m delula recipes create`.")
     head = html.Thead(html.Tr([html.Th(h) for h in ("Recipe", "Ready", "In flight", "Attempts / min",
-                                                     "Lead time", "Demand target", "Minimum", "")]))
+                                                     "Forecast / min", "Lead time", "Policy", "Demand target",
+                                                     "Minimum", "")]))
     body = []
     for r in rows:
         rid = r["recipeId"]
@@ -182,7 +193,10 @@ def minimums_table(rows: list[dict], overrides: dict[int, int | None], default_m
             html.Td(r["completed"]),
             html.Td(r["inFlight"]),
             html.Td(f"{r['claimRatePerMin']:g}"),
+            html.Td("–" if r["forecastPerMin"] is None else f"{r['forecastPerMin']:g}",
+                    id={"type": "mt-forecast", "recipe": rid}),
             html.Td(f"{r['leadTimeMin']:g} min"),
+            html.Td(r["policy"]),
             html.Td(html.Span(r["target"], className="fw-semibold"), id={"type": "mt-target", "recipe": rid}),
             html.Td(dbc.InputGroup([
                 dbc.Input(id={"type": "mt-min-input", "recipe": rid}, type="number", min=0, max=1000, step=1,
@@ -241,8 +255,9 @@ def layout(**_query):
                     lg=9, className="mb-4"),
         ], className="g-3"),
         _card("Backlog minimums", "the policy in force sets each target from the minimum, the instant attempts "
-                                  "per minute (hits and misses) and the lead time",
-              [html.Div(id="mt-min-feedback", className="px-3 pt-3"), html.Div(id="mt-minimums")]),
+                                  "per minute (hits and misses, last hour) against their forecast, and the lead time",
+              [html.Div(id="mt-policy-line"), html.Div(id="mt-min-feedback", className="px-3 pt-3"),
+               html.Div(id="mt-minimums")]),
         _card("Recipes", "inactive: not offered, not claimable, not refilled; its pool is kept",
               [html.Div(id="mt-active-feedback", className="px-3 pt-3"), html.Div(id="mt-active")]),
         _card("Recent runs", f"the last {RECENT_RUNS}, newest first", html.Div(id="mt-runs")),
@@ -257,13 +272,14 @@ def refresh_status(_n, _version):
             runs_table(jobruns.recent_runs(rt, RECENT_RUNS)))
 
 
-@callback(Output("mt-minimums", "children"), Input("mt-version", "data"))
+@callback(Output("mt-minimums", "children"), Output("mt-policy-line", "children"), Input("mt-version", "data"))
 def refresh_minimums(_version):
     rt = runtime.current()
     user = access.current_user()
     overrides = {r.id: r.min_backlog for r in recipes.list_recipes(rt)}
-    return minimums_table(backlog.status(rt), overrides, rt.settings.min_backlog,
-                          editable=user is not None and user.is_ops)
+    return (minimums_table(backlog.status(rt), overrides, rt.settings.min_backlog,
+                           editable=user is not None and user.is_ops),
+            policy_line(backlog.policy_in_force(rt)))
 
 
 @callback(Output("mt-run-result", "children"), Output("mt-version", "data", allow_duplicate=True),

@@ -203,6 +203,11 @@ def test_maintenance_shows_leader_and_jobs_and_runs_maintenance_now(live_app, br
     assert "metrics-sample" in runs and "backlog-maintenance" in runs
     row = next(r for r in browser.find_all("#mt-min-table tbody tr") if r.text.startswith("Cat Olympics"))
     assert row.find_element("css selector", "input").get_attribute("value") == "8"
+    # the policy in force, and each recipe's forecast beside its actual attempts
+    assert "Policy in force: forecast, service level 0.98 (DELULA_BACKLOG_POLICY)" in \
+        browser.wait("#mt-policy-line").text
+    cells = minimum_row(browser, "Cat Olympics")
+    assert re.fullmatch(r"\d+(\.\d+)?", cells[4]) and cells[6] == "forecast", cells
     browser.full_page_screenshot("maintenance")
 
     browser.find("#mt-run-now").click()

@@ -307,10 +307,13 @@ class BacklogRecipe(_Body):
     deficit: Count
     minimum: int
     claim_rate_per_min: float = Field(description="instant attempts per minute over the last hour, hits and misses")
+    forecast_per_min: float | None = Field(description="the forecast policy's attempts per minute for the "
+                                                       "coming quarter hour (null when no recipe plans by forecast)")
     lead_time_min: float
     below_minimum: bool
-    policy: Literal[BACKLOG_POLICIES] = Field(description="the backlog policy that set the target "
-                                                          "(DELULA_BACKLOG_POLICY)")
+    policy: Literal[BACKLOG_POLICIES] = Field(description="the backlog policy that set the target: the "
+                                                          "recipe's own, else the one applied on the Planner "
+                                                          "page, else DELULA_BACKLOG_POLICY")
 
 
 class Backlog(_Body):

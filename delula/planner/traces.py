@@ -131,16 +131,25 @@ def burst(days: float, seed: int = 1) -> Trace:
     return _expand("burst", recipe_names(), rates, rng)
 
 
-def launch(days: float, seed: int = 1) -> Trace:
+def launch(days: float, seed: int = 1, added: float = 0.0) -> Trace:
+    """``diurnal`` and a new recipe from day :data:`LAUNCH_DAY`. With ``added = 0`` it takes a
+    third of all demand from the others; with ``added = x`` it brings ``x`` times the total on
+    top instead (the tight-capacity case of ``bench/planner.py``: ``added=0.5``)."""
     rng = np.random.default_rng(seed)
     m = _minutes(days)
     total = _diurnal_total(m)
     hours_since = (m - LAUNCH_DAY * 1440) / 60.0
-    share = np.clip(hours_since / LAUNCH_RAMP_H, 0.0, 1.0) * LAUNCH_SHARE
+    ramp = np.clip(hours_since / LAUNCH_RAMP_H, 0.0, 1.0)
     rates = np.empty((len(m), N_RECIPES + 1))
-    rates[:, :N_RECIPES] = np.outer(total * (1.0 - share), zipf_shares())
-    rates[:, N_RECIPES] = total * share
-    return _expand("launch", recipe_names(N_RECIPES + 1), rates, rng)
+    if added:
+        rates[:, :N_RECIPES] = np.outer(total, zipf_shares())
+        rates[:, N_RECIPES] = total * ramp * added
+    else:
+        share = ramp * LAUNCH_SHARE
+        rates[:, :N_RECIPES] = np.outer(total * (1.0 - share), zipf_shares())
+        rates[:, N_RECIPES] = total * share
+    name = "launch" if not added else f"launch+{added:.0%}"
+    return _expand(name, recipe_names(N_RECIPES + 1), rates, rng)
 
 
 BUILTIN = {"steady": steady, "diurnal": diurnal, "burst": burst, "launch": launch}
