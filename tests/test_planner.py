@@ -157,7 +157,7 @@ def test_oracle_bounds_every_policy(name):
     tr = _short(name, seed=4)
     kw = dict(days_scored=1, warmup_days=1, concurrency=1, lead_time=(20.0, 60.0))
     o = oracle.oracle(tr, **kw)
-    for p in ("static", "reactive"):
+    for p in ("static", "reactive", "forecast"):
         r = simulation.simulate(tr, p, **kw)
         assert o["hitRate"] >= r["hitRate"]
         assert o["generations"] <= r["generations"] or o["hitRate"] > r["hitRate"]
@@ -174,10 +174,36 @@ def test_greedy_matches_brute_force():
         assert oracle.max_served(times, c, L, t0) == oracle.brute_force(times, c, L, t0), (times, c, L, t0)
 
 
+def test_the_stock_bound_limits_the_oracle_and_stays_a_bound():
+    # 1 slot, 10 s jobs, five attempts at once at t=100: unbounded stock serves all five; at most
+    # three waiting items (the bound plus the slot's slack) serve three
+    assert oracle.max_served([100] * 5, 1, 10.0) == 5
+    assert oracle.max_served_stocked([100] * 5, 1, 10.0, 3) == 3
+    # it never beats the unbounded fluid: with room to spare it is the capacity bound
+    assert oracle.max_served_stocked([30, 30, 30], 1, 10.0, 100) == 3
+    assert oracle.max_served_stocked([], 2, 10.0, 5) == 0
+    # against brute force with unbounded stock it is never below the exact answer
+    rng = random.Random(3)
+    for _ in range(200):
+        times = [round(rng.uniform(0, 8), 1) for _ in range(rng.randint(0, 8))]
+        c, L = rng.randint(1, 3), rng.choice([1.0, 2.0, 3.5])
+        assert oracle.max_served_stocked(times, c, L, len(times) + c) >= oracle.brute_force(times, c, L)
+
+
+def test_the_oracle_bounds_every_policy_when_capacity_is_short():
+    tr = traces.launch(2, seed=2, added=0.5)
+    kw = dict(days_scored=1, warmup_days=1, concurrency=2, lead_time=(5.0, 40.0), max_backlog=5)
+    o = oracle.oracle(tr, **kw)
+    results = {p: simulation.simulate(tr, p, series=False, **kw) for p in ("static", "reactive", "forecast")}
+    assert o["hitRate"] < 1
+    assert all(o["hitRate"] >= r["hitRate"] for r in results.values()), (o, results)
+    assert all(o["generations"] <= r["work"] for r in results.values())
+
+
 def test_run_report():
     out = planner.run("steady", days=1, warmup_days=1)
     assert out["trace"] == "steady" and out["days"] == 1
-    assert set(out["policies"]) == {"static", "reactive"}
+    assert set(out["policies"]) == {"static", "reactive", "forecast"}
     assert set(out["oracle"]) == {"hitRate", "generations"}
     assert out["oracle"]["hitRate"] >= max(p["hitRate"] for p in out["policies"].values())
     json.dumps(out)
