@@ -18,12 +18,14 @@ import bisect
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import backlog, jobruns
+from . import backlog, demand, jobruns
 from .clock import isoformat
 from .storage import dashboard
 
 CACHE_TTL_S = 5.0
 CLAIMS_WINDOW = timedelta(hours=1)
+HIT_RATE_DAY = timedelta(days=1)       # the hit-rate chart: per hour over the last day
+HIT_RATE_TOP = 4                       # recipes drawn beside the total (the most attempted of the day)
 # Processing-time histogram edges in seconds; the last bin holds everything above.
 PROCESSING_EDGES = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 480)
 FAILED_CLAIM_OUTCOMES = ("no_backlog", "race", "insufficient_credits", "rate_limited", "invalid")
@@ -102,6 +104,7 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
             n_processed, (p50, p95) = dashboard.processing_percentiles(s, since, (0.5, 0.95), recipe_id)
     all_recipes = backlog.status(rt)
     leader = jobruns.leader(rt)
+    hit_rate = _hit_rate(rt, now, recipe_id, {r["recipeId"]: r["name"] for r in all_recipes})
 
     index = {b: i for i, b in enumerate(buckets)}
 
@@ -178,10 +181,35 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
         "processing": {"bins": bins, "count": n_processed,
                        "p50": round(p50, 2) if p50 is not None else None,
                        "p95": round(p95, 2) if p95 is not None else None},
+        "hitRate": hit_rate,
         "leader": leader,
         "health": {"ok": not problems, "problems": problems, "belowMinimum": len(below),
                    "hasLeader": leader is not None},
     }
+
+
+def _hit_rate(rt, now: datetime, recipe_id: int | None, names: dict[int, str]) -> dict:
+    """The instant hit rate (hits over attempts that reached the pool) over the last hour and day,
+    and per hour over the last day: in total and for the most attempted recipes, or for the
+    filtered recipe only. From ``demand_minutes`` and the raw tail (``demand.hit_rates``)."""
+    def narrowed(rates: dict) -> dict:
+        if recipe_id is None:
+            return {k: rates[k] for k in ("attempts", "hits", "hitRate")}
+        return rates["recipes"].get(recipe_id, {"attempts": 0, "hits": 0, "hitRate": None})
+
+    hour = demand.hit_rates(rt, now - CLAIMS_WINDOW, now)
+    day = demand.hit_rates(rt, now - HIT_RATE_DAY, now)
+    series = demand.hit_rate_series(rt, now - HIT_RATE_DAY, 3600, now)
+    if recipe_id is None:
+        lines = [{"recipeId": None, "name": "all recipes", **series["total"]}]
+        top = sorted(series["recipes"].items(), key=lambda kv: (-sum(kv[1]["attempts"]), kv[0]))[:HIT_RATE_TOP]
+    else:
+        lines = []
+        top = [(recipe_id, series["recipes"][recipe_id])] if recipe_id in series["recipes"] else []
+    lines += [{"recipeId": rid, "name": names.get(rid, f"recipe {rid}"), **counts} for rid, counts in top]
+    return {"lastHour": narrowed(hour), "lastDay": narrowed(day),
+            "series": {"buckets": series["buckets"], "since": isoformat(now - HIT_RATE_DAY), "until": isoformat(now),
+                       "lines": lines}}
 
 
 # --- long ranges from the roll-up ----------------------------------------------------------------

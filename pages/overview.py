@@ -21,7 +21,7 @@ from pages.layout import kpi_tile, local_time, page_header
 dash.register_page(__name__, path="/", name="Overview", title="Overview · Delula backlog", order=0)
 
 REFRESH_MS = 10_000
-GRAPHS = ("ov-backlog", "ov-queue", "ov-claims", "ov-instant", "ov-failures", "ov-processing")
+GRAPHS = ("ov-backlog", "ov-queue", "ov-claims", "ov-instant", "ov-failures", "ov-processing", "ov-hit-rate")
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 GRID = "#eef0f3"
 COLORS = {
@@ -31,6 +31,7 @@ COLORS = {
     "instant": "#4f46e5", "normal": "#14b8a6",
     "failedBacklog": "#dc3545", "failedUser": "#7f1d1d", "failedClaims": "#f59e0b",
 }
+HIT_RATE_COLORS = ("#111827", "#4f46e5", "#14b8a6", "#f59e0b", "#a855f7", "#64748b")
 OUTCOME_COLORS = {"claimed": "#16a34a", "no_backlog": "#f59e0b", "race": "#f97316",
                   "insufficient_credits": "#64748b", "rate_limited": "#a855f7", "invalid": "#cbd5e1"}
 OUTCOME_LABELS = {"claimed": "claimed", "no_backlog": "no backlog", "race": "race lost",
@@ -222,8 +223,30 @@ def processing_figure(snap: dict) -> dict:
         yaxis={"title": {"text": "jobs", "font": {"size": 11}}})}
 
 
+def hit_rate_figure(snap: dict) -> dict:
+    """The instant hit rate per hour over the last day: all recipes and the most attempted ones
+    (or the filtered recipe); an hour without attempts is a gap."""
+    h = snap.get("hitRate") or {}
+    series = h.get("series") or {}
+    lines = [line for line in series.get("lines", []) if sum(line["attempts"])]
+    if not lines:
+        return empty_figure("No instant attempts in the last 24 hours",
+                            "The hit rate is the share of attempts served from the pool, hits over hits and misses.")
+    data = [{"type": "scatter", "mode": "lines+markers", "name": line["name"], "x": series["buckets"],
+             "y": line["hitRate"], "customdata": line["attempts"], "connectgaps": False,
+             "line": {"color": HIT_RATE_COLORS[i % len(HIT_RATE_COLORS)], "width": 3 if line["recipeId"] is None else 2},
+             "marker": {"size": 5}, "hovertemplate": "%{y:.0%} of %{customdata} attempts"}
+            for i, line in enumerate(lines)]
+    return {"data": data, "layout": _layout(
+        meta={"localTime": True}, hovermode="x unified",
+        xaxis={"type": "date", "range": [series["since"], series["until"]]},
+        yaxis={"title": {"text": "hit rate per hour", "font": {"size": 11}}, "tickformat": ".0%",
+               "range": [0, 1.05], "rangemode": "normal"})}
+
+
 BUILDERS = {"ov-backlog": backlog_figure, "ov-queue": queue_figure, "ov-claims": claims_figure,
-            "ov-instant": instant_figure, "ov-failures": failures_figure, "ov-processing": processing_figure}
+            "ov-instant": instant_figure, "ov-failures": failures_figure, "ov-processing": processing_figure,
+            "ov-hit-rate": hit_rate_figure}
 
 
 def build_figures(snap: dict) -> dict:
@@ -260,8 +283,21 @@ def kpi_tiles(snap: dict, *, max_concurrent: int | None = None) -> list:
         kpi_tile("Error rate", percent(err), id="kpi-errors", tone=err_tone,
                  hint=(f"{k['failedInRange']} of {finished} jobs failed, {label}" if finished
                        else f"no jobs finished, {label}")),
+        hit_rate_tile(snap),
     ]
-    return [dbc.Col(t, xs=6, md=4, xl=2) for t in tiles]
+    return [dbc.Col(t, xs=6, md=4, xl=True) for t in tiles]
+
+
+def hit_rate_tile(snap: dict) -> dbc.Card:
+    """The share of instant attempts served from the pool, last hour (and last day below)."""
+    h = snap.get("hitRate") or {}
+    hour, day = h.get("lastHour") or {}, h.get("lastDay") or {}
+    rate = hour.get("hitRate")
+    tone = None if rate is None else "success" if rate >= 0.95 else "warning" if rate >= 0.8 else "danger"
+    first = (f"{hour['hits']} of {hour['attempts']} last hour" if hour.get("attempts") else "no attempts last hour")
+    second = (f"last day {percent(day['hitRate'])} of {day['attempts']}" if day.get("attempts")
+              else "none last day")
+    return kpi_tile("Instant hit rate", percent(rate), id="kpi-hit-rate", tone=tone, hint=f"{first} · {second}")
 
 
 def health_banner(snap: dict):
@@ -336,6 +372,9 @@ def layout(**_query):
                 className=row),
         dbc.Row([dbc.Col(_panel("Failures", "ov-failures", "failed jobs and refused claims"), lg=6),
                  dbc.Col(_panel("Processing time", "ov-processing", "completed jobs, p50 / p95"), lg=6)],
+                className=row),
+        dbc.Row([dbc.Col(_panel("Instant hit rate", "ov-hit-rate",
+                                "per hour over the last 24 h: all recipes and the most attempted"), lg=12)],
                 className=row),
     ], id="overview-page")
 

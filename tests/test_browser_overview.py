@@ -19,7 +19,7 @@ from tests.support.factories import CLAIMS, READY, seed_activity
 
 pytestmark = pytest.mark.browser
 
-GRAPHS = ("ov-backlog", "ov-queue", "ov-claims", "ov-instant", "ov-failures", "ov-processing")
+GRAPHS = ("ov-backlog", "ov-queue", "ov-claims", "ov-instant", "ov-failures", "ov-processing", "ov-hit-rate")
 
 
 def plotly_data(browser, graph_id: str) -> list[dict]:
@@ -97,6 +97,11 @@ def test_overview_renders_every_chart_with_data(live_app, browser):
     assert browser.find("#kpi-backlog .kpi-value").text == "20"
     assert browser.find("#kpi-below .kpi-value").text == "2"
     assert browser.find("#kpi-claims .kpi-value").text == str(CLAIMS["claimed"])
+    # hits over the attempts that reached the pool (claimed, no backlog, race lost)
+    attempts = CLAIMS["claimed"] + CLAIMS["no_backlog"] + CLAIMS["race"]
+    assert browser.find("#kpi-hit-rate .kpi-value").text == f"{100 * CLAIMS['claimed'] / attempts:.0f} %"
+    hit_rate = {t["name"]: t for t in drawn["ov-hit-rate"]}
+    assert "all recipes" in hit_rate and max(v for v in hit_rate["all recipes"]["y"] if v is not None) <= 1
     banner = browser.wait("#health-banner").text
     assert "2 recipes below minimum" in banner and "Tiny Chef: 1 ready, minimum 3" in banner
 

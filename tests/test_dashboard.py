@@ -240,18 +240,42 @@ def test_overview_empty_charts_explain_themselves(rt, pages):
         assert fig["data"] == []
         assert "last hour" in fig["layout"]["annotations"][0]["text"]
     assert figures["ov-backlog"]["data"]  # seven recipes, all at zero, still drawn
+    assert figures["ov-hit-rate"]["data"] == []
+    assert "No instant attempts" in figures["ov-hit-rate"]["layout"]["annotations"][0]["text"]
+    assert pages.overview.hit_rate_tile(overview.snapshot(rt, "1h")).children.children[1].children == "—"
+
+
+def test_the_hit_rate_in_the_snapshot_and_its_chart(seeded, pages):
+    snap = overview.snapshot(seeded, "24h")
+    h = snap["hitRate"]
+    assert h["lastHour"] == {"attempts": 14, "hits": 10, "hitRate": pytest.approx(10 / 14)} == h["lastDay"]
+    lines = h["series"]["lines"]
+    assert lines[0]["name"] == "all recipes" and sum(lines[0]["attempts"]) == 14 and sum(lines[0]["hits"]) == 10
+    assert len(h["series"]["buckets"]) in (24, 25) and 1 < len(lines) <= 1 + overview.HIT_RATE_TOP
+    assert sum(sum(line["attempts"]) for line in lines[1:]) <= 14
+    fig = pages.overview.hit_rate_figure(snap)
+    assert [t["name"] for t in fig["data"]] == [line["name"] for line in lines]
+    assert fig["layout"]["yaxis"]["tickformat"] == ".0%" and fig["layout"]["meta"] == {"localTime": True}
+
+    # one recipe: its own line and its own rates
+    rid = lines[1]["recipeId"]
+    one = overview.snapshot(seeded, "1h", rid)["hitRate"]
+    assert [line["recipeId"] for line in one["series"]["lines"]] == [rid]
+    assert one["lastHour"]["attempts"] == sum(lines[1]["attempts"])
 
 
 def test_overview_tiles_and_banner(seeded, pages):
     snap = overview.snapshot(seeded, "1h")
     tiles = pages.overview.kpi_tiles(snap, max_concurrent=3)
     texts = [_text(t) for t in tiles]
-    assert len(texts) == 6
+    assert len(texts) == 7
     assert texts[0].startswith("Backlog ready 20") and "3 in flight" in texts[0]
     assert "Below minimum 2" in texts[1] and "of 7 recipes" in texts[1]
     assert "Processing 0" in texts[3] and "0 of 3 slots in use" in texts[3]
     assert "Claims last hour 10" in texts[4] and "6 refused" in texts[4]
     assert "Error rate 8.6 %" in texts[5] and "3 of 35 jobs failed" in texts[5]
+    # hits over attempts that reached the pool: 10 claimed of 10 + 3 no backlog + 1 race
+    assert "Instant hit rate 71 %" in texts[6] and "10 of 14 last hour" in texts[6] and "last day 71 % of 14" in texts[6]
     banner = pages.overview.health_banner(snap)
     assert banner.color == "warning" and "2 recipes below minimum" in _text(banner)
     assert pages.overview.percent(None) == "—" and pages.overview.percent(0.25) == "25 %"
@@ -260,7 +284,7 @@ def test_overview_tiles_and_banner(seeded, pages):
 def test_overview_refresh_callback(dash_app, pages):
     with signed_in(dash_app, "admin"):
         tiles, banner, figures, updated = pages.overview.refresh(3, "24h", 1)
-    assert len(tiles) == 6 and "Backlog ready 5" in _text(tiles[0])
+    assert len(tiles) == 7 and "Backlog ready 5" in _text(tiles[0])
     assert figures["figures"]["ov-backlog"]["data"][0]["y"] == ["Cat Olympics"]
     assert updated.dateTime == "2026-03-10T12:00:30Z"
     with signed_in(dash_app, "admin"):  # a hand-made bad range falls back to the default
