@@ -72,7 +72,7 @@ def test_a_short_simulation_draws_its_results(pg_live_app, browser):
     select(browser, "#pl-source", "steady")
     set_input(browser, "#pl-days", "0.5")
     set_input(browser, "#pl-warmup", "0.5")
-    browser.find("#pl-run").click()
+    browser.click(lambda: browser.find("#pl-run"), what="Run")
 
     # while the background job runs, the button is disabled and the progress bar shows
     browser.wait_for(lambda: browser.find("#pl-run").get_attribute("disabled") is not None,
@@ -111,7 +111,7 @@ def test_ops_apply_a_policy_and_the_row_changes(pg_live_app, browser):
     browser.wait("#pl-apply")
     select(browser, "#pl-apply-policy", "static")
     set_input(browser, "#pl-apply-level", "0.9")
-    browser.find("#pl-apply").click()
+    browser.click(lambda: browser.find("#pl-apply"), what="Apply")
     alert = browser.wait_text("#pl-apply-alert", "Every recipe: policy static at service level 0.9")
     assert "alert-success" in alert.get_attribute("class")
     assert backlog.policy_in_force(rt) == {"policy": "static", "serviceLevel": 0.9, "source": "database"}
@@ -121,7 +121,7 @@ def test_ops_apply_a_policy_and_the_row_changes(pg_live_app, browser):
 
     # a bad service level: a clear error, nothing changed
     set_input(browser, "#pl-apply-level", "1.5")
-    browser.find("#pl-apply").click()
+    browser.click(lambda: browser.find("#pl-apply"), what="Apply")
     alert = browser.wait_text("#pl-apply-alert", "Not applied: service level must be a number between 0 and 1")
     assert "alert-danger" in alert.get_attribute("class")
     assert backlog.policy_in_force(rt)["serviceLevel"] == 0.9
