@@ -313,7 +313,7 @@ def cmd_simulate(rt, args):
                    maintenance_interval_s=settings.maintenance_interval_s,
                    minimum=settings.min_backlog, max_backlog=settings.max_backlog)
     with tqdm(total=1000, desc=f"simulate {trace.name}", unit="‰", file=sys.stderr,
-              disable=None, leave=False) as bar:
+              mininterval=0.5) as bar:
         def progress(fraction: float) -> None:
             bar.update(int(fraction * 1000) - bar.n)
 

@@ -28,10 +28,12 @@ def run(trace: str | Trace = "diurnal", policies: Iterable[str] = ("static", "re
     """Simulate each policy on ``trace`` (a built-in name, a CSV path or a :class:`Trace`;
     ``warmup_days`` then ``days`` scored) and the oracle; the ``--json`` document of
     ``python -m delula simulate``, plus ``demandSeries``: ``[hour, attempts]`` per scored hour.
-    ``policies`` may be ``"all"``."""
+    ``policies`` is a list of names, one name, or ``"all"``."""
     from delula.policies import POLICIES
 
-    names = list(POLICIES) if policies == "all" else list(policies)
+    if isinstance(policies, str):
+        policies = POLICIES if policies == "all" else [policies]
+    names = list(policies)
     for name in names:
         if name not in POLICIES:
             raise ValueError(f"unknown backlog policy {name!r}; one of {', '.join(POLICIES)} or all")
