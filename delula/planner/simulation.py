@@ -6,11 +6,13 @@ pool holds an item (the oldest is taken), else a **miss**; a miss falls back (wi
 the queue serves user jobs first (FIFO), then backlog jobs (FIFO). A job's run time is uniform in
 ``lead_time`` seconds; it fails with probability ``failure_rate`` at its end and is put back at
 the head of its queue (every run counts as work). Every ``maintenance_interval_s`` the policy
-runs per recipe on a :class:`~delula.policies.RecipeState` — pool size, backlog jobs pending or
+plans every recipe at once, each on a :class:`~delula.policies.RecipeState` — pool size, backlog jobs pending or
 processing, attempts in the last hour / 60, and the median lead time (creation to completion,
 minutes) of backlog jobs completed in the last day (the recipe's own, else all recipes', else
-2.0) — and creates ``deficit`` backlog jobs. A delivered item older than ``max_age_h`` (from its
-job's creation) is never handed out: it is removed as expired at the next attempt or pass.
+2.0), the forecast's inputs and the pass's context — and creates the jobs
+:func:`delula.policies.plan` orders. A delivered item older than ``max_age_h`` (from its
+completion) is never handed out: it is removed as expired at the next attempt or pass. The
+oldest item is taken first.
 
 Events (attempts from the trace, job completions, maintenance passes) are taken in time order
 from the sorted trace and a heap; nothing ticks per second. Only the last ``days_scored`` days
@@ -65,7 +67,7 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
     recs = trace.recipe.tolist()
     n_att = len(times)
 
-    pools: list[list[float]] = [[] for _ in range(n)]   # heaps of item creation times
+    pools: list[list[float]] = [[] for _ in range(n)]   # heaps of item completion times
     in_flight = [0] * n
     recent: list[deque] = [deque() for _ in range(n)]   # attempt times, last hour
     leads: list[deque] = [deque() for _ in range(n)]    # (completion time, lead min), last day
@@ -207,7 +209,7 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             elif kind == _BACKLOG:
                 in_flight[r] -= 1
                 advance(t)
-                heapq.heappush(pools[r], created)
+                heapq.heappush(pools[r], t)   # aged from completion, as DELULA_MAX_ITEM_AGE_H
                 stock += 1
                 lead = (t - created) / 60.0
                 leads[r].append((t, lead))
