@@ -55,7 +55,7 @@ END;
 # --hot: the claim function itself from pgbench's clients (no Python in the way: a higher rate,
 # so more dead index entries a second), for the decay of the database side alone
 FUNCTION_SCRIPT = """\\set u random(1, {users})
-SELECT o_outcome FROM delula_instant_claim(1, 'u' || :u, 'u' || :u, '{{"isInstant": true}}'::jsonb, now(), 0, NULL);
+SELECT o_outcome FROM delula_instant_claim(1, 'u' || :u, 'u' || :u, '{{"isInstant": true}}'::jsonb, now(), 0, NULL, now() - interval '72 hours');
 """
 
 

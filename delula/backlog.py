@@ -85,16 +85,19 @@ def status(rt) -> list[dict]:
 
 
 def maintain(rt, *, rng: random.Random | None = None) -> dict:
-    """One pass: create the missing backlog jobs of every active recipe, clean up old failures.
+    """One pass: expire pool items older than ``DELULA_MAX_ITEM_AGE_H`` (kept, status
+    ``expired``), then create the missing backlog jobs of every active recipe, clean up old
+    failures.
 
-    Returns ``{"created": {recipe_id: n}, "createdTotal", "cleanedUp", "recipes": [status rows
-    after the pass]}``.
+    Returns ``{"created": {recipe_id: n}, "createdTotal", "cleanedUp", "expired", "recipes":
+    [status rows after the pass]}``.
     """
     rng = rng or random.Random()
     now = rt.now()
     created: dict[int, int] = {}
     with rt.store.begin() as s:
         jobs.lock_backlog_pass(s)  # count only after any concurrent pass has committed
+        expired = jobs.expire_stale(s, now=now, max_age_h=rt.settings.max_item_age_h)  # before counting
         recipes, rows = _rows(s, rt)
         wanted = {row["recipeId"]: row["deficit"] for row in rows if row["deficit"] > 0}
         usage = catalog.usage_statistics(s, wanted) if wanted else {}
@@ -115,13 +118,15 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
         n = created.get(row["recipeId"], 0)
         row["inFlight"] += n
         row["deficit"] -= n
-    if created or cleaned:
+    if created or cleaned or expired:
         rt.invalidate()
     total = sum(created.values())
     if total:
         log.info("backlog: created %d job(s): %s", total,
                  ", ".join(f"recipe {rid} +{n}" for rid, n in sorted(created.items())))
-    return {"created": created, "createdTotal": total, "cleanedUp": cleaned, "recipes": rows}
+    if expired:
+        log.info("backlog: %d pool item(s) older than %g h expired", expired, rt.settings.max_item_age_h)
+    return {"created": created, "createdTotal": total, "cleanedUp": cleaned, "expired": expired, "recipes": rows}
 
 
 def record_sample(rt) -> dict:

@@ -1,7 +1,8 @@
 """The instant claim: one transaction that hands a finished backlog generation to a user.
 
 Order (SPEC §5): may the actor claim for this user → recipe exists and is active → cooldown →
-credits → pool → claim. Staff act for another user as ``storage.may_act_for`` says (ops for any
+credits → pool (its oldest item completed within ``DELULA_MAX_ITEM_AGE_H``; an older one is
+never handed out) → claim. Staff act for another user as ``storage.may_act_for`` says (ops for any
 account, product staff for test accounts; anyone else is ``forbidden``, 403). The claim, the
 conditional credit deduction, the ledger row (naming the actor), the recipe usage counter, the
 generation's ``metadata.isInstant``/``claimedAt``/``generatedAt`` (its ``created_at`` becomes the
@@ -151,7 +152,7 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
         else:
             result = _from_row(pool.claim(s, recipe_id=recipe_id, user_id=user_id, actor_id=actor_id, now=now,
                                           meta_patch=_meta_patch(now), cooldown_s=rt.settings.instant_cooldown_s,
-                                          request_id=audit.request_id()))
+                                          max_age_h=rt.settings.max_item_age_h, request_id=audit.request_id()))
         if idempotency_key is not None:
             pool.store_response(s, actor_id, idempotency_key, result.outcome.value, *response(result))
     if result.ok:
@@ -203,7 +204,8 @@ def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: 
     with rt.store.single_statement() as s:
         done = pool.claim_with_token(s, token_hash=auth.hash_token(token), recipe_id=recipe_id,
                                      target_user_id=target_user_id, claimers=auth.ROLES, meta_patch=_meta_patch(now),
-                                     now=now, cooldown_s=rt.settings.instant_cooldown_s, request_id=audit.request_id())
+                                     now=now, cooldown_s=rt.settings.instant_cooldown_s,
+                                     max_age_h=rt.settings.max_item_age_h, request_id=audit.request_id())
     user = auth.caller(done.user)
     if user is None or done.row is None:
         return user, None

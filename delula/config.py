@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 PROVIDERS = ("simulator", "fal")
 BACKLOG_POLICIES = ("static", "reactive", "forecast")   # delula.policies.POLICIES (a test keeps the two the same)
+MAX_ITEM_AGE_LIMIT_H = 876_000.0   # 100 years: the age bound's cutoff stays a representable time
 _HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
@@ -78,6 +79,7 @@ class Settings:
     trusted_proxies: int = 0             # reverse proxies in front whose X-Forwarded-For is believed
     metrics_token: str | None = field(default=None, repr=False)
     event_retention_days: int = 90
+    max_item_age_h: float = 72.0         # a pool item completed longer ago is never handed out (expired)
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalise_url(self.database_url))
@@ -120,6 +122,7 @@ class Settings:
             trusted_proxies=r.integer("DELULA_TRUSTED_PROXIES", cls.trusted_proxies, minimum=0),
             metrics_token=r.text("DELULA_METRICS_TOKEN", None),
             event_retention_days=r.integer("DELULA_EVENT_RETENTION_DAYS", cls.event_retention_days, minimum=1),
+            max_item_age_h=r.number("DELULA_MAX_ITEM_AGE_H", cls.max_item_age_h),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -138,6 +141,9 @@ class Settings:
         if not 0 < self.service_level < 1:
             raise ConfigError(f"DELULA_SERVICE_LEVEL must be a number between 0 and 1 (exclusive), "
                               f"got {self.service_level:g}")
+        if not 0 < self.max_item_age_h <= MAX_ITEM_AGE_LIMIT_H:
+            raise ConfigError(f"DELULA_MAX_ITEM_AGE_H must be a positive number of hours, at most "
+                              f"{MAX_ITEM_AGE_LIMIT_H:g} (100 years), got {self.max_item_age_h:g}")
         if self.simulator_key is not None and not _HEADER_TOKEN.fullmatch(self.simulator_key):
             raise ConfigError("the simulator key (DELULA_SIMULATOR_KEY) must be printable ASCII without "
                               "spaces: it is sent as 'Authorization: Key <key>'")

@@ -93,7 +93,7 @@ class DelulaCollector(Collector):
         yield family
 
         family = GaugeMetricFamily("delula_jobs_finished_last_hour",
-                                   "Generations that completed, failed or were cancelled in the last hour",
+                                   "Generations that completed, failed, were cancelled or expired in the last hour",
                                    labels=["status"])
         for status in JobStatus.FINISHED:
             family.add_metric([status], float(snap["finished"].get(status, 0)))

@@ -39,7 +39,7 @@ CALLBACK_ENDPOINT = "/_dash-update-component"
 log = logging.getLogger("delula.dashboard")
 
 STATUS_COLORS = {"pending": "secondary", "processing": "primary", "completed": "success", "failed": "danger",
-                 "cancelled": "dark", "ok": "success", "error": "danger", "running": "primary"}
+                 "cancelled": "dark", "expired": "warning", "ok": "success", "error": "danger", "running": "primary"}
 
 
 def init_app(app: dash.Dash, rt) -> None:

@@ -38,6 +38,7 @@ STATUS_HINTS = {
     JobStatus.COMPLETED: "finished, last 24 h",
     JobStatus.FAILED: "gave up after retries, last 24 h",
     JobStatus.CANCELLED: "stopped by ops, last 24 h",
+    JobStatus.EXPIRED: "backlog items too old to hand out, kept, last 24 h",
 }
 
 

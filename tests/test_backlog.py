@@ -372,7 +372,8 @@ def test_a_recipe_that_ran_dry_keeps_its_demand(db_url, make_runtime):
 
 def pool_claim(rt, recipe_id, user_id) -> str:
     with rt.store.begin() as s:
-        return pool.claim(s, recipe_id=recipe_id, user_id=user_id, meta_patch={}, now=rt.now(), cooldown_s=0).outcome
+        return pool.claim(s, recipe_id=recipe_id, user_id=user_id, meta_patch={}, now=rt.now(), cooldown_s=0,
+                          max_age_h=rt.settings.max_item_age_h).outcome
 
 
 @pytest.mark.parametrize("policy", ["static", "reactive"])

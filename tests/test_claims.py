@@ -311,7 +311,7 @@ def test_two_keys_of_one_user_in_flight_at_once_do_not_deadlock(pg_rt):
         def claim_b():
             try:
                 done["b"] = pool.claim(b, recipe_id=recipe.id, user_id=user.id, now=now, meta_patch=patch,
-                                       cooldown_s=0).outcome
+                                       cooldown_s=0, max_age_h=rt.settings.max_item_age_h).outcome
                 b.commit()
             except Exception as e:  # a deadlock surfaces here (or in the other claim)
                 done["b"] = e
@@ -320,7 +320,7 @@ def test_two_keys_of_one_user_in_flight_at_once_do_not_deadlock(pg_rt):
         other.start()
         other.join(1.0)  # with FOR UPDATE, b now waits for a's KEY SHARE on the user
         done["a"] = pool.claim(a, recipe_id=recipe.id, user_id=user.id, now=now, meta_patch=patch,
-                               cooldown_s=0).outcome
+                               cooldown_s=0, max_age_h=rt.settings.max_item_age_h).outcome
         a.commit()
         other.join(30)
     assert done == {"a": "claimed", "b": "claimed"}
@@ -412,7 +412,7 @@ def test_a_claim_that_rolls_back_leaves_its_item_above_the_head(pg_rt):
     with pytest.raises(_RolledBack):
         with rt.store.begin() as first:
             held = pool.claim(first, recipe_id=recipe.id, user_id=user.id, meta_patch=patch, now=rt.now(),
-                              cooldown_s=0)
+                              cooldown_s=0, max_age_h=rt.settings.max_item_age_h)
             assert held.generation.id == a
             other = threading.Thread(target=lambda: second.append(_claimed_id(rt, recipe.id, other_user.id)))
             other.start()

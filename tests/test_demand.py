@@ -11,7 +11,8 @@ from delula.storage.models import Generation
 
 def _claim(rt, recipe_id, user_id) -> str:
     with rt.store.begin() as s:
-        return pool.claim(s, recipe_id=recipe_id, user_id=user_id, meta_patch={}, now=rt.now(), cooldown_s=0).outcome
+        return pool.claim(s, recipe_id=recipe_id, user_id=user_id, meta_patch={}, now=rt.now(), cooldown_s=0,
+                          max_age_h=rt.settings.max_item_age_h).outcome
 
 
 def _event(rt, recipe_id, user_id, outcome, at):

@@ -591,7 +591,8 @@ def test_status_and_its_text(queue_rt, clock):
     queue.tick(rt)
     clock.advance(4)
     data = queue_status.status(rt)
-    assert data["counts"] == {"pending": 1, "processing": 2, "completed": 0, "failed": 0, "cancelled": 0}
+    assert data["counts"] == {"pending": 1, "processing": 2, "completed": 0, "failed": 0, "cancelled": 0,
+                              "expired": 0}
     assert data["slots"] == {"inUse": 2, "max": 2}
     assert data["oldestPending"]["id"] == ids[2] and data["oldestPending"]["ageSeconds"] == 4
     assert [p["id"] for p in data["nextPolls"]] == ids[:2]

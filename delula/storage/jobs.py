@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
-from .models import SYSTEM_BACKLOG_USER_ID, Generation, JobSource, JobStatus, Recipe
+from .models import IN_POOL, SYSTEM_BACKLOG_USER_ID, Generation, JobSource, JobStatus, Recipe, fresh_after, stale
 
 
 def source():
@@ -108,6 +108,18 @@ def delete_failed_backlog(s: Session, *, older_than: datetime, keep: int) -> int
     doomed = select(ranked.c.id).where(ranked.c.rn > keep, ranked.c.created_at < older_than)
     return s.execute(delete(Generation).where(Generation.id.in_(doomed))
                      .execution_options(synchronize_session=False)).rowcount or 0
+
+
+def expire_stale(s: Session, *, now: datetime, max_age_h: float) -> int:
+    """Mark every pool item completed before the age bound (:func:`models.stale`) ``expired``:
+    kept, out of the pool for good, never deleted. One statement; returns how many. An item a
+    claim holds meanwhile (fresh at that claim's own time) is waited for and, once claimed, no
+    longer matches: it is left to its new owner."""
+    bound = fresh_after(now, max_age_h)
+    stmt = (update(Generation).where(IN_POOL, stale(bound))
+            .values(status=JobStatus.EXPIRED, updated_at=now)
+            .execution_options(synchronize_session=False))
+    return s.execute(stmt).rowcount or 0
 
 
 # --- the queue service (``delula.queue``, ``queue_actions``, ``queue_status``) ---------------

@@ -6,11 +6,11 @@ them). Timestamps are timezone-aware UTC on both PostgreSQL and SQLite.
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import ClassVar
 
 from sqlalchemy import (JSON, BigInteger, and_, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index,
-                        Integer, MetaData, String, Text, text)
+                        Integer, MetaData, String, Text, func, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -34,15 +34,16 @@ class JobStatus(enum.StrEnum):
     COMPLETED = "completed"      # the asset is stored
     FAILED = "failed"            # gave up after the last attempt
     CANCELLED = "cancelled"      # stopped by an operator
+    EXPIRED = "expired"          # a pool item that waited longer than DELULA_MAX_ITEM_AGE_H: kept, never handed out
 
     LIVE: ClassVar[tuple[JobStatus, ...]]         # not finished: pending or processing
-    FINISHED: ClassVar[tuple[JobStatus, ...]]     # completed, failed or cancelled
+    FINISHED: ClassVar[tuple[JobStatus, ...]]     # completed, failed, cancelled or expired
     RETRYABLE: ClassVar[tuple[JobStatus, ...]]    # an operator may put it back to pending
     CANCELLABLE: ClassVar[tuple[JobStatus, ...]]  # an operator may cancel it
 
 
 JobStatus.LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
-JobStatus.FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+JobStatus.FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 JobStatus.RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 JobStatus.CANCELLABLE = (JobStatus.PENDING, JobStatus.PROCESSING)
 
@@ -232,6 +233,27 @@ class Generation(Base):
 
 IN_POOL = and_(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == JobStatus.COMPLETED)
 """The pool: what a claim may take. Finished generations still owned by the system user."""
+
+
+def fresh_after(now: datetime, max_age_h: float) -> datetime:
+    """The age bound of the pool at ``now``: the earliest completion a pool item may have and
+    still be handed out (``DELULA_MAX_ITEM_AGE_H``). Passed as is to the claim function in
+    ``sql/`` (its ``p_fresh_after``), so the arithmetic has this one home."""
+    return now - timedelta(hours=max_age_h)
+
+
+def fresh(bound: datetime):
+    """A pool item young enough to hand out: completed at or after ``bound``
+    (:func:`fresh_after`). An item without a completion time is aged from its creation, which
+    came before it. The claim function in ``sql/`` states the same in SQL; maintenance marks
+    the rest of the pool ``expired`` (:func:`stale`)."""
+    return func.coalesce(Generation.completed_at, Generation.created_at) >= bound
+
+
+def stale(bound: datetime):
+    """A pool item too old to hand out: the complement of :func:`fresh` within the pool."""
+    return func.coalesce(Generation.completed_at, Generation.created_at) < bound
+
 
 # The claimable pool: oldest first per recipe. Partial, so it stays small however large the table
 # grows; `id` makes the scan order total.

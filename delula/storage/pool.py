@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from . import accounts, audit, catalog
 from .db import is_postgres
-from .models import IN_POOL, STAFF_ROLES, ClaimEvent, may_act_for, Generation, IdempotencyKey, User, UTCDateTime
+from .models import (IN_POOL, STAFF_ROLES, ClaimEvent, Generation, IdempotencyKey, User, UTCDateTime, fresh,
+                     fresh_after, may_act_for)
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,26 @@ class ClaimRow:
 
 
 _CLAIM_CALL = text("SELECT * FROM delula_instant_claim(:recipe, :user, :actor, CAST(:patch AS jsonb), :now, :cd, "
-                   ":request)")
+                   ":request, :fresh)")
 _CLAIM_COLUMNS = ("o_outcome", "o_generation", "o_balance", "o_cost", "o_available", "o_retry_after")
 
 
 def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: datetime, cooldown_s: float,
-          actor_id: str | None = None, request_id: str | None = None) -> ClaimRow:
-    """Claim the oldest pool item of ``recipe_id`` for ``user_id``, charge it, record the event.
+          max_age_h: float, actor_id: str | None = None, request_id: str | None = None) -> ClaimRow:
+    """Claim the oldest fresh pool item of ``recipe_id`` for ``user_id``, charge it, record the event.
 
-    ``actor_id`` is who asked (``None``: the user itself); acting for another user follows
-    :func:`models.may_act_for`, and a claim for another user is audited."""
+    ``max_age_h`` is the age bound (``DELULA_MAX_ITEM_AGE_H``): an item completed longer ago
+    is never handed out (:func:`models.fresh`). ``actor_id`` is who asked (``None``: the user
+    itself); acting for another user follows :func:`models.may_act_for`, and a claim for
+    another user is audited."""
     actor_id = actor_id or user_id
+    bound = fresh_after(now, max_age_h)
     if is_postgres(s):
         params = {"recipe": recipe_id, "user": user_id, "actor": actor_id, "patch": json.dumps(meta_patch),
-                  "now": now, "cd": float(cooldown_s), "request": request_id}
+                  "now": now, "cd": float(cooldown_s), "request": request_id, "fresh": bound}
         return _claim_row(s.connection().execute(_CLAIM_CALL, params).one())  # Core: no ORM work per call
     started = time.perf_counter()
-    result = _claim_steps(s, recipe_id, user_id, actor_id, meta_patch, now, cooldown_s, request_id)
+    result = _claim_steps(s, recipe_id, user_id, actor_id, meta_patch, now, cooldown_s, request_id, bound)
     record_event(s, user_id=user_id, recipe_id=recipe_id, outcome=event_outcome(result.outcome),
                  generation_id=result.generation.id if result.generation is not None else None,
                  latency_ms=(time.perf_counter() - started) * 1000.0, now=now, actor_id=actor_id)
@@ -97,7 +101,7 @@ def _claim_with_token_statement():
     call = (func.delula_instant_claim(bindparam("recipe", type_=Integer), func.coalesce(target, me.c.id), me.c.id,
                                       cast(bindparam("patch", type_=String), JSONB),
                                       bindparam("now", type_=UTCDateTime), bindparam("cd", type_=Float),
-                                      bindparam("request", type_=String))
+                                      bindparam("request", type_=String), bindparam("fresh", type_=UTCDateTime))
             .table_valued(*_CLAIM_COLUMNS).lateral("c"))
     claim = (select(call).select_from(me).join(call, true())
              .where(me.c.role == any_(bindparam("claimers", type_=ARRAY(String))))
@@ -110,7 +114,7 @@ _CLAIM_WITH_TOKEN = _claim_with_token_statement()
 
 def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user_id: str | None,
                      claimers: tuple[str, ...], meta_patch: dict, now: datetime, cooldown_s: float,
-                     request_id: str | None = None) -> TokenClaim:
+                     max_age_h: float, request_id: str | None = None) -> TokenClaim:
     """Authenticate a token and claim for its user, or for ``target_user_id`` as its user (who
     may do so by :func:`models.may_act_for`). Only users whose role is one of ``claimers`` claim
     at all. On PostgreSQL ONE statement (an API claim's one round trip); on SQLite the lookup,
@@ -120,10 +124,11 @@ def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user
         if user is None or user.role not in claimers:
             return TokenClaim(user)
         return TokenClaim(user, claim(s, recipe_id=recipe_id, user_id=target_user_id or user.id, actor_id=user.id,
-                                      meta_patch=meta_patch, now=now, cooldown_s=cooldown_s, request_id=request_id))
+                                      meta_patch=meta_patch, now=now, cooldown_s=cooldown_s, max_age_h=max_age_h,
+                                      request_id=request_id))
     params = {**accounts.token_params(token_hash, now), "recipe": recipe_id, "target": target_user_id,
               "patch": json.dumps(meta_patch), "now": now, "cd": float(cooldown_s), "request": request_id,
-              "claimers": list(claimers)}
+              "fresh": fresh_after(now, max_age_h), "claimers": list(claimers)}
     row = s.connection().execute(_CLAIM_WITH_TOKEN, params).one_or_none()
     if row is None:
         return TokenClaim(None)
@@ -133,7 +138,7 @@ def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user
 
 
 def _claim_steps(s: Session, recipe_id: int, user_id: str, actor_id: str, meta_patch: dict, now: datetime,
-                 cooldown_s: float, request_id: str | None) -> ClaimRow:
+                 cooldown_s: float, request_id: str | None, bound: datetime) -> ClaimRow:
     """The steps of ``delula_instant_claim`` as separate statements (SQLite)."""
     actor = accounts.get_user(s, actor_id) if actor_id != user_id else None
     actor_role = actor.role if actor is not None else None
@@ -154,9 +159,9 @@ def _claim_steps(s: Session, recipe_id: int, user_id: str, actor_id: str, meta_p
     allow_debit = user.may_overdraw
     if user.credits < cost and not allow_debit:
         return ClaimRow("insufficient_credits", cost=cost, available=user.credits)
-    gen = take_item(s, recipe_id, user_id, meta_patch, now, cost)
+    gen = take_item(s, recipe_id, user_id, meta_patch, now, cost, bound)
     if gen is None:
-        return ClaimRow("race" if has_items(s, recipe_id) else "no_backlog", cost=cost)
+        return ClaimRow("race" if has_items(s, recipe_id, bound) else "no_backlog", cost=cost)
     balance = accounts.change_credits(
         s, user_id, -cost, kind="instant_claim", now=now, generation_id=gen.id, allow_debit=allow_debit,
         cooldown_until=now + timedelta(seconds=cooldown_s) if cooldown_s > 0 else None, actor_id=actor_id)
@@ -187,13 +192,15 @@ def _generation_from_json(doc: dict) -> Generation:
 
 
 def take_item(s: Session, recipe_id: int, user_id: str, meta_patch: dict, now: datetime,
-              cost: int) -> Generation | None:
-    """Move the oldest claimable generation of a recipe to ``user_id`` (SQLite's step).
+              cost: int, bound: datetime) -> Generation | None:
+    """Move the oldest claimable generation of a recipe, completed at or after ``bound``
+    (:func:`models.fresh`), to ``user_id`` (SQLite's step).
 
     The item becomes its new owner's: ``created_at`` is the claim time, ``credits_charged`` the
-    cost and ``metadata.generatedAt`` keeps when it was made. ``None`` when the pool is empty.
+    cost and ``metadata.generatedAt`` keeps when it was made. ``None`` when no fresh item is left.
     """
-    oldest = s.execute(select(Generation.id, Generation.created_at).where(Generation.recipe_id == recipe_id, IN_POOL)
+    oldest = s.execute(select(Generation.id, Generation.created_at)
+                       .where(Generation.recipe_id == recipe_id, IN_POOL, fresh(bound))
                        .order_by(Generation.created_at, Generation.id).limit(1)).first()
     if oldest is None:
         return None
@@ -212,9 +219,10 @@ def generated_at(made: datetime) -> str:
     return made.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def has_items(s: Session, recipe_id: int) -> bool:
-    """Whether any claimable row exists, locked or not (tells a race from an empty pool)."""
-    return bool(s.scalar(select(exists().where(Generation.recipe_id == recipe_id, IN_POOL))))
+def has_items(s: Session, recipe_id: int, bound: datetime) -> bool:
+    """Whether any claimable row completed at or after ``bound`` exists, locked or not (tells a
+    race from an empty pool)."""
+    return bool(s.scalar(select(exists().where(Generation.recipe_id == recipe_id, IN_POOL, fresh(bound)))))
 
 
 def count_items(s: Session, recipe_id: int) -> int:
