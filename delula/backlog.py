@@ -25,9 +25,13 @@ import logging
 import random
 from datetime import timedelta
 
-from . import forms, policies
+from . import audit as _audit
+from . import forecast, forms, policies
+from .config import BACKLOG_POLICIES
 from .generations import BACKLOG_PRIORITY
 from .storage import SYSTEM_BACKLOG_USER_ID, JobSource, JobStatus, catalog, jobs, stats
+from .storage import demand as store_demand
+from .storage import settings as _settings
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +55,63 @@ def job_rows(recipe, count: int, usage: dict, rng: random.Random) -> list[dict]:
             for _ in range(count)]
 
 
-def _rows(s, rt) -> tuple[list, list[dict]]:
-    """Active recipes and their status rows; four queries whatever the number of recipes."""
+def _rows(s, rt) -> tuple[list, list[dict], list[policies.Order]]:
+    """Active recipes, their status rows and the policy's orders; a fixed handful of queries
+    whatever the number of recipes (the forecast's hourly history is read once an hour)."""
     settings, now = rt.settings, rt.now()
     recipes = catalog.list_recipes(s, active_only=True)
     counts = stats.backlog_counts(s)
     attempts = stats.attempts_since(s, now - DEMAND_WINDOW)
     lead_per_recipe, lead_overall = stats.backlog_lead_times(s, now - LEAD_TIME_WINDOW)
+    in_force = _policy_in_force(s, rt)
+    own = {r.id: r.backlog_policy for r in recipes if r.backlog_policy}
     window_min = DEMAND_WINDOW.total_seconds() / 60
-    rows = []
-    for r in recipes:
+    rates = [attempts.get(r.id, 0) / window_min for r in recipes]
+    planned = in_force["policy"] == "forecast" or "forecast" in own.values()
+    forecasts = _forecasts(s, rt, recipes, rates) if planned else [()] * len(recipes)
+    run_time = stats.mean_run_minutes(s, now - LEAD_TIME_WINDOW)
+    ctx = policies.PassContext(
+        max_backlog=settings.max_backlog, service_level=in_force["serviceLevel"],
+        concurrency=settings.max_concurrent_jobs, interval_min=settings.maintenance_interval_s / 60,
+        **({"run_time_min": run_time} if run_time else {}))
+    states = []
+    for r, rate, fc in zip(recipes, rates, forecasts):
         c = counts.get(r.id, {"completed": 0, "inFlight": 0})
         minimum = r.min_backlog if r.min_backlog is not None else settings.min_backlog
-        rate = attempts.get(r.id, 0) / window_min
         lead = lead_per_recipe.get(r.id, lead_overall if lead_overall is not None else DEFAULT_LEAD_TIME_MIN)
-        state = policies.RecipeState(minimum=minimum, completed=c["completed"], in_flight=c["inFlight"],
-                                     rate_per_min=rate, lead_time_min=lead)
-        target = policies.target(settings.backlog_policy, state, settings.max_backlog)
-        rows.append({
-            "recipeId": r.id, "name": r.name,
-            "completed": c["completed"], "inFlight": c["inFlight"],
-            "target": target, "deficit": policies.deficit(state, target), "policy": settings.backlog_policy,
-            "minimum": minimum, "claimRatePerMin": round(rate, 3), "leadTimeMin": round(lead, 2),
-            "belowMinimum": c["completed"] < minimum,
-        })
-    return recipes, rows
+        states.append(policies.RecipeState(minimum=minimum, completed=c["completed"], in_flight=c["inFlight"],
+                                           rate_per_min=rate, lead_time_min=lead, forecast=fc,
+                                           policy=own.get(r.id)))
+    orders = policies.plan(in_force["policy"], states, ctx)
+    rows = [{
+        "recipeId": r.id, "name": r.name,
+        "completed": st.completed, "inFlight": st.in_flight,
+        "target": o.target, "deficit": policies.deficit(st, o.target), "policy": o.policy,
+        "minimum": st.minimum, "claimRatePerMin": round(st.rate_per_min, 3),
+        "forecastPerMin": round(st.forecast[0], 3) if st.forecast else None,
+        "leadTimeMin": round(st.lead_time_min, 2), "belowMinimum": st.completed < st.minimum,
+    } for r, st, o in zip(recipes, states, orders)]
+    return recipes, rows, orders
+
+
+def _forecasts(s, rt, recipes, rates) -> list[tuple[float, ...]]:
+    """Each recipe's forecast attempts/min per bucket for the next day (``delula.forecast``),
+    from the complete hours of the last four weeks of recorded demand, learnt once an hour."""
+    now = rt.now()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    ids = tuple(r.id for r in recipes)
+    profiles = rt.cache("forecast-profiles", ttl=2 * 3600, maxsize=8, keep=True)  # of complete hours
+    key = (hour, ids)
+    profile = profiles.get(key)
+    if profile is None:
+        start = hour - timedelta(hours=forecast.HISTORY_HOURS)
+        counts = forecast.hourly_matrix(store_demand.hourly(s, start, hour), ids, start, forecast.HISTORY_HOURS)
+        profile = forecast.profile(counts, start.weekday() * 24 + start.hour)
+        profiles[key] = profile
+    bucket = policies.PassContext.bucket_min
+    minute = (now - hour).total_seconds() / 60
+    f = forecast.rates(profile, rates, minute, int(policies.HORIZON_MIN // bucket), bucket)
+    return [tuple(row) for row in f.tolist()]
 
 
 def status(rt) -> list[dict]:
@@ -98,8 +134,8 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
     with rt.store.begin() as s:
         jobs.lock_backlog_pass(s)  # count only after any concurrent pass has committed
         expired = jobs.expire_stale(s, now=now, max_age_h=rt.settings.max_item_age_h)  # before counting
-        recipes, rows = _rows(s, rt)
-        wanted = {row["recipeId"]: row["deficit"] for row in rows if row["deficit"] > 0}
+        recipes, rows, orders = _rows(s, rt)
+        wanted = {row["recipeId"]: o.jobs for row, o in zip(rows, orders) if o.jobs > 0}
         usage = catalog.usage_statistics(s, wanted) if wanted else {}
         new = []
         for recipe in recipes:
@@ -133,7 +169,7 @@ def record_sample(rt) -> dict:
     """Write one ``queue_samples`` row (queue and backlog totals) and return it."""
     with rt.store.begin() as s:
         live = stats.status_counts(s)
-        _, rows = _rows(s, rt)
+        rows = _rows(s, rt)[1]
         sample = dict(pending=live[JobStatus.PENDING], processing=live[JobStatus.PROCESSING],
                       backlog=sum(r["completed"] for r in rows),
                       backlog_in_flight=sum(r["inFlight"] for r in rows),
@@ -165,9 +201,6 @@ class BacklogRetainMinimumService:
 # anyone does, ``DELULA_BACKLOG_POLICY`` and ``DELULA_SERVICE_LEVEL`` are in force. Every change
 # is audited as ``set_policy`` in its own transaction.
 
-from . import audit as _audit  # noqa: E402  (the section's own imports, kept with it)
-from .config import BACKLOG_POLICIES  # noqa: E402
-from .storage import settings as _settings  # noqa: E402
 
 
 class PolicyError(ValueError):
@@ -178,7 +211,11 @@ def policy_in_force(rt) -> dict:
     """``{"policy", "serviceLevel", "source"}``: the applied row (``source`` ``"database"``), else
     the environment's settings (``"settings"``)."""
     with rt.store.begin() as s:
-        row = _settings.backlog(s)
+        return _policy_in_force(s, rt)
+
+
+def _policy_in_force(s, rt) -> dict:
+    row = _settings.backlog(s)
     if row is not None:
         return {"policy": row.policy, "serviceLevel": row.service_level, "source": "database"}
     return {"policy": rt.settings.backlog_policy, "serviceLevel": rt.settings.service_level, "source": "settings"}

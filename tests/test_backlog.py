@@ -154,7 +154,7 @@ def test_fallback_covers_every_field_type(rt):
 
 def test_target_follows_attempts_of_the_last_hour_and_the_lead_time(db_url, make_runtime):
     clock = ManualClock()
-    rt = make_runtime(db_url, clock=clock, min_backlog=2, max_backlog=30)
+    rt = make_runtime(db_url, clock=clock, min_backlog=2, max_backlog=30, backlog_policy="reactive")
     auth.ensure_system_user(rt)
     busy, quiet, capped = _recipe(rt, name="Busy"), _recipe(rt, name="Quiet"), _recipe(rt, name="Capped")
     user, _ = auth.create_user(rt, "ana", credits=0)
@@ -258,7 +258,9 @@ def test_a_pass_takes_the_same_number_of_statements_for_10_or_200_recipes(db_url
             for r in made:
                 catalog.set_active(s, r.id, False)
     assert counts[10] == counts[200]
-    assert counts[10][0] <= 10 and counts[10][1] <= 6
+    # the first pass of the hour also reads the forecast's hourly history (three statements);
+    # status, in the same hour, reuses what it learnt
+    assert counts[10][0] <= 14 and counts[10][1] <= 7
 
 
 @pytest.mark.postgres
@@ -357,7 +359,7 @@ def test_a_recipe_that_ran_dry_keeps_its_demand(db_url, make_runtime):
     """Misses are demand: a recipe whose pool is empty, so that every attempt is ``no_backlog``,
     keeps the target its attempts ask for instead of sinking to its minimum."""
     clock = ManualClock()
-    rt = make_runtime(db_url, clock=clock, min_backlog=1, max_backlog=30)
+    rt = make_runtime(db_url, clock=clock, min_backlog=1, max_backlog=30, backlog_policy="reactive")
     auth.ensure_system_user(rt)
     dry = _recipe(rt, name="Dry")
     user, _ = auth.create_user(rt, "ana", credits=100)
