@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 
@@ -389,31 +390,23 @@ def _slots(value: str) -> int:
     return number
 
 
-def _positive_days(value: str) -> float:
-    try:
-        days = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {value!r}") from None
-    if not 0 <= days <= 366:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 366 days: {value}")
-    return days
+def _number(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An option's type: a number for which ``ok`` holds (NaN never does), else exit 2 saying ``rule``."""
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"must be {rule}: {value}")
+        return x
+    return parse
 
 
-def _fraction(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0 <= x <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {value}")
-    return x
-
-
-def _service_level(value: str) -> float:
-    x = _fraction(value)
-    if not 0 < x < 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and below 1: {value}")
-    return x
+_positive_days = _number(lambda x: 0 <= x <= 366, "between 0 and 366 days")
+_fraction = _number(lambda x: 0 <= x <= 1, "between 0 and 1")
+_service_level = _number(lambda x: 0 < x < 1, "above 0 and below 1")
+_hours = _number(lambda x: 0 < x < math.inf, "positive")
 
 
 def _lead_time(value: str) -> tuple[float, float]:
@@ -426,16 +419,6 @@ def _lead_time(value: str) -> tuple[float, float]:
     if not 0 <= pair[0] <= pair[1]:
         raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX seconds: {value!r}")
     return pair
-
-
-def _hours(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of hours: {value!r}") from None
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return x
 
 
 def _json_list(value: str) -> list:
