@@ -73,11 +73,11 @@ def _rows(s, rt) -> tuple[list, list[dict], list[policies.Order]]:
     ctx = policies.PassContext(
         max_backlog=settings.max_backlog, service_level=in_force["serviceLevel"],
         concurrency=settings.max_concurrent_jobs, interval_min=settings.maintenance_interval_s / 60,
-        **({"run_time_min": run_time} if run_time else {}))
+        run_time_min=run_time or policies.PassContext.run_time_min)
     states = []
     for r, rate, fc in zip(recipes, rates, forecasts):
-        c = counts.get(r.id, {"completed": 0, "inFlight": 0})
-        minimum = r.min_backlog if r.min_backlog is not None else settings.min_backlog
+        c = counts.get(r.id, _NONE)
+        minimum = _minimum(r, settings)
         lead = lead_per_recipe.get(r.id, lead_overall if lead_overall is not None else DEFAULT_LEAD_TIME_MIN)
         states.append(policies.RecipeState(minimum=minimum, completed=c["completed"], in_flight=c["inFlight"],
                                            rate_per_min=rate, lead_time_min=lead, forecast=fc,
@@ -94,6 +94,14 @@ def _rows(s, rt) -> tuple[list, list[dict], list[policies.Order]]:
     return recipes, rows, orders
 
 
+_NONE = {"completed": 0, "inFlight": 0}
+
+
+def _minimum(recipe, settings) -> int:
+    """The recipe's minimum: its own, else ``DELULA_MIN_BACKLOG``."""
+    return recipe.min_backlog if recipe.min_backlog is not None else settings.min_backlog
+
+
 def _forecasts(s, rt, recipes, rates) -> list[tuple[float, ...]]:
     """Each recipe's forecast attempts/min per bucket for the next day (``delula.forecast``),
     from the complete hours of the last four weeks of recorded demand, learnt once an hour."""
@@ -108,10 +116,7 @@ def _forecasts(s, rt, recipes, rates) -> list[tuple[float, ...]]:
         counts = forecast.hourly_matrix(store_demand.hourly(s, start, hour), ids, start, forecast.HISTORY_HOURS)
         profile = forecast.profile(counts, start.weekday() * 24 + start.hour)
         profiles[key] = profile
-    bucket = policies.PassContext.bucket_min
-    minute = (now - hour).total_seconds() / 60
-    f = forecast.rates(profile, rates, minute, int(policies.HORIZON_MIN // bucket), bucket)
-    return [tuple(row) for row in f.tolist()]
+    return forecast.ahead(profile, rates, (now - hour).total_seconds() / 60)
 
 
 def status(rt) -> list[dict]:
@@ -169,11 +174,13 @@ def record_sample(rt) -> dict:
     """Write one ``queue_samples`` row (queue and backlog totals) and return it."""
     with rt.store.begin() as s:
         live = stats.status_counts(s)
-        rows = _rows(s, rt)[1]
+        counts = stats.backlog_counts(s)   # the pool's levels only: no policy is asked
+        levels = [(counts.get(r.id, _NONE), _minimum(r, rt.settings))
+                  for r in catalog.list_recipes(s, active_only=True)]
         sample = dict(pending=live[JobStatus.PENDING], processing=live[JobStatus.PROCESSING],
-                      backlog=sum(r["completed"] for r in rows),
-                      backlog_in_flight=sum(r["inFlight"] for r in rows),
-                      recipes_below_minimum=sum(1 for r in rows if r["belowMinimum"]))
+                      backlog=sum(c["completed"] for c, _ in levels),
+                      backlog_in_flight=sum(c["inFlight"] for c, _ in levels),
+                      recipes_below_minimum=sum(1 for c, m in levels if c["completed"] < m))
         stats.add_queue_sample(s, now=rt.now(), **sample)
     return sample
 

@@ -35,6 +35,8 @@ LEVEL_HOURS = 24
 LEVEL_MIN, LEVEL_MAX = 0.5, 2.0
 SHARE_HOURS = 24
 HISTORY_HOURS = 28 * 24     # the live pass reads this much history
+HORIZON_MIN = 24 * 60       # a forecast looks this far ahead ...
+BUCKET_MIN = 15.0           # ... in buckets of this many minutes
 KIND_WEIGHT = 0.5           # the shape: this much the hour's kind of day, the rest its hour of week
 
 
@@ -119,3 +121,10 @@ def rates(p: Profile, last_hour_per_min: np.ndarray, minute_of_hour: float, buck
     else:
         floor = np.repeat(last[:, None], buckets, axis=1)
     return np.maximum(planned, floor)
+
+
+def ahead(p: Profile, last_hour_per_min, minute_of_hour: float) -> list[tuple[float, ...]]:
+    """Each recipe's forecast attempts/min per :data:`BUCKET_MIN` bucket over the next
+    :data:`HORIZON_MIN` (:func:`rates`), as ``RecipeState.forecast`` takes it."""
+    f = rates(p, last_hour_per_min, minute_of_hour, int(HORIZON_MIN // BUCKET_MIN), BUCKET_MIN)
+    return [tuple(row) for row in f.tolist()]

@@ -25,6 +25,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from . import forecast as _forecast
+
 SAFETY_FACTOR = 1.5
 DEFAULT_LEAD_TIME_MIN = 2.0     # a recipe's lead time before any backlog job of the day completed
 
@@ -49,7 +51,7 @@ class PassContext:
     concurrency: int = 3            # DELULA_MAX_CONCURRENT_JOBS: jobs running at once, users' first
     run_time_min: float = DEFAULT_LEAD_TIME_MIN / 4  # mean minutes a job runs (start to end)
     interval_min: float = 1.0       # minutes between maintenance passes
-    bucket_min: float = 15.0        # the forecast's bucket
+    bucket_min: float = _forecast.BUCKET_MIN  # the forecast's bucket
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def reactive(state: RecipeState, max_backlog: int) -> int:
 
 # The forecast policy's constants, tuned with the demand simulator (bench/planner.py).
 THROUGHPUT_MARGIN = 0.9   # plan on this share of the cap's throughput: a shortfall snowballs
-HORIZON_MIN = 24 * 60     # look this far ahead for peaks the cap cannot keep up with
+HORIZON_MIN = _forecast.HORIZON_MIN   # look this far ahead for peaks the cap cannot keep up with
 
 
 def poisson_quantile(mean: float, level: float) -> int:

@@ -62,20 +62,9 @@ ORACLE_COLOR = "#16a34a"
 
 # --- what is offered ------------------------------------------------------------------------------
 
-def simulated_policies() -> list[str]:
-    """The policies the simulator knows (``delula.policies.POLICIES``, a dict or a tuple of names)."""
-    return list(policies.POLICIES)
-
-
-def recorded_available() -> bool:
-    return callable(getattr(traces, "recorded", None))
-
-
 def source_options() -> list[dict]:
-    names = getattr(traces, "NAMES", ("steady", "diurnal", "burst", "launch"))
-    return ([{"label": "Recorded history (selected recipes, all when none)", "value": RECORDED,
-              "disabled": not recorded_available()}]
-            + [{"label": f"Built-in trace: {n}", "value": n} for n in names])
+    return ([{"label": "Recorded history (selected recipes, all when none)", "value": RECORDED}]
+            + [{"label": f"Built-in trace: {n}", "value": n} for n in traces.NAMES])
 
 
 # --- the run (in the background job) ---------------------------------------------------------------
@@ -96,7 +85,7 @@ def parse_options(source, chosen, service_level, cap, days, warmup, recipe_ids=N
     valid = [o["value"] for o in source_options() if not o.get("disabled")]
     if source not in valid:
         raise ValueError("Choose the demand: recorded history or a built-in trace.")
-    known = simulated_policies()
+    known = list(policies.POLICIES)
     chosen = [p for p in known if p in (chosen or [])]
     if not chosen:
         raise ValueError(f"Choose at least one policy ({', '.join(known)}).")
@@ -108,15 +97,6 @@ def parse_options(source, chosen, service_level, cap, days, warmup, recipe_ids=N
         "warmupDays": _number("The warm-up days", warmup, *LIMITS["warmup"]),
         "recipeIds": sorted({int(r) for r in recipe_ids or []}),
     }
-
-
-def _demand_series(trace, days: float, warmup: float) -> list[list[float]]:
-    """Attempts per scored hour of ``trace``, ``[[hour, attempts], …]``, for a report without
-    ``demandSeries``."""
-    hours = pd.Series(trace.times, dtype=float) / 3600.0 - warmup * 24.0
-    n = int(math.ceil(days * 24))
-    counts = hours[(hours >= 0) & (hours < n)].floordiv(1).astype(int).value_counts()
-    return [[float(h), int(counts.get(h, 0))] for h in range(n)]
 
 
 def _job_runtime():
@@ -145,29 +125,15 @@ def simulate_all(options: dict, progress=lambda fraction: None) -> dict:
     """``planner.run`` for the chosen policies, then the forecast policy at every level of
     :data:`TRADEOFF_LEVELS`: the report the page draws (``run``'s document with ``tradeoff``)."""
     trace = _trace(options)
-    levels = list(TRADEOFF_LEVELS) if TRADEOFF_POLICY in simulated_policies() else []
+    levels = list(TRADEOFF_LEVELS) if TRADEOFF_POLICY in policies.POLICIES else []
     steps = 1 + len(levels)
     common = dict(days=options["days"], warmup_days=options["warmupDays"], concurrency=options["concurrency"])
-
-    def part(i):
-        return lambda f: progress(min(1.0, (i + max(0.0, min(1.0, f))) / steps))
-
     report = planner.run(trace, policies=options["policies"], service_level=options["serviceLevel"],
-                         progress=part(0), **common)
-    if "demandSeries" not in report:   # an older planner.run: count it from the trace
-        built = trace if not isinstance(trace, str) else traces.make(trace, options["days"] + options["warmupDays"], 1)
-        report["demandSeries"] = _demand_series(built, options["days"], options["warmupDays"])
-    tradeoff = []
-    for i, level in enumerate(levels, start=1):
-        chosen = report["policies"].get(TRADEOFF_POLICY)
-        if chosen is not None and abs(level - options["serviceLevel"]) < 1e-9:
-            result = chosen
-            progress(min(1.0, (i + 1) / steps))
-        else:
-            result = planner.run(trace, policies=[TRADEOFF_POLICY], service_level=level, progress=part(i),
-                                 **common)["policies"][TRADEOFF_POLICY]
-        tradeoff.append({"serviceLevel": level, "hitRate": result["hitRate"], "generations": result["generations"]})
-    report["tradeoff"] = tradeoff
+                         progress=lambda f: progress(min(1.0, f / steps)), **common)
+    chosen = report["policies"].get(TRADEOFF_POLICY)
+    report["tradeoff"] = planner.tradeoff(
+        trace, levels, policy=TRADEOFF_POLICY, done={options["serviceLevel"]: chosen} if chosen else None,
+        progress=lambda f: progress(min(1.0, (1 + f * len(levels)) / steps)), **common)
     report["options"] = options
     report["attemptsTotal"] = int(sum(a for _, a in report["demandSeries"]))   # scored
     report["trace"] = options["source"]
@@ -370,7 +336,7 @@ def layout(**_query):
         return access.no_access("The planner is for product and ops staff.")
     rt = runtime.current()
     force = backlog.policy_in_force(rt)
-    known = simulated_policies()
+    known = list(policies.POLICIES)
     controls = dbc.Card(dbc.CardBody([
         _field("Recipes", dcc.Dropdown(id="pl-recipes", multi=True, placeholder="All recipes",
                                        options=[{"label": r.name, "value": r.id}

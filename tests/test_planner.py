@@ -207,3 +207,14 @@ def test_run_report():
     assert set(out["oracle"]) == {"hitRate", "generations"}
     assert out["oracle"]["hitRate"] >= max(p["hitRate"] for p in out["policies"].values())
     json.dumps(out)
+
+
+def test_tradeoff_runs_each_level_once_and_reuses_what_is_done():
+    tr = _short("diurnal", seed=2)
+    kw = dict(days=1, warmup_days=1, concurrency=2)
+    done = planner.run(tr, "forecast", service_level=0.98, **kw)["policies"]["forecast"]
+    seen = []
+    out = planner.tradeoff(tr, [0.5, 0.98], done={0.98: done}, progress=seen.append, **kw)
+    assert [p["serviceLevel"] for p in out] == [0.5, 0.98]
+    assert out[1]["hitRate"] == done["hitRate"] and out[1]["generations"] == done["generations"]
+    assert seen[-1] == 1.0 and seen == sorted(seen)

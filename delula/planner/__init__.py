@@ -18,7 +18,7 @@ from .oracle import brute_force, max_served
 from .simulation import simulate
 from .traces import Trace, make, read_csv
 
-__all__ = ["run", "simulate", "make", "read_csv", "Trace", "brute_force", "max_served",
+__all__ = ["run", "tradeoff", "simulate", "make", "read_csv", "Trace", "brute_force", "max_served",
            "traces", "simulation"]
 
 
@@ -50,6 +50,28 @@ def run(trace: str | Trace = "diurnal", policies: Iterable[str] = ("static", "re
     out["demandSeries"] = demand_series(tr, days, warmup_days)
     if progress is not None:
         progress(1.0)
+    return out
+
+
+def tradeoff(trace: str | Trace, levels: Iterable[float], *, policy: str = "forecast",
+             done: dict | None = None, days: float = 7, warmup_days: float = 7, seed: int = 1,
+             progress: Callable[[float], None] | None = None, **sim_options) -> list[dict]:
+    """``[{"serviceLevel", "hitRate", "generations"}]`` of ``policy`` at each service level of
+    ``levels``: the trade-off of hit rate against generations. ``done`` maps a level to a result
+    already simulated (``run``'s per-policy document), which is reused."""
+    levels = list(levels)
+    done = done or {}
+    tr = trace if isinstance(trace, Trace) else traces.make(trace, days + warmup_days, seed)
+    out = []
+    for i, level in enumerate(levels):
+        result = next((r for lv, r in done.items() if abs(lv - level) < 1e-9), None)
+        if result is None:
+            sub = None if progress is None else (lambda f, i=i: progress((i + f) / len(levels)))
+            result = simulate(tr, policy, days_scored=days, warmup_days=warmup_days, seed=seed,
+                              service_level=level, progress=sub, series=False, **sim_options)
+        if progress is not None:
+            progress((i + 1) / len(levels))
+        out.append({"serviceLevel": level, "hitRate": result["hitRate"], "generations": result["generations"]})
     return out
 
 

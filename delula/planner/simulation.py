@@ -149,10 +149,7 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             first = max(0, hour - forecast.HISTORY_HOURS)
             learnt[0] = forecast.profile(hourly[:, first:hour], (trace.first_how + first) % forecast.HOURS_PER_WEEK)
             learnt[1] = hour
-        bucket = policies.PassContext.bucket_min
-        f = forecast.rates(learnt[0], last, (t % 3600.0) / 60.0,
-                           int(policies.HORIZON_MIN // bucket), bucket)
-        return [tuple(row) for row in f.tolist()]
+        return forecast.ahead(learnt[0], last, (t % 3600.0) / 60.0)
 
     def mean_run_time(t: float) -> float:
         nonlocal run_sum
