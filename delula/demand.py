@@ -9,7 +9,7 @@ mark, the raw events, so it is exact whether or not a scheduler runs.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from .clock import isoformat
 from .storage import demand as store_demand
@@ -51,9 +51,6 @@ def per_minute(rt, start: datetime, end: datetime, recipe_id: int | None = None)
 
 
 # --- the instant hit rate ---------------------------------------------------------------------------
-
-from datetime import timezone  # noqa: E402  (the section's own)
-
 
 def _rate(attempts: int, hits: int) -> dict:
     return {"attempts": attempts, "hits": hits, "hitRate": hits / attempts if attempts else None}

@@ -68,18 +68,11 @@ def minutes(s: Session, start: datetime, end: datetime,
 
 
 def hourly(s: Session, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
-    """``(hour, recipe_id, attempts)`` over ``[start, end)`` (whole hours), for a forecast: the
-    rolled-up minutes summed per hour in the database, and ``claim_events`` for the rest."""
-    cut = max(min(rolled(s) or start, end), start)
-    b, g = _bucket(s, DemandMinute.minute, 3600)
-    q = (select(b, DemandMinute.recipe_id, func.sum(DemandMinute.attempts))
-         .where(DemandMinute.minute >= start, DemandMinute.minute < cut)
-         .group_by(g, DemandMinute.recipe_id))
+    """``(hour, recipe_id, attempts)`` over ``[start, end)`` (whole hours), for a forecast
+    (:func:`hit_counts` per hour, its two parts added)."""
     counts: dict[tuple[datetime, int], int] = {}
-    for at, rid, n in s.execute(q):
-        counts[(datetime.fromtimestamp(int(at), tz=timezone.utc), rid)] = int(n)
-    for m, rid, n, _ in (raw(s, cut, end) if cut < end else []):
-        key = (m.replace(minute=0), rid)
+    for at, rid, n, _ in hit_counts(s, start, end, 3600):
+        key = (datetime.fromtimestamp(at, tz=timezone.utc), rid)
         counts[key] = counts.get(key, 0) + n
     return [(h, rid, n) for (h, rid), n in sorted(counts.items())]
 
