@@ -177,9 +177,11 @@ def _summary(timings: dict) -> dict:
 
 
 def roll_up(url: str) -> dict:
-    """What the scheduler's ``stats-rollup`` job does once a minute: the closed hours into
-    ``stat_counts`` (the 7-day overview reads them). Here the whole seeded week, timed."""
-    from delula import overview
+    """What the scheduler's ``stats-rollup`` and ``demand-rollup`` jobs do once a minute: the
+    closed hours into ``stat_counts`` (the 7-day overview reads them), the closed minutes'
+    instant attempts into ``demand_minutes`` (the hit rate and the forecast read them). Here the
+    whole seeded history, timed."""
+    from delula import demand, overview
     from delula.config import Settings
     from delula.runtime import Runtime
 
@@ -189,10 +191,16 @@ def roll_up(url: str) -> dict:
         runs.append(overview.roll_up(rt))
         rows += runs[-1].get("rows", 0)
     seconds = time.perf_counter() - t0
+    t0, demand_runs = time.perf_counter(), []
+    while len(demand_runs) < 2 or demand_runs[-1].get("until") != demand_runs[-2].get("until"):
+        demand_runs.append(demand.roll_up(rt))   # a day a run, until a run ends where the last did
+    demand_seconds = time.perf_counter() - t0
     rt.close()
-    log(f"rolled up {sum(r['hoursRolled'] for r in runs)} hours in {seconds:.1f} s")
+    log(f"rolled up {sum(r['hoursRolled'] for r in runs)} hours in {seconds:.1f} s, "
+        f"demand minutes in {demand_seconds:.1f} s")
     return {"hours": sum(r["hoursRolled"] for r in runs), "runs": len(runs) - 1, "rows": rows,
-            "seconds": round(seconds, 2)}
+            "seconds": round(seconds, 2), "demandRuns": len(demand_runs) - 1,
+            "demandRows": sum(r["rows"] for r in demand_runs), "demandSeconds": round(demand_seconds, 2)}
 
 
 def measure(url: str, repeat: int) -> dict:
