@@ -25,7 +25,7 @@ MAX_LIMIT = 1000
 
 ACTIONS = ("claim_for_user", "generate_for_user", "top_up", "retry", "cancel", "set_minimum", "set_policy",
            "run_now", "sign_in", "sign_in_failed", "sign_out", "password_change", "role_change", "token_issue",
-           "token_revoke", "deactivate", "recipe_update")
+           "token_revoke", "deactivate", "recipe_update", "pause", "resume")
 FIELDS = ("id", "at", "actor", "actorId", "action", "targetUser", "targetUserId", "targetJobId", "targetRecipeId",
           "details", "requestId")
 

@@ -9,7 +9,8 @@ Per active recipe:
   ``delula.policies``, the same the demand simulator calls) makes of the recipe's state: its
   minimum (its override, else ``DELULA_MIN_BACKLOG``), the counts above, its instant attempts per
   minute over the last hour (hits and misses: demand is attempts) and its lead time;
-- ``deficit = max(0, target − completed − inFlight)``.
+- ``deficit = max(0, target − completed − inFlight)``;
+- ``paused`` — its backlog generation is paused (``delula.pauses``): the pass orders nothing.
 
 A pass (:func:`maintain`) creates ``deficit`` pending backlog generations per recipe with a fixed
 handful of statements whatever the number of recipes, and passes are serialised (an advisory
@@ -26,7 +27,7 @@ import random
 from datetime import timedelta
 
 from . import audit as _audit
-from . import forecast, forms, policies
+from . import forecast, forms, pauses, policies
 from .config import BACKLOG_POLICIES
 from .generations import BACKLOG_PRIORITY
 from .storage import SYSTEM_BACKLOG_USER_ID, JobSource, JobStatus, catalog, jobs, stats
@@ -64,6 +65,7 @@ def _rows(s, rt) -> tuple[list, list[dict], list[policies.Order]]:
     attempts = stats.attempts_since(s, now - DEMAND_WINDOW)
     lead_per_recipe, lead_overall = stats.backlog_lead_times(s, now - LEAD_TIME_WINDOW)
     in_force = _policy_in_force(s, rt)
+    paused = pauses.read(s)
     own = {r.id: r.backlog_policy for r in recipes if r.backlog_policy}
     window_min = DEMAND_WINDOW.total_seconds() / 60
     rates = [attempts.get(r.id, 0) / window_min for r in recipes]
@@ -90,6 +92,7 @@ def _rows(s, rt) -> tuple[list, list[dict], list[policies.Order]]:
         "minimum": st.minimum, "claimRatePerMin": round(st.rate_per_min, 3),
         "forecastPerMin": round(st.forecast[0], 3) if st.forecast else None,
         "leadTimeMin": round(st.lead_time_min, 2), "belowMinimum": st.completed < st.minimum,
+        "paused": paused.backlog_paused_for(r.id),
     } for r, st, o in zip(recipes, states, orders)]
     return recipes, rows, orders
 
@@ -140,7 +143,7 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
         jobs.lock_backlog_pass(s)  # count only after any concurrent pass has committed
         expired = jobs.expire_stale(s, now=now, max_age_h=rt.settings.max_item_age_h)  # before counting
         recipes, rows, orders = _rows(s, rt)
-        wanted = {row["recipeId"]: o.jobs for row, o in zip(rows, orders) if o.jobs > 0}
+        wanted = {row["recipeId"]: o.jobs for row, o in zip(rows, orders) if o.jobs > 0 and not row["paused"]}
         usage = catalog.usage_statistics(s, wanted) if wanted else {}
         new = []
         for recipe in recipes:

@@ -258,6 +258,23 @@ def cmd_backlog_prefill(rt, args):
         raise SystemExit(1)
 
 
+def cmd_pause(rt, args):
+    """``backlog pause|resume [--recipe ID]``, ``queue pause|resume``: audited with ``via: cli``."""
+    from . import pauses
+
+    change = pauses.pause if args.pausing else pauses.resume
+    try:
+        answer = change(rt, args.group, getattr(args, "recipe", None), actor_id=None, via="cli")
+    except pauses.PauseError as e:
+        raise Refused(str(e)) from None
+    if args.json:
+        _print(answer)
+    elif answer["changed"]:
+        print(f"{answer['what']}: {'paused' if args.pausing else 'resumed'}")
+    else:
+        print(f"{answer['what']}: already {'paused' if args.pausing else 'running'}")
+
+
 def cmd_queue_status(rt, args):
     from . import queue_status
 
@@ -515,12 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--count", type=int, default=3)
     bp.add_argument("--timeout", type=float, default=600.0)
     bp.set_defaults(func=cmd_backlog_prefill)
+    for verb, pausing in (("pause", True), ("resume", False)):
+        pr = backlog.add_parser(verb, help=f"{verb} backlog generation (every recipe, or --recipe); audited")
+        pr.add_argument("--recipe", type=int, help="only this recipe id")
+        pr.add_argument("--json", action="store_true")
+        pr.set_defaults(func=cmd_pause, pausing=pausing)
 
     queue = group("queue", "the generation queue")
     qs = queue.add_parser("status", help="counts, oldest pending, slots in use, next polls")
     qs.add_argument("--json", action="store_true")
     qs.set_defaults(func=cmd_queue_status)
     queue.add_parser("tick", help="one queue tick").set_defaults(func=cmd_queue_tick)
+    for verb, pausing in (("pause", True), ("resume", False)):
+        qp = queue.add_parser(verb, help=f"{verb} submissions to the provider (polls go on); audited")
+        qp.add_argument("--json", action="store_true")
+        qp.set_defaults(func=cmd_pause, pausing=pausing)
 
     a = sub.add_parser("audit", help="the audit trail, newest first (a table; JSON with --json)")
     a.add_argument("--since", help="ISO 8601 time, e.g. 2026-12-01T00:00:00Z")

@@ -80,6 +80,9 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     event_retention_days: int = 90
     max_item_age_h: float = 72.0         # a pool item completed longer ago is never handed out (expired)
+    breaker_threshold: int = 5           # consecutive provider errors that open the circuit breaker
+    breaker_backoff_s: float = 30.0      # the first wait before a probe; doubled per failed probe ...
+    breaker_max_backoff_s: float = 600.0  # ... up to this
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalise_url(self.database_url))
@@ -123,6 +126,9 @@ class Settings:
             metrics_token=r.text("DELULA_METRICS_TOKEN", None),
             event_retention_days=r.integer("DELULA_EVENT_RETENTION_DAYS", cls.event_retention_days, minimum=1),
             max_item_age_h=r.number("DELULA_MAX_ITEM_AGE_H", cls.max_item_age_h),
+            breaker_threshold=r.integer("DELULA_BREAKER_THRESHOLD", cls.breaker_threshold, minimum=1),
+            breaker_backoff_s=r.number("DELULA_BREAKER_BACKOFF_S", cls.breaker_backoff_s, minimum=0.01),
+            breaker_max_backoff_s=r.number("DELULA_BREAKER_MAX_BACKOFF_S", cls.breaker_max_backoff_s, minimum=0.01),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -138,6 +144,9 @@ class Settings:
         if self.max_backlog < self.min_backlog:
             raise ConfigError(
                 f"DELULA_MAX_BACKLOG ({self.max_backlog}) must not be below DELULA_MIN_BACKLOG ({self.min_backlog})")
+        if self.breaker_max_backoff_s < self.breaker_backoff_s:
+            raise ConfigError(f"DELULA_BREAKER_MAX_BACKOFF_S ({self.breaker_max_backoff_s:g}) must not be below "
+                              f"DELULA_BREAKER_BACKOFF_S ({self.breaker_backoff_s:g})")
         if not 0 < self.service_level < 1:
             raise ConfigError(f"DELULA_SERVICE_LEVEL must be a number between 0 and 1 (exclusive), "
                               f"got {self.service_level:g}")

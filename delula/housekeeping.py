@@ -6,7 +6,8 @@
 - sign-in attempt counts: those of windows that have passed (``sign_in.prune``);
 - refused claim events (every outcome but ``claimed``): ``DELULA_EVENT_RETENTION_DAYS`` (they
   name who tried what; successful claims stay, the backlog's demand and the history need them),
-  in batches of :data:`EVENT_BATCH`, at most :data:`EVENT_BATCHES` per run (the rest next run).
+  in batches of :data:`EVENT_BATCH`, at most :data:`EVENT_BATCHES` per run (the rest next run),
+  and never one the instant claims counter has not added up yet (``counters.prunable_before``).
 
 Each table is pruned in short transactions of its own, so no lock is held across them.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from . import sign_in
+from . import counters, sign_in
 from .storage import pool, stats
 from .storage import schedule as store_schedule
 
@@ -35,7 +36,7 @@ def prune(rt) -> dict:
         keys = pool.prune_keys(s, rt.now() - KEEP_IDEMPOTENCY_KEYS)
     counts = sign_in.prune(rt)
     events = 0
-    before = rt.now() - timedelta(days=rt.settings.event_retention_days)
+    before = counters.prunable_before(rt, rt.now() - timedelta(days=rt.settings.event_retention_days))
     for _ in range(EVENT_BATCHES):
         with rt.store.begin() as s:
             n = stats.prune_refused_claim_events(s, before, EVENT_BATCH)

@@ -34,6 +34,13 @@ def leader(rt) -> dict | None:
             "heartbeatAt": isoformat(row.heartbeat_at), "isThisProcess": row.host == host and row.pid == pid}
 
 
+def heartbeat_age_s(rt) -> float | None:
+    """Seconds since a scheduler leader last refreshed the leader row (``None``: never)."""
+    with rt.store.begin() as s:
+        row = store_schedule.get_leader(s, LEADER_NAME)
+    return None if row is None else max(0.0, (rt.now() - row.heartbeat_at).total_seconds())
+
+
 def run_json(r) -> dict:
     """One ``scheduler_runs`` row as the dashboard shows it."""
     duration = (r.finished_at - r.started_at).total_seconds() * 1000 if r.finished_at else None

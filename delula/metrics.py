@@ -10,7 +10,24 @@ checks, :func:`is_metrics_token` compares in constant time). The cache is the ru
 kind: claims and other writes do not empty it (under traffic every scrape would recompute), and
 concurrent misses share one computation.
 
-Series (all gauges; the durations are a gauge histogram over the window):
+Counters (monotonic, kept in the database by ``delula.counters``: they survive restarts and add
+up across processes, so ``rate()`` and ``increase()`` work on them):
+
+- ``delula_instant_claims_total{outcome,recipe_id}`` instant attempts by outcome
+- ``delula_jobs_finished_total{result,source}`` jobs that completed, failed for good or were cancelled
+- ``delula_provider_calls_total{kind,result}`` provider calls (submit, status, result, cancel) that
+  went ``ok``, hit a provider ``error`` or were ``refused`` for their job
+- ``delula_provider_breaker_opened_total{provider}`` times the circuit breaker opened
+
+Gauges of now:
+
+- ``delula_provider_breaker_state{provider,state}`` 1 for the breaker's state (closed, open,
+  half_open), 0 for the others
+- ``delula_scheduler_heartbeat_age_seconds`` since the scheduler leader last heartbeated (+Inf:
+  never); ``delula_scheduler_leader`` 1 while a leader is fresh
+- ``delula_paused{scope,recipe_id}`` 1 for each pause in force (``recipe_id`` 0: every recipe)
+
+Gauges over the last hour (the durations are a gauge histogram over the window):
 
 - ``delula_backlog_ready{recipe_id,recipe}`` claimable generations; ``delula_backlog_in_flight``,
   ``delula_backlog_target``, ``delula_backlog_minimum``, ``delula_backlog_deficit`` alike
@@ -26,11 +43,12 @@ import hmac
 from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, exposition, generate_latest
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import backlog
+from . import backlog, breaker, counters, jobruns, pauses
 from .storage import CLAIM_OUTCOMES, JobSource, JobStatus, stats
+from .storage import counters as counter_names
 
 # The classic text format that ``generate_latest`` writes (every Prometheus version reads it).
 CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", "text/plain; version=0.0.4; charset=utf-8")
@@ -50,7 +68,22 @@ def snapshot(rt) -> dict:
         outcomes = stats.claim_outcomes_since(s, since)
         durations = stats.processing_durations_since(s, since, limit=MAX_DURATION_SAMPLES)
     return {"backlog": backlog_rows, "queue": live, "finished": finished, "claims": outcomes,
-            "durations": durations}
+            "durations": durations, "counters": counters.totals(rt), "breaker": breaker.current(rt),
+            "heartbeatAge": jobruns.heartbeat_age_s(rt), "paused": pauses.state(rt)}
+
+
+# name in the database -> (Prometheus name without _total, help, label names in order)
+COUNTERS = {
+    counter_names.CLAIMS: ("delula_instant_claims", "Instant claim attempts by outcome and recipe",
+                           ("outcome", "recipe_id")),
+    counter_names.JOBS_FINISHED: ("delula_jobs_finished", "Generation jobs that completed, failed for good or "
+                                  "were cancelled", ("result", "source")),
+    counter_names.PROVIDER_CALLS: ("delula_provider_calls", "Calls to the generation provider by kind and result "
+                                   "(ok, error: the provider is in trouble, refused: about its job)",
+                                   ("kind", "result")),
+    counter_names.BREAKER_OPENED: ("delula_provider_breaker_opened", "Times the provider circuit breaker opened",
+                                   ("provider",)),
+}
 
 
 def histogram(values: list[float], buckets: tuple[float, ...] = DURATION_BUCKETS) -> list[tuple[str, int]]:
@@ -112,6 +145,35 @@ class DelulaCollector(Collector):
         for source in (JobSource.BACKLOG, JobSource.USER):
             values = [secs for src, secs in snap["durations"] if src == source]
             family.add_metric([source], histogram(values), gsum_value=float(sum(values)))
+        yield family
+
+        for name, (metric, doc, labels) in COUNTERS.items():
+            family = CounterMetricFamily(metric, doc, labels=list(labels))
+            for series, n in snap["counters"].get(name, []):
+                family.add_metric([series.get(label, "") for label in labels], float(n))
+            yield family
+
+        state = snap["breaker"]
+        family = GaugeMetricFamily("delula_provider_breaker_state",
+                                   "1 for the provider circuit breaker's state, 0 for the others",
+                                   labels=["provider", "state"])
+        for name in (breaker.CLOSED, breaker.OPEN, breaker.HALF_OPEN):
+            family.add_metric([state["provider"], name], 1.0 if state["state"] == name else 0.0)
+        yield family
+
+        age = snap["heartbeatAge"]
+        yield GaugeMetricFamily("delula_scheduler_heartbeat_age_seconds",
+                                "Seconds since the scheduler leader last heartbeated (+Inf: never)",
+                                value=float("inf") if age is None else age)
+        yield GaugeMetricFamily("delula_scheduler_leader", "1 while a scheduler leader heartbeats",
+                                value=1.0 if age is not None and age <= jobruns.LEADER_STALE_S else 0.0)
+
+        family = GaugeMetricFamily("delula_paused", "1 for each pause in force (recipe_id 0: every recipe)",
+                                   labels=["scope", "recipe_id"])
+        paused = snap["paused"]
+        for scope, held in ((pauses.QUEUE, paused.queue), (pauses.BACKLOG, paused.backlog)):
+            for rid in sorted(held):
+                family.add_metric([scope, str(rid)], 1.0)
         yield family
 
 

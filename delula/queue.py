@@ -45,8 +45,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from . import breaker, generations, pauses
 from .providers import ProviderError, Submission
-from .storage import SYSTEM_BACKLOG_USER_ID, DatabaseUnavailable, accounts, catalog, jobs
+from .storage import SYSTEM_BACKLOG_USER_ID, DatabaseUnavailable, JobStatus, accounts, catalog, counters, jobs
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,10 @@ def tick(rt) -> dict:
     :class:`storage.DatabaseUnavailable` is raised (the scheduler records it and tries again).
     """
     summary = dict.fromkeys(SUMMARY_KEYS, 0)
+    breaker.gate(rt).refresh()
     _time_out(rt, summary)
     _poll(rt, summary)
-    _start(rt, summary)
+    _start(rt, summary, pauses.state(rt))
     if summary["completed"] or summary["failed"] or summary["retried"]:
         rt.invalidate()
     return summary
@@ -124,6 +126,8 @@ def _each_side_by_side(rt, summary: dict, what: str, gens: list, step) -> None:
 
 
 def _time_out(rt, summary: dict) -> None:
+    if breaker.gate(rt).is_open():
+        return   # a timeout spends an attempt: none while the provider cannot be asked
     now = rt.now()
     limit = rt.settings.job_timeout_s
     with rt.store.begin() as s:
@@ -132,6 +136,8 @@ def _time_out(rt, summary: dict) -> None:
 
 
 def _time_out_one(rt, gen, limit: float, summary: dict) -> None:
+    if not breaker.gate(rt).enter():
+        return
     sub = submission(gen)
     if sub is not None and _last_look(rt, gen, sub, summary):
         return
@@ -152,9 +158,9 @@ def _last_look(rt, gen, sub: Submission, summary: dict) -> bool:
     """Before timing a job out, ask once more: if it finished meanwhile (e.g. while no poller
     ran), keep its result. ``True`` when it was completed here."""
     try:
-        if rt.provider.status(sub).state != "COMPLETED":
+        if breaker.call(rt, "status", rt.provider.status, sub).state != "COMPLETED":
             return False
-        result = rt.provider.result(sub)
+        result = breaker.call(rt, "result", rt.provider.result, sub)
     except ProviderError:
         return False
     summary["polled"] += 1
@@ -164,26 +170,31 @@ def _last_look(rt, gen, sub: Submission, summary: dict) -> bool:
 
 
 def _poll(rt, summary: dict) -> None:
+    gate = breaker.gate(rt)
+    if gate.is_open():
+        return   # polled again when the breaker closes
     now = rt.now()
     with rt.store.begin() as s:
         due = jobs.lease_due_polls(s, now=now, lease_until=now + timedelta(seconds=POLL_LEASE_S),
-                                   limit=POLL_BATCH)
+                                   limit=POLL_BATCH if gate.state.state == breaker.CLOSED else 1)
     _each_side_by_side(rt, summary, "poll", due, lambda gen, counts: _poll_one(rt, gen, counts))
 
 
 def _poll_one(rt, gen, summary: dict) -> None:
+    if not breaker.gate(rt).enter():
+        return   # the breaker opened meanwhile: its lease ends, or the breaker's closing, make it due
     summary["polled"] += 1
     sub = submission(gen)
     if sub is None:
         message = "the provider's submission details are missing; submitting again"
     else:
         try:
-            state = rt.provider.status(sub)
+            state = breaker.call(rt, "status", rt.provider.status, sub)
             if state.state in ("IN_QUEUE", "IN_PROGRESS"):
                 _schedule_next_poll(rt, gen, {"providerState": state.state})
                 return
             if state.state == "COMPLETED":
-                if _complete(rt, gen, rt.provider.result(sub)):
+                if _complete(rt, gen, breaker.call(rt, "result", rt.provider.result, sub)):
                     summary["completed"] += 1
                 return
             if state.state == "UNKNOWN":
@@ -201,12 +212,20 @@ def _poll_one(rt, gen, summary: dict) -> None:
         summary[outcome] += 1
 
 
-def _start(rt, summary: dict) -> None:
+def _start(rt, summary: dict, paused: pauses.Paused) -> None:
+    """Start pending jobs into the free slots: none while the queue is paused or the breaker
+    open (one, the probe, while it is half-open); no backlog job whose backlog is paused."""
+    gate = breaker.gate(rt)
+    if paused.queue_paused or gate.is_open():
+        return
     now = rt.now()
     with rt.store.begin() as s:
         jobs.lock_queue_start(s)
         free = rt.settings.max_concurrent_jobs - jobs.count_processing(s)
-        claimed = jobs.claim_pending(s, limit=free, now=now)
+        if gate.state.state != breaker.CLOSED:
+            free = min(free, 1)
+        claimed = jobs.claim_pending(s, limit=free, now=now, skip_backlog=paused.backlog_paused,
+                                     skip_backlog_of=paused.recipes)
         recipes = {gen.recipe_id: catalog.get_recipe(s, gen.recipe_id) for gen in claimed}
     # committed: these jobs hold their slots before the provider hears of them
     for gen in claimed:
@@ -228,9 +247,14 @@ def submit_arguments(recipe, form_data: dict) -> dict:
 
 def _submit(rt, gen, recipe) -> str | None:
     """Submit a job marked processing; ``"started"``, ``"retried"``/``"failed"`` (the submit
-    failed) or ``None`` when the job moved on meanwhile."""
+    failed) or ``None`` when the job moved on meanwhile, or went back to pending with its
+    attempt given back because the breaker is open (the provider never heard of it)."""
+    if not breaker.gate(rt).enter():
+        with rt.store.begin() as s:
+            jobs.release_unsubmitted(s, gen.id, gen.attempts, now=rt.now())
+        return None
     try:
-        sub = rt.provider.submit(recipe.model_id, submit_arguments(recipe, gen.form_data))
+        sub = breaker.call(rt, "submit", rt.provider.submit, recipe.model_id, submit_arguments(recipe, gen.form_data))
     except ProviderError as e:
         log.warning("queue: submit of generation %s failed: %s", gen.id, e.message)
         return _fail_attempt(rt, gen, f"submit failed: {e.message}")
@@ -268,8 +292,11 @@ def _schedule_next_poll(rt, gen, meta_patch: dict) -> None:
 def _complete(rt, gen, result) -> bool:
     now = rt.now()
     with rt.store.begin() as s:
-        return jobs.complete(s, gen.id, gen.attempts, asset_url=result.video_url, thumbnail_url=result.thumbnail_url,
+        done = jobs.complete(s, gen.id, gen.attempts, asset_url=result.video_url, thumbnail_url=result.thumbnail_url,
                              meta_patch={"contentType": result.content_type}, now=now)
+        if done:
+            count_finished(s, [gen], JobStatus.COMPLETED)
+        return done
 
 
 def _fail_attempt(rt, gen, message: str) -> str | None:
@@ -284,9 +311,20 @@ def _fail_attempt(rt, gen, message: str) -> str | None:
             return None
         if final:
             refund(s, row, now)
+            count_finished(s, [row], JobStatus.FAILED)
     if final:
         log.warning("queue: generation %s failed after %d attempt(s): %s", gen.id, gen.attempts, message)
     return "failed" if final else "retried"
+
+
+def count_finished(s, gens, result: str) -> None:
+    """Count jobs that ended as ``result`` into ``jobs_finished{result, source}``, in the
+    transaction that ended them."""
+    per: dict = {}
+    for gen in gens:
+        key = (counters.JOBS_FINISHED, counters.labels_text({"result": result, "source": generations.source(gen)}))
+        per[key] = per.get(key, 0) + 1
+    counters.add(s, per)
 
 
 def refund(s, gen, now) -> int:
@@ -301,9 +339,14 @@ def refund(s, gen, now) -> int:
 
 
 def cancel_at_provider(rt, sub: Submission, generation_id: int) -> bool:
-    """Ask the provider to stop a submission, best effort: ``False`` (logged) when it failed."""
+    """Ask the provider to stop a submission, best effort: ``False`` (logged) when it failed or
+    the breaker is open (nothing is sent then)."""
+    if not breaker.gate(rt).enter():
+        log.warning("queue: generation %s not cancelled at the provider: the circuit breaker is open",
+                    generation_id)
+        return False
     try:
-        rt.provider.cancel(sub)
+        breaker.call(rt, "cancel", rt.provider.cancel, sub)
         return True
     except Exception as e:  # best effort: the job is already settled on our side
         log.warning("queue: cancelling generation %s at the provider failed: %s", generation_id, e)

@@ -86,6 +86,7 @@ def cancel(rt, generation_id: int, *, actor_id: str | None = None) -> dict:
         row = jobs.cancel_job(s, generation_id, error="cancelled by an operator", now=now)
         if row is not None:
             queue.refund(s, row, now)
+            queue.count_finished(s, [row], JobStatus.CANCELLED)
             _audit(s, now, actor_id, CANCEL, row)
         current = row or jobs.get_generation(s, generation_id)
     _changed_or_refuse(row, current, generation_id, f"only {_only(JobStatus.CANCELLABLE)} jobs can be cancelled")

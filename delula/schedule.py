@@ -8,6 +8,7 @@
 - ``metrics-sample``      every 30 s, one ``queue_samples`` row (``backlog.record_sample``);
 - ``stats-rollup``        every minute, closed hours into ``stat_counts`` (``overview.roll_up``);
 - ``demand-rollup``       every minute, closed minutes' attempts into ``demand_minutes`` (``demand.roll_up``);
+- ``counters-rollup``     every minute, settled attempts into the claims counter (``counters.roll_up``);
 - ``housekeeping``        every 10 min, keeps ``scheduler_runs``, ``queue_samples`` and
                             idempotency keys bounded (``housekeeping.prune``).
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from . import audit, backlog, demand, housekeeping, jobruns, overview, queue
+from . import audit, backlog, counters, demand, housekeeping, jobruns, overview, queue
 from .clock import isoformat
 from .storage import DatabaseUnavailable
 from .storage import schedule as store_schedule
@@ -64,6 +65,8 @@ JOBS: tuple[JobSpec, ...] = (
             description="add the closed hours to stat_counts, which the overview's day and week read"),
     JobSpec("demand-rollup", demand.roll_up, lambda st: 60.0, first_delay_s=7.0, quiet=True,
             description="add the closed minutes' instant attempts, hits and misses, to demand_minutes"),
+    JobSpec("counters-rollup", counters.roll_up, lambda st: 60.0, first_delay_s=9.0, quiet=True,
+            description="add the settled instant attempts to the claims counter /metrics exports"),
     JobSpec("housekeeping", housekeeping.prune, lambda st: 600.0, first_delay_s=60.0,
             description=f"keep the last {housekeeping.KEEP_RUNS_PER_JOB} runs per job and "
                         f"{housekeeping.KEEP_SAMPLES.days} days of samples"),

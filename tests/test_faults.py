@@ -113,7 +113,8 @@ def test_a_misbehaving_provider_fails_jobs_readably_and_the_scheduler_keeps_goin
                DELULA_FAL_QUEUE_URL=f"http://127.0.0.1:{port}/sim/fal", DELULA_MAX_CONCURRENT_JOBS=10,
                DELULA_MAX_ATTEMPTS=2, DELULA_JOB_TIMEOUT_S=8, DELULA_SIMULATOR_DURATION="0.5",
                DELULA_SIMULATOR_FAILURE_RATE="0",   # the faults are the recipes' own; the good job must not fail by chance
-               DELULA_PROVIDER_TIMEOUT_S=1)
+               DELULA_PROVIDER_TIMEOUT_S=1,
+               DELULA_BREAKER_THRESHOLD=10_000)   # each job's own fault, not an outage: the breaker stays out
     try:
         sim = spawn(["-m", "delula", "simulator", "--port", str(port)], env, tmp_path / "sim.log")
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), what="the simulator")

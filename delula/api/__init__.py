@@ -42,7 +42,7 @@ from flask.sessions import SecureCookieSessionInterface
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .. import audit, auth, backlog, claims, generations, metrics, queue_status, recipes, runtime
+from .. import audit, auth, backlog, claims, generations, metrics, pauses, queue_status, recipes, runtime
 from ..auth import STAFF_ROLES
 from ..storage import DatabaseUnavailable
 from . import bodies, openapi
@@ -278,14 +278,15 @@ def _error(description: str) -> Reply:
 
 
 def route(method: str, path: str, operation_id: str, summary: str, responses: dict[int, Reply], *,
-          body: type[BaseModel] | None = None, parameters: tuple[Parameter, ...] = (), public: bool = False):
+          body: type[BaseModel] | None = None, body_required: bool = True, parameters: tuple[Parameter, ...] = (),
+          public: bool = False):
     """Decorator: serve the view at ``path`` (OpenAPI's form, ``{id}``) and list it in the document,
     with the answers every route shares: 401 and 503 unless public, 413 and 415 with a body."""
     shared = {} if public else {401: _UNAUTHORIZED, 503: _UNAVAILABLE}
     if body is not None:
         shared |= {413: _TOO_LARGE, 415: _NOT_JSON}
-    OPERATIONS.append(Operation(method, path, operation_id, summary, {**shared, **responses}, body, parameters,
-                                public))
+    OPERATIONS.append(Operation(method, path, operation_id, summary, {**shared, **responses}, body, body_required,
+                                parameters, public))
 
     def register(view):
         bp.add_url_rule(re.sub(r"{(\w+)}", r"<\1>", path), view_func=view, methods=[method])
@@ -416,7 +417,48 @@ def backlog_status(user):
        responses={200: Reply("Queue statistics", bodies.QueueStats)})
 @authenticated()
 def queue_stats(user):
-    return _json(200, queue_status.stats(runtime.current()))
+    rt = runtime.current()
+    return _json(200, {**queue_status.stats(rt), "paused": pauses.state(rt).summary()})
+
+
+# --- pause and resume (ops) -------------------------------------------------------------------
+
+def _pause_route(scope: str, pausing: bool):
+    verb = "pause" if pausing else "resume"
+    path = f"/api/{scope}/{verb}"
+    if scope == pauses.BACKLOG:
+        summary = (f"{verb.capitalize()} backlog generation: every recipe, or the body's recipeId (ops only)")
+        extra = dict(body=bodies.PauseRequest, body_required=False)
+        errors = {400: Reply("Invalid body", bodies.InvalidRequest), 404: _error("No recipe has that recipeId")}
+    else:
+        summary = (f"{verb.capitalize()} submissions to the provider; polls of submitted jobs go on (ops only)")
+        extra = {}
+        errors = {}
+
+    def view(user):
+        recipe_id = None
+        if scope == pauses.BACKLOG and (request.content_length or request.mimetype):
+            recipe_id = json_body(bodies.PauseRequest).recipe_id
+        change = pauses.pause if pausing else pauses.resume
+        try:
+            answer = change(runtime.current(), scope, recipe_id, actor_id=user.id)
+        except pauses.NoSuchRecipe as e:
+            raise ApiError(404, str(e)) from None
+        except pauses.PauseError as e:
+            raise ApiError(400, str(e), errors={"recipeId": str(e)}) from None
+        return _json(200, answer)
+
+    view.__name__ = f"{verb}_{scope}"
+    responses = {200: Reply(f"{'Paused' if pausing else 'Running'} (changed: false when it was already)",
+                            bodies.PauseAnswer),
+                 403: _error(f"Only ops may {verb} the {scope}"), **errors}
+    return route("POST", path, f"{verb}{scope.capitalize()}", summary, responses, **extra)(
+        authenticated("ops")(view))
+
+
+for _scope in (pauses.BACKLOG, pauses.QUEUE):
+    for _pausing in (True, False):
+        _pause_route(_scope, _pausing)
 
 
 @route("GET", "/api/me", "me", "The caller", responses={200: Reply("The authenticated user", bodies.Me)})

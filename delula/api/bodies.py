@@ -311,6 +311,7 @@ class BacklogRecipe(_Body):
                                                        "coming quarter hour (null when no recipe plans by forecast)")
     lead_time_min: float
     below_minimum: bool
+    paused: bool = Field(description="its backlog generation is paused (all recipes, or this one)")
     policy: Literal[BACKLOG_POLICIES] = Field(description="the backlog policy that set the target: the "
                                                           "recipe's own, else the one applied on the Planner "
                                                           "page, else DELULA_BACKLOG_POLICY")
@@ -318,6 +319,14 @@ class BacklogRecipe(_Body):
 
 class Backlog(_Body):
     recipes: list[BacklogRecipe]
+
+
+class Paused(_Body):
+    """What an operator paused."""
+
+    queue: bool = Field(description="submissions to the provider are paused (polls go on)")
+    backlog: bool = Field(description="backlog generation is paused for every recipe")
+    recipes: list[int] = Field(description="recipes whose backlog generation is paused on their own")
 
 
 class QueueStats(_Body):
@@ -330,6 +339,24 @@ class QueueStats(_Body):
     avg_processing_seconds: float | None
     p95_processing_seconds: float | None
     cached_at: datetime
+    paused: Paused = Field(description="what is paused now (read at every request, not cached)")
+
+
+class PauseRequest(_Body):
+    """Optional body of the backlog's pause and resume: without ``recipeId``, every recipe."""
+
+    recipe_id: RecipeId | None = None
+
+
+class PauseAnswer(_Body):
+    """What a pause or resume did."""
+
+    scope: Literal["backlog", "queue"]
+    recipe_id: int | None
+    paused: bool = Field(description="true after a pause, false after a resume")
+    changed: bool = Field(description="false when it was paused (or running) already; nothing was audited")
+    what: str
+    state: Paused
 
 
 class Me(_Body):

@@ -53,6 +53,7 @@ class Operation:
     summary: str
     responses: Mapping[int, Reply]
     body: Any = None  # the request body's model
+    body_required: bool = True  # False: a request without a body means the model's defaults
     parameters: tuple[Parameter, ...] = ()
     public: bool = False  # no bearer token needed
 
@@ -113,7 +114,7 @@ def _operation(op: Operation, schema) -> dict:
         out["parameters"] = [{"name": p.name, "in": p.location, "required": p.required or p.location == "path",
                               **_described(p.description), "schema": schema(p.type)} for p in op.parameters]
     if op.body is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema(op.body)}}}
+        out["requestBody"] = {"required": op.body_required, "content": {"application/json": {"schema": schema(op.body)}}}
     out["responses"] = {str(status): _reply(reply, schema) for status, reply in sorted(op.responses.items())}
     return out
 

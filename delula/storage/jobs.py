@@ -8,6 +8,7 @@ is ``generations.source``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import and_, func, insert, literal, or_, select, update
@@ -167,10 +168,12 @@ def count_processing(s: Session) -> int:
     return s.scalar(select(func.count()).select_from(Generation).where(Generation.status == JobStatus.PROCESSING)) or 0
 
 
-def claim_pending(s: Session, *, limit: int, now: datetime) -> list[Generation]:
+def claim_pending(s: Session, *, limit: int, now: datetime, skip_backlog: bool = False,
+                  skip_backlog_of: Iterable[int] = ()) -> list[Generation]:
     """Mark up to ``limit`` due pending jobs ``processing`` (attempts + 1, ``started_at``), by
     priority then age; rows locked by another claimer are skipped (``FOR UPDATE SKIP LOCKED``).
-    Returned in start order."""
+    ``skip_backlog`` leaves every backlog job pending, ``skip_backlog_of`` those of these recipes
+    (their backlog is paused). Returned in start order."""
     if limit <= 0:
         return []
     due = (select(Generation.id)
@@ -178,12 +181,27 @@ def claim_pending(s: Session, *, limit: int, now: datetime) -> list[Generation]:
                   or_(Generation.next_attempt_at.is_(None), Generation.next_attempt_at <= now))
            .order_by(Generation.priority, Generation.created_at, Generation.id)
            .limit(limit).with_for_update(skip_locked=True))
+    skipped = list(skip_backlog_of)
+    if skip_backlog:
+        due = due.where(Generation.user_id != SYSTEM_BACKLOG_USER_ID)
+    elif skipped:
+        due = due.where(or_(Generation.user_id != SYSTEM_BACKLOG_USER_ID, Generation.recipe_id.not_in(skipped)))
     stmt = (update(Generation).where(Generation.id.in_(_once(due)), Generation.status == JobStatus.PENDING)
             .values(status=JobStatus.PROCESSING, attempts=Generation.attempts + 1, started_at=now, poll_count=0,
                     next_poll_at=None, next_attempt_at=None, provider_request_id=None, updated_at=now)
             .returning(Generation).execution_options(**_NO_SYNC))
     rows = list(s.scalars(stmt))
     return sorted(rows, key=lambda g: (g.priority, g.created_at, g.id))
+
+
+def release_unsubmitted(s: Session, generation_id: int, attempt: int, *, now: datetime) -> bool:
+    """A job marked processing for ``attempt`` that was never submitted goes back to pending with
+    that attempt given back (the provider never heard of it: the breaker opened first)."""
+    stmt = (update(Generation).where(*_on_attempt(generation_id, attempt), Generation.provider_request_id.is_(None))
+            .values(status=JobStatus.PENDING, attempts=Generation.attempts - 1, started_at=None, poll_count=0,
+                    next_poll_at=None, updated_at=now)
+            .execution_options(**_NO_SYNC))
+    return bool(s.execute(stmt).rowcount)
 
 
 def store_submission(s: Session, generation_id: int, attempt: int, *, request_id: str, provider: dict,

@@ -451,3 +451,66 @@ class SignInFailure(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     window_start: Mapped[datetime]
+
+
+PAUSE_SCOPES = ("backlog", "queue")   # what an operator can pause (migration 0015)
+ALL_RECIPES = 0                       # ``pauses.recipe_id`` of a pause of the whole scope
+
+
+class Pause(Base):
+    """What an operator paused, by whom and since when (migration 0015); a row exists while paused.
+
+    ``("backlog", 0)`` stops backlog generation for every recipe, ``("backlog", id)`` for one
+    recipe, ``("queue", 0)`` stops submissions to the provider (polls go on)."""
+    __tablename__ = "pauses"
+    __table_args__ = (
+        CheckConstraint("scope IN ('backlog', 'queue')", name="scope"),
+        CheckConstraint("scope = 'backlog' OR recipe_id = 0", name="queue_whole"),
+    )
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recipe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    paused_by: Mapped[str | None] = mapped_column(String(64))
+    paused_at: Mapped[datetime]
+
+
+class Counter(Base):
+    """A monotonic counter kept in the database (migration 0015): every process adds to the same
+    row, so totals survive restarts and add up across processes. ``labels`` is the canonical
+    ``k=v,k=v`` text of the label set (keys sorted)."""
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class CounterMark(Base):
+    """How far a counter derived from an event table has been added up (migration 0015): the
+    instant claims counter holds every ``claim_events`` row before ``until``."""
+    __tablename__ = "counter_marks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[datetime]
+
+
+BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class ProviderBreaker(Base):
+    """The provider circuit breaker's state (migration 0015), one row per provider, shared by
+    every process. ``failures``: consecutive provider errors while closed; ``trips``: probes
+    failed in a row (the backoff doubles with each); ``probe_until``: the half-open probe's
+    lease."""
+    __tablename__ = "provider_breaker"
+    __table_args__ = (CheckConstraint("state IN ('closed', 'open', 'half_open')", name="state"),)
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    trips: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None]
+    next_probe_at: Mapped[datetime | None]
+    probe_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
