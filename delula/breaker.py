@@ -221,3 +221,17 @@ def current(rt) -> dict:
     return {"provider": rt.settings.provider, "state": st.state, "failures": st.failures,
             "threshold": rt.settings.breaker_threshold, "trips": st.trips, "openedAt": isoformat(st.opened_at),
             "nextProbeAt": isoformat(st.next_probe_at), "lastError": st.last_error}
+
+
+def sentence(current_state: dict) -> str:
+    """What the breaker of :func:`current` means, in a sentence for people (times left out: the
+    faces show ``nextProbeAt`` in the viewer's time zone)."""
+    provider, state = current_state["provider"], current_state["state"]
+    if state == CLOSED:
+        return f"The circuit breaker to {provider} is closed: calls go through."
+    last = f" (last: {current_state['lastError']})" if current_state.get("lastError") else ""
+    if state == HALF_OPEN:
+        return (f"The circuit breaker to {provider} is half-open: one probe job is testing the provider; "
+                f"its success closes the breaker{last}.")
+    return (f"The circuit breaker to {provider} is open after {current_state['failures']} provider errors in a "
+            f"row{last}: nothing is submitted or polled and no job spends an attempt until a probe succeeds.")

@@ -18,7 +18,7 @@ import bisect
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import backlog, demand, jobruns
+from . import backlog, breaker, demand, jobruns
 from .clock import isoformat
 from .storage import dashboard
 
@@ -104,6 +104,7 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
             n_processed, (p50, p95) = dashboard.processing_percentiles(s, since, (0.5, 0.95), recipe_id)
     all_recipes = backlog.status(rt)
     leader = jobruns.leader(rt)
+    provider = breaker.current(rt)
     hit_rate = _hit_rate(rt, now, recipe_id, {r["recipeId"]: r["name"] for r in all_recipes})
 
     index = {b: i for i, b in enumerate(buckets)}
@@ -147,6 +148,9 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
                          "message": "No scheduler holds the leader lock: backlog maintenance and the queue "
                                     "are not running. Start `python -m delula worker` (or a web process with "
                                     "the scheduler on)."})
+    if provider["state"] != breaker.CLOSED:
+        problems.append({"kind": "breaker_open", "message": breaker.sentence(provider),
+                         "nextProbeAt": provider["nextProbeAt"]})
     for r in below:
         problems.append({"kind": "below_minimum", "recipeId": r["recipeId"],
                          "message": f"{r['name']}: {r['completed']} ready, minimum {r['minimum']}"

@@ -17,10 +17,11 @@ from urllib.parse import quote
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import dcc, html
-from dash.exceptions import CallbackException, DependencyException, InvalidResourceError
+from dash import Input, Output, dcc, html
+from dash.exceptions import CallbackException, DependencyException, InvalidResourceError, PreventUpdate
 from flask import jsonify, redirect, request
 
+from delula import breaker, pauses, runtime
 from delula.clock import isoformat
 
 from . import account, login
@@ -38,6 +39,8 @@ CALLBACK_ENDPOINT = "/_dash-update-component"
 
 log = logging.getLogger("delula.dashboard")
 
+BANNER_REFRESH_MS = 10_000
+
 STATUS_COLORS = {"pending": "secondary", "processing": "primary", "completed": "success", "failed": "danger",
                  "cancelled": "dark", "expired": "warning", "ok": "success", "error": "danger", "running": "primary"}
 
@@ -54,6 +57,8 @@ def init_app(app: dash.Dash, rt) -> None:
     for missing in (DependencyException, InvalidResourceError):
         server.register_error_handler(missing, lambda e: (jsonify(message="Not found"), 404))
     app.layout = serve_layout
+    app.callback(Output("ops-banner", "children"), Input("ops-banner-tick", "n_intervals"),
+                 Input("page-visibility", "data"))(refresh_ops_banner)
 
 
 def _callback_request_problem(body) -> str | None:
@@ -109,6 +114,8 @@ def serve_layout():
 def shell(user: SessionUser, content) -> html.Div:
     return html.Div([
         navbar(user),
+        dcc.Interval(id="ops-banner-tick", interval=BANNER_REFRESH_MS),
+        html.Div(id="ops-banner"),
         html.Main(dbc.Container(content, fluid="xxl", className="py-4"), className="app-main"),
         # "visible"/"hidden", set by assets/delula.js on visibilitychange (pages pause refreshes).
         dcc.Store(id="page-visibility", data="visible"),
@@ -135,6 +142,36 @@ def navbar(user: SessionUser) -> dbc.Navbar:
                       action="/logout", method="POST", className="m-0"),
         ], className="d-flex align-items-center"),
     ], fluid="xxl"), color="dark", dark=True, className="app-navbar py-2", sticky="top")
+
+
+# --- the ops banner: what is paused, and the provider's breaker, on every page -------------------------
+
+def ops_banner(paused: list[dict], provider: dict):
+    """A strip under the navbar while anything is paused (what, by whom, since when) or the
+    provider's circuit breaker is not closed; nothing otherwise."""
+    lines = [html.Div([html.Span(f"{p['what']} paused", className="fw-semibold"),
+                       f" by {p['by'] or 'the CLI'} since ", local_time(p["since"]), "."],
+                      className="ops-banner-line", id=f"ops-paused-{p['scope']}-{p['recipeId'] or 'all'}")
+             for p in paused]
+    if provider["state"] != breaker.CLOSED:
+        lines.append(html.Div(breaker.sentence(provider), className="ops-banner-line fw-semibold",
+                              id="ops-breaker"))
+    if not lines:
+        return None
+    link = html.A("Pause and resume on the Maintenance page", href="/maintenance", className="alert-link small")
+    return dbc.Alert(dbc.Container([html.Div(lines), link], fluid="xxl",
+                                   className="d-flex flex-wrap justify-content-between align-items-center gap-2"),
+                     color="danger" if provider["state"] != breaker.CLOSED else "warning",
+                     className="ops-banner rounded-0 border-0 border-bottom mb-0 py-2", id="ops-banner-alert")
+
+
+def refresh_ops_banner(_n, visibility):
+    """Registered on each app by :func:`init_app` (the shell is not a page module, whose
+    callbacks Dash registers anew for every app)."""
+    if visibility == "hidden":
+        raise PreventUpdate
+    rt = runtime.current()
+    return ops_banner(pauses.described(rt), breaker.current(rt))
 
 
 # --- shared UI pieces -------------------------------------------------------------------------------

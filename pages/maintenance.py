@@ -7,7 +7,9 @@
 - per recipe, active or inactive, switched by ops (``recipes.set_active``, audited): an inactive
   recipe keeps its pool but is neither refilled nor claimable;
 - "Run maintenance now" (ops): ``schedule.run_now(rt, "backlog-maintenance")``, recorded like a
-  scheduled run, showing what it created.
+  scheduled run, showing what it created;
+- pause and resume (ops, ``delula.pauses``, audited): queue submissions, backlog generation of
+  every recipe or of one; and the provider's circuit breaker (``delula.breaker``).
 
 The status part refreshes every few seconds (paused while the tab is hidden). Every change is
 checked for the ops role inside its callback (``access.require``), whatever the page showed.
@@ -21,7 +23,7 @@ import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, clientside_callback, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from delula import backlog, jobruns, recipes, runtime, schedule
+from delula import backlog, breaker, jobruns, pauses, recipes, runtime, schedule
 from delula.clock import isoformat
 from pages import access
 from pages.layout import duration_text, empty_state, local_time, page_header, status_badge
@@ -124,6 +126,65 @@ def leader_card(leader: dict | None) -> dbc.Card:
     ]), className="kpi-tile kpi-success h-100 shadow-sm", id="mt-leader")
 
 
+BREAKER_COLORS = {breaker.CLOSED: "success", breaker.OPEN: "danger", breaker.HALF_OPEN: "warning"}
+
+
+def _pause_button(scope: str, recipe_id: int, paused: bool, *, editable: bool, label: str) -> dbc.Button:
+    """The button that pauses or resumes one thing; its id names what and which way."""
+    return dbc.Button(f"Resume {label}" if paused else f"Pause {label}",
+                      id={"type": "mt-pause", "scope": scope, "recipe": recipe_id,
+                          "to": "resume" if paused else "pause"},
+                      color="success" if paused else "warning", outline=not paused, size="sm", disabled=not editable)
+
+
+def controls_card(paused: list[dict], provider: dict, all_recipes: list, *, editable: bool) -> dbc.Card:
+    """Pause and resume, and the provider's breaker: what stops work when the provider is in trouble."""
+    held = {(p["scope"], p["recipeId"] or 0): p for p in paused}
+
+    def line(scope: str, recipe_id: int, what: str, label: str):
+        p = held.get((scope, recipe_id))
+        state = (html.Span(["paused by ", html.Span(p["by"] or "the CLI", className="fw-semibold"), " since ",
+                            local_time(p["since"])], className="text-warning-emphasis")
+                 if p else html.Span("running", className="text-success"))
+        return html.Div([html.Div([html.Div(what, className="fw-semibold"), html.Div(state, className="small")]),
+                         _pause_button(scope, recipe_id, p is not None, editable=editable, label=label)],
+                        className="d-flex justify-content-between align-items-center gap-2 mb-3",
+                        id=f"mt-pause-{scope}-{recipe_id or 'all'}")
+
+    names = {r.id: r.name for r in all_recipes}
+    own = [line(pauses.BACKLOG, p["recipeId"], f"Backlog of {names.get(p['recipeId'], p['recipeId'])}", "backlog")
+           for p in paused if p["scope"] == pauses.BACKLOG and p["recipeId"]]
+    pick = dbc.InputGroup([
+        dbc.Select(id="mt-pause-recipe", options=[{"label": r.name, "value": str(r.id)} for r in all_recipes
+                                                  if (pauses.BACKLOG, r.id) not in held],
+                   placeholder="a recipe", disabled=not editable),
+        dbc.Button("Pause its backlog", id="mt-pause-recipe-go", color="warning", outline=True, disabled=not editable),
+    ], size="sm")
+    state = provider["state"]
+    probe = provider.get("nextProbeAt")
+    breaker_part = html.Div([
+        html.Div(["Provider circuit breaker ",
+                  dbc.Badge(state.replace("_", "-"), color=BREAKER_COLORS.get(state, "secondary"), id="mt-breaker-state",
+                            className="ms-1 text-uppercase")], className="fw-semibold mb-1"),
+        html.Div(breaker.sentence(provider), className="small"),
+        html.Div([f"{provider['failures']} of {provider['threshold']} errors in a row",
+                  (html.Span([" · next probe ", local_time(probe, relative=True)]) if state == breaker.OPEN and probe
+                   else None)], className="small text-body-secondary"),
+    ], id="mt-breaker")
+    return dbc.Card([
+        dbc.CardHeader([html.Span("Pause and the provider", className="panel-title"),
+                        html.Span("stop what burns attempts during an outage; every change is audited",
+                                  className="panel-subtitle ms-2")]),
+        dbc.CardBody(dbc.Row([
+            dbc.Col([line(pauses.QUEUE, 0, "Queue submissions (polls of submitted jobs go on)", "queue"),
+                     line(pauses.BACKLOG, 0, "Backlog generation, all recipes", "backlog"),
+                     *own,
+                     html.Div(pick)], md=7),
+            dbc.Col(breaker_part, md=5, className="border-start-md"),
+        ], className="g-4")),
+    ], className="shadow-sm h-100", id="mt-controls")
+
+
 def jobs_table(jobs: list[dict], now: datetime) -> html.Table:
     rows = []
     for job in jobs:
@@ -189,7 +250,9 @@ def minimums_table(rows: list[dict], overrides: dict[int, int | None], default_m
         below = r["completed"] < r["minimum"]
         body.append(html.Tr([
             html.Td([html.Span(r["name"], className="fw-semibold"),
-                     dbc.Badge("below minimum", color="danger", className="ms-2") if below else None]),
+                     dbc.Badge("below minimum", color="danger", className="ms-2") if below else None,
+                     dbc.Badge("paused", color="warning", text_color="dark", className="ms-2")
+                     if r.get("paused") else None]),
             html.Td(r["completed"]),
             html.Td(r["inFlight"]),
             html.Td(f"{r['claimRatePerMin']:g}"),
@@ -249,11 +312,12 @@ def layout(**_query):
                     actions=[html.Span("Only ops can change anything here.", className="text-body-secondary small")
                              if not is_ops else None, run_button]),
         html.Div(id="mt-run-result"),
+        html.Div(id="mt-pause-feedback"),
         dbc.Row([
             dbc.Col(html.Div(id="mt-leader-slot", className="h-100"), lg=3, className="mb-4"),
-            dbc.Col(_card("Scheduled jobs", "last and next run of each", html.Div(id="mt-jobs"), class_name="h-100"),
-                    lg=9, className="mb-4"),
+            dbc.Col(html.Div(id="mt-controls-slot", className="h-100"), lg=9, className="mb-4"),
         ], className="g-3"),
+        _card("Scheduled jobs", "last and next run of each", html.Div(id="mt-jobs")),
         _card("Backlog minimums", "the policy in force sets each target from the minimum, the instant attempts "
                                   "per minute (hits and misses, last hour) against their forecast, and the lead time",
               [html.Div(id="mt-policy-line"), html.Div(id="mt-min-feedback", className="px-3 pt-3"),
@@ -270,6 +334,41 @@ def refresh_status(_n, _version):
     rt = runtime.current()
     return (leader_card(jobruns.leader(rt)), jobs_table(schedule.jobs_overview(rt), rt.now()),
             runs_table(jobruns.recent_runs(rt, RECENT_RUNS)))
+
+
+@callback(Output("mt-controls-slot", "children"), Input("mt-interval", "n_intervals"), Input("mt-version", "data"))
+def refresh_controls(_n, _version):
+    rt = runtime.current()
+    user = access.current_user()
+    return controls_card(pauses.described(rt), breaker.current(rt), recipes.list_recipes(rt),
+                         editable=user is not None and user.is_ops)
+
+
+@callback(Output("mt-pause-feedback", "children"), Output("mt-version", "data", allow_duplicate=True),
+          Input({"type": "mt-pause", "scope": ALL, "recipe": ALL, "to": ALL}, "n_clicks"),
+          Input("mt-pause-recipe-go", "n_clicks"), State("mt-pause-recipe", "value"), State("mt-version", "data"),
+          prevent_initial_call=True)
+def pause_or_resume(_clicks, _go, picked, version):
+    trigger = ctx.triggered_id
+    if not trigger or not any(t.get("value") for t in ctx.triggered):
+        raise PreventUpdate  # buttons (re)rendered, not clicked
+    user = access.require("ops")
+    if trigger == "mt-pause-recipe-go":
+        if not picked:
+            return dbc.Alert("Pick a recipe first.", color="warning", dismissable=True, id="mt-pause-alert"), dash.no_update
+        scope, recipe_id, pausing = pauses.BACKLOG, int(picked), True
+    else:
+        scope, recipe_id, pausing = trigger["scope"], trigger["recipe"] or None, trigger["to"] == "pause"
+    change = pauses.pause if pausing else pauses.resume
+    try:
+        answer = change(runtime.current(), scope, recipe_id, actor_id=user.id)
+    except pauses.PauseError as e:
+        return dbc.Alert(str(e), color="danger", dismissable=True, id="mt-pause-alert"), dash.no_update
+    verb = "paused" if pausing else "resumed"
+    text = (f"{answer['what'].capitalize()} {verb}." if answer["changed"]
+            else f"{answer['what'].capitalize()} was {'paused' if pausing else 'running'} already.")
+    return (dbc.Alert(text, color="success", dismissable=True, duration=8000, id="mt-pause-alert"),
+            (version or 0) + 1)
 
 
 @callback(Output("mt-minimums", "children"), Output("mt-policy-line", "children"), Input("mt-version", "data"))

@@ -311,10 +311,16 @@ def health_banner(snap: dict):
                                     local_time(leader["since"]) if leader else "—", "."])],
                          color="success", className="health-banner py-2 mb-4", id="health-banner")
     no_leader = [p for p in health["problems"] if p["kind"] == "no_leader"]
+    tripped = [p for p in health["problems"] if p["kind"] == "breaker_open"]
     below = [p for p in health["problems"] if p["kind"] == "below_minimum"]
     parts = []
     if no_leader:
         parts.append(html.Div(no_leader[0]["message"], className="fw-semibold", id="health-no-leader"))
+    if tripped:
+        probe = tripped[0]["nextProbeAt"]
+        parts.append(html.Div([html.Span(tripped[0]["message"], className="fw-semibold"),
+                               html.Span([" Next probe: ", local_time(probe, relative=True), "."]) if probe else None],
+                              id="health-breaker"))
     if below:
         parts.append(html.Div([
             html.Span(f"{len(below)} recipe{'s' if len(below) != 1 else ''} below minimum",
@@ -322,7 +328,7 @@ def health_banner(snap: dict):
             html.Ul([html.Li(p["message"]) for p in below]),
         ], id="health-below-minimum"))
     return dbc.Alert([html.Span("!", className="health-icon fw-bold"), html.Div(parts)],
-                     color="danger" if no_leader else "warning", className="health-banner mb-4",
+                     color="danger" if no_leader or tripped else "warning", className="health-banner mb-4",
                      id="health-banner")
 
 

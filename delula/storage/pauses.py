@@ -20,8 +20,8 @@ def pause(s: Session, scope: str, recipe_id: int = ALL_RECIPES, *, by: str | Non
     """Pause ``scope`` (for one recipe, or all); ``True`` unless it was paused already."""
     insert = (postgresql.insert if is_postgres(s) else sqlite.insert)(Pause)
     stmt = (insert.values(scope=scope, recipe_id=recipe_id, paused_by=by, paused_at=now)
-            .on_conflict_do_nothing(index_elements=["scope", "recipe_id"]))
-    return bool(s.execute(stmt).rowcount)
+            .on_conflict_do_nothing(index_elements=["scope", "recipe_id"]).returning(Pause.scope))
+    return s.execute(stmt).first() is not None
 
 
 def resume(s: Session, scope: str, recipe_id: int = ALL_RECIPES) -> Pause | None:
