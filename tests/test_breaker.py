@@ -4,9 +4,11 @@ growing backoff, and closes when the provider recovers. Two processes share one 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 from sqlalchemy import update
 
 from delula import auth, breaker, counters, queue, recipes
@@ -15,7 +17,11 @@ from delula.config import Settings
 from delula.providers import ProviderError
 from delula.simulator import Simulator, SimulatorProvider
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
-from delula.storage.models import Generation, Recipe
+from delula.storage import breaker as store_breaker
+from delula.storage.models import Recipe
+from tests.support.db import free_port
+from tests.support.processes import spawn, stop_processes, worker_env
+from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
 SETTINGS = Settings(breaker_threshold=3, breaker_backoff_s=30, breaker_max_backoff_s=100)
@@ -185,3 +191,66 @@ def test_two_processes_share_one_breaker_it_opens_once_and_one_of_them_takes_the
         t.join()
     assert sorted(won) == [False, True]
     assert breaker.current(a)["state"] == "half_open"
+
+
+@pytest.mark.postgres
+def test_a_worker_against_the_simulator_over_http_opens_probes_and_closes_on_recovery(pg_url, make_runtime,
+                                                                                      tmp_path):
+    """Real processes: the fal client of a worker talks to the simulator's HTTP face, whose
+    submits all answer 503 for the recipe's model. The breaker opens after three; while it is
+    open no job is submitted (the attempts spent equal the submit calls made, all of them
+    probes after the first three); once the model answers again a probe closes it and every
+    job completes."""
+    rt = make_runtime(pg_url)
+    auth.ensure_system_user(rt)
+    recipe = recipes.create_recipe(rt, name="Over HTTP", credit_cost=1, model_id=OUTAGE)
+    with rt.store.begin() as s:
+        jobs.add_generations(s, [dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe.id, form_data={},
+                                      meta={"source": "backlog"}, priority=10) for _ in range(6)], rt.now())
+    port = free_port()
+    env = worker_env(pg_url, DELULA_PROVIDER="fal", FAL_KEY="test-key", DELULA_SIMULATOR_KEY="test-key",
+                     DELULA_FAL_QUEUE_URL=f"http://127.0.0.1:{port}/sim/fal", DELULA_MAX_CONCURRENT_JOBS=10,
+                     DELULA_MAX_ATTEMPTS=50, DELULA_SIMULATOR_DURATION="0.2", DELULA_SIMULATOR_FAILURE_RATE="0",
+                     DELULA_BREAKER_THRESHOLD=3, DELULA_BREAKER_BACKOFF_S=1.5, DELULA_BREAKER_MAX_BACKOFF_S=3)
+    sim = worker = None
+    try:
+        sim = spawn(["-m", "delula", "simulator", "--port", str(port)], env, tmp_path / "sim.log")
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), what="the simulator")
+        worker = spawn(["-m", "delula", "worker"], env, tmp_path / "worker.log")
+        wait_for(lambda: _state(rt) == "open", timeout=30, what="the breaker to open")
+        for _ in range(8):   # open and probing: every attempt spent is a submit call, or the probe in flight
+            time.sleep(0.5)
+            gens = _jobs(rt, recipe.id)
+            spent, probing = sum(g.attempts for g in gens), sum(g.status == "processing" for g in gens)
+            calls = _submit_calls(rt)
+            assert probing <= 1 and {g.status for g in gens} <= {"pending", "processing"}
+            assert calls <= spent <= calls + probing, (spent, calls, probing)
+        assert 3 <= calls <= 3 + 4, calls   # 4 s of a 1.5 s / 3 s backoff: at most a few probes
+        assert _state(rt) in ("open", "half_open")
+        _heal(rt, recipe.id)
+        wait_for(lambda: _state(rt) == "closed", timeout=30, what="a probe to close the breaker")
+        wait_for(lambda: all(g.status == "completed" for g in _jobs(rt, recipe.id)), timeout=60,
+                 what="every job once the provider recovered")
+        assert worker.poll() is None
+    finally:
+        stop_processes(worker, sim)
+    log = (tmp_path / "worker.log").read_text()
+    assert "breaker: fal opened" in log and "breaker: fal closed" in log
+
+
+def _state(rt) -> str:
+    with rt.store.begin() as s:
+        row = store_breaker.get(s, "fal")
+    return "closed" if row is None else row.state
+
+
+def _submit_calls(rt) -> int:
+    return sum(n for labels, n in counters.totals(rt).get("provider_calls", []) if labels["kind"] == "submit")
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=2)
+        return True
+    except requests.RequestException:
+        return False
