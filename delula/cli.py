@@ -53,6 +53,13 @@ def format_status(data: dict) -> str:
     claimable = data["claimable"]
     by_recipe = ", ".join(f"recipe {rid}: {n}" for rid, n in claimable["byRecipe"].items())
     lines.append(f"claimable: {claimable['total']}" + (f" ({by_recipe})" if by_recipe else ""))
+    paused = data["paused"]
+    held = (["queue submissions"] if paused["queue"] else []) + (["backlog (all recipes)"] if paused["backlog"] else []) \
+        + [f"backlog of recipe {rid}" for rid in paused["recipes"]]
+    lines.append("paused:    " + (", ".join(held) if held else "nothing"))
+    provider = data["breaker"]
+    lines.append(f"breaker:   {provider['state'].replace('_', '-')} ({provider['failures']} of "
+                 f"{provider['threshold']} provider errors in a row)")
     if data["nextPolls"]:
         lines.append("next polls:")
         for p in data["nextPolls"]:

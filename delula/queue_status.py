@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from . import breaker, pauses
 from .clock import isoformat
 from .storage import JobStatus, jobs
 from .storage import stats as store_stats
@@ -33,6 +34,7 @@ def status(rt) -> dict:
         oldest = jobs.oldest_pending(s)
         polls = jobs.next_polls(s, NEXT_POLLS_SHOWN)
         backlog = store_stats.backlog_counts(s)
+        paused = pauses.read(s)
     claimable = {str(rid): c["completed"] for rid, c in sorted(backlog.items()) if c["completed"]}
     return {
         "counts": counts,
@@ -45,6 +47,8 @@ def status(rt) -> dict:
                        "inSeconds": round((g.next_poll_at - now).total_seconds(), 1),
                        "pollCount": g.poll_count, "attempts": g.attempts} for g, name in polls],
         "claimable": {"total": sum(claimable.values()), "byRecipe": claimable},
+        "paused": paused.summary(),
+        "breaker": breaker.current(rt),
         "at": isoformat(now),
     }
 

@@ -143,6 +143,19 @@ def pg_rt(pg_url, make_runtime):
 
 
 @pytest.fixture
+def env(rt):
+    """The API's world on SQLite and PostgreSQL (:func:`tests.support.factories.world`: users of
+    every role with tokens, recipes, a pool) with ``rt`` and a Flask test ``client`` of the API."""
+    from tests.support.api import make_app
+    from tests.support.factories import world as api_world
+
+    w = api_world(rt)
+    w.rt = rt
+    w.client = make_app(rt).test_client()
+    return w
+
+
+@pytest.fixture
 def world(db_url, make_runtime):
     """The whole app on a fresh database (SQLite and PostgreSQL) with a user of each role:
     ``(rt, dash_app, users, failed_job_id)`` (:func:`tests.support.dash.app_world`)."""

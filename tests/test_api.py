@@ -36,14 +36,6 @@ def assert_json_error(response, status: int) -> dict:
     return body
 
 
-@pytest.fixture
-def env(rt):
-    w = world(rt)
-    w.rt = rt
-    w.client = make_app(rt).test_client()
-    return w
-
-
 def _instant(env, token, recipe_id=None, headers=None, **body):
     payload = {"recipeId": env.recipe.id if recipe_id is None else recipe_id, **body}
     return env.client.post("/api/generate/instant", json=payload, headers={**bearer(token), **(headers or {})})

@@ -8,7 +8,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
 from sqlalchemy import update
 
 from delula import auth, breaker, counters, queue, recipes
@@ -20,7 +19,7 @@ from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
 from delula.storage import breaker as store_breaker
 from delula.storage.models import Recipe
 from tests.support.db import free_port
-from tests.support.processes import spawn, stop_processes, worker_env
+from tests.support.processes import answers_http, spawn, stop_processes, worker_env
 from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
@@ -215,7 +214,7 @@ def test_a_worker_against_the_simulator_over_http_opens_probes_and_closes_on_rec
     sim = worker = None
     try:
         sim = spawn(["-m", "delula", "simulator", "--port", str(port)], env, tmp_path / "sim.log")
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), what="the simulator")
+        wait_for(lambda: answers_http(f"http://127.0.0.1:{port}/"), what="the simulator")
         worker = spawn(["-m", "delula", "worker"], env, tmp_path / "worker.log")
         wait_for(lambda: _state(rt) == "open", timeout=30, what="the breaker to open")
         for _ in range(8):   # open and probing: every attempt spent is a submit call, or the probe in flight
@@ -247,10 +246,3 @@ def _state(rt) -> str:
 def _submit_calls(rt) -> int:
     return sum(n for labels, n in counters.totals(rt).get("provider_calls", []) if labels["kind"] == "submit")
 
-
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=2)
-        return True
-    except requests.RequestException:
-        return False

@@ -6,10 +6,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
 
 from delula import auth, claims, counters, generations, housekeeping, metrics, queue, queue_actions, recipes
 from delula.clock import ManualClock

@@ -17,7 +17,7 @@ from delula.storage.models import CreditTransaction, Generation
 from tests.support.api import start_claiming
 from tests.support.db import Cluster, free_port, require_clusters
 from tests.support.factories import add_pool_items
-from tests.support.processes import ROOT, TERMINAL, halt_under_claims, spawn, stop_processes, worker_env
+from tests.support.processes import answers_http, ROOT, TERMINAL, halt_under_claims, spawn, stop_processes, worker_env
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -117,7 +117,7 @@ def test_a_misbehaving_provider_fails_jobs_readably_and_the_scheduler_keeps_goin
                DELULA_BREAKER_THRESHOLD=10_000)   # each job's own fault, not an outage: the breaker stays out
     try:
         sim = spawn(["-m", "delula", "simulator", "--port", str(port)], env, tmp_path / "sim.log")
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), what="the simulator")
+        wait_for(lambda: answers_http(f"http://127.0.0.1:{port}/"), what="the simulator")
         worker = spawn(["-m", "delula", "worker"], env, tmp_path / "worker.log")
         ended = {fault: wait_for(lambda r=recipe: _ended(rt, r.id), timeout=120, what=f"the {fault} jobs to end")
                  for fault, (recipe, _) in faulty.items()}
@@ -140,13 +140,6 @@ def _ended(rt, recipe_id: int) -> list[Generation] | None:
     jobs = _jobs(rt, recipe_id)
     return jobs if jobs and all(g.status in TERMINAL for g in jobs) else None
 
-
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=2)
-        return True
-    except requests.RequestException:
-        return False
 
 
 def test_the_api_survives_a_database_restart_under_load(tmp_path):
@@ -174,7 +167,7 @@ def test_the_api_survives_a_database_restart_under_load(tmp_path):
         env = worker_env(url, DELULA_SCHEDULER="off", DELULA_INSTANT_COOLDOWN_S=0, DELULA_ADMIN_PASSWORD="x-admin-pass")
         app = spawn([str(ROOT / "app.py"), "--port", str(port), "--no-scheduler"], env, tmp_path / "app.log")
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{base}/healthz"), timeout=60, what="the app")
+        wait_for(lambda: answers_http(f"{base}/healthz"), timeout=60, what="the app")
         results: list[tuple[int, dict]] = []
         stop = threading.Event()
 

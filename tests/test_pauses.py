@@ -11,19 +11,10 @@ import pytest
 
 from delula import audit, auth, backlog, generations, pauses, queue, recipes
 from delula.storage import SYSTEM_BACKLOG_USER_ID, jobs
-from tests.support.api import bearer, make_app
+from tests.support.api import bearer
 from tests.support.db import db_snapshot
-from tests.support.factories import world
 from tests.support.processes import ROOT, spawn, stop_processes, worker_env
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-def env(rt):
-    w = world(rt)
-    w.rt = rt
-    w.client = make_app(rt).test_client()
-    return w
 
 
 def _backlog_jobs(rt, recipe_id):
@@ -166,6 +157,7 @@ def test_a_pause_from_the_cli_stops_a_separate_worker_within_a_tick_and_resume_r
         assert "paused" in _cli(env, "backlog", "pause")
         recipes.set_min_backlog(rt, recipe.id, 2, actor_id=None)
         assert "paused" in _cli(env, "queue", "pause")
+        assert "paused:    queue submissions, backlog (all recipes)" in _cli(env, "queue", "status")
         held = generations.create_user_generation(rt, user_id=user.id, recipe_id=recipe.id, form_data={})
         time.sleep(3)   # three queue ticks and six maintenance passes
         assert _backlog_jobs(rt, recipe.id) == []

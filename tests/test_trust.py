@@ -16,17 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from delula import audit, auth, claims, generations, queue_actions, recipes, schedule, sign_in
 from delula.storage import SYSTEM_BACKLOG_USER_ID, accounts, stats
 from delula.storage.models import AuditEvent, ClaimEvent, CreditTransaction, Generation
-from tests.support.api import bearer, make_app
+from tests.support.api import bearer
 from tests.support.db import db_snapshot, events
-from tests.support.factories import add_pool_items, world
-
-
-@pytest.fixture
-def env(rt):
-    w = world(rt)
-    w.rt = rt
-    w.client = make_app(rt).test_client()
-    return w
+from tests.support.factories import add_pool_items
 
 
 def _instant(env, token, headers=None, **body):

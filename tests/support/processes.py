@@ -48,3 +48,14 @@ def halt_under_claims(cluster, base: str, results: list, unavailable: int) -> No
     wait_for(lambda: sum(1 for s, _ in results[down_at:] if s == 503) >= unavailable, what="503s while down")
     health = requests.get(f"{base}/healthz", timeout=30)
     assert health.status_code == 503 and health.json()["database"] != "ok"
+
+
+def answers_http(url: str) -> bool:
+    """Does anything answer HTTP at ``url`` (any status)?"""
+    import requests
+
+    try:
+        requests.get(url, timeout=2)
+        return True
+    except requests.RequestException:
+        return False
