@@ -7,7 +7,8 @@
 - refused claim events (every outcome but ``claimed``): ``DELULA_EVENT_RETENTION_DAYS`` (they
   name who tried what; successful claims stay, the backlog's demand and the history need them),
   in batches of :data:`EVENT_BATCH`, at most :data:`EVENT_BATCHES` per run (the rest next run),
-  and never one the instant claims counter has not added up yet (``counters.prunable_before``).
+  after the instant claims counter has added up what is settled, and never one it has not
+  (``counters.prunable_before``).
 
 Each table is pruned in short transactions of its own, so no lock is held across them.
 """
@@ -36,6 +37,7 @@ def prune(rt) -> dict:
         keys = pool.prune_keys(s, rt.now() - KEEP_IDEMPOTENCY_KEYS)
     counts = sign_in.prune(rt)
     events = 0
+    counters.roll_up(rt)   # what is pruned must be in the claims counter's stored total first
     before = counters.prunable_before(rt, rt.now() - timedelta(days=rt.settings.event_retention_days))
     for _ in range(EVENT_BATCHES):
         with rt.store.begin() as s:

@@ -277,7 +277,7 @@ def test_migration_0014_goes_down_and_up(rt):
     [young] = _items(rt, recipe.id, [1])
     backlog.maintain(rt)
     head = storage.current_revision(rt.store)
-    assert head == "0014"
+    assert head >= "0014"   # later migrations go down through it too
     if rt.store.is_postgres:
         assert _claim_function(rt) == (1, "p_recipe_id integer, p_user_id character varying, p_actor_id character "
                                           "varying, p_patch jsonb, p_now timestamp with time zone, p_cooldown_s "
