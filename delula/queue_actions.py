@@ -287,11 +287,13 @@ def bulk(rt, action: str, *, ids=None, filter: JobFilter | None = None, actor_id
             after = [-1]   # the keyset: the last id of the page before
 
             def page(s):
+                # one id more than the batch: whether another page follows, without an empty last one
                 found = jobs.job_ids_after(s, after[0], statuses=where.statuses, recipe_id=where.recipe_id,
-                                           source=where.source, limit=size)
-                if found:
-                    after[0] = found[-1]
-                return found, len(found) < size
+                                           source=where.source, limit=size + 1)
+                batch = found[:size]
+                if batch:
+                    after[0] = batch[-1]
+                return batch, len(found) <= size
             while not run.batch(page):
                 pass
     except Exception:

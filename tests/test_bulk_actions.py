@@ -256,19 +256,19 @@ def test_a_bulk_action_commits_batch_by_batch_in_set_based_statements(rt, monkey
     assert seen.count("UPDATE GENERATIONS") == 5         # one conditional statement per batch
     assert seen.count("INSERT INTO AUDIT_EVENTS ") == 1
 
-    for gid in failed:
+    for gid in failed[:28]:
         with rt.store.begin() as s:
             jobs.cancel_job(s, gid, error="x", now=rt.now())
     seen = Transactions(rt)
-    assert queue_actions.bulk(rt, RETRY, filter=JobFilter(statuses=("cancelled",))) == {"done": 30, "skipped": 0}
-    assert seen.commits == 5 and seen.count("UPDATE GENERATIONS") == 5
+    assert queue_actions.bulk(rt, RETRY, filter=JobFilter(statuses=("cancelled",))) == {"done": 28, "skipped": 0}
+    assert seen.commits == 4 and seen.count("UPDATE GENERATIONS") == 4   # 4 × 7: no empty fifth one
     pages = [st for st in seen.statements if st.upper().startswith("SELECT GENERATIONS.ID")]
-    assert len(pages) == 5                               # keyset pages: id > the last one, never OFFSET
+    assert len(pages) == 4                               # keyset pages: id > the last one, never OFFSET
     assert all("generations.id >" in st for st in pages)
     if rt.store.is_postgres:  # SQLite's dialect writes every LIMIT as "LIMIT ? OFFSET ?", with 0
         assert not [st for st in pages if "OFFSET" in st.upper()]
     assert not [st for st in seen.statements if "count(" in st.lower()]
-    assert [e["details"]["done"] for e in _bulk_events(rt)] == [30, 30]
+    assert [e["details"]["done"] for e in _bulk_events(rt)] == [30, 28]
 
 
 def test_a_failing_batch_leaves_the_batches_before_it_done_and_audited(rt, monkeypatch):
