@@ -1,8 +1,8 @@
 """The audit trail: who did what to whom, written with the action itself, read by ops.
 
 Every action staff take on someone else's behalf or on the system — claims and generations for
-another user, top-ups, retry and cancel, minimum changes, run-now, sign-ins, password, role and
-token changes — calls :func:`record` in the session of the action, so the record and the action
+another user, top-ups, retry and cancel (a bulk one is one event with its counts), minimum
+changes, run-now, sign-ins, password, role and token changes — calls :func:`record` in the session of the action, so the record and the action
 commit together. The faces set the request id (:func:`request_context`) so a record can be
 matched to its request's log lines.
 """
@@ -23,9 +23,9 @@ from .storage import audit as store
 
 MAX_LIMIT = 1000
 
-ACTIONS = ("claim_for_user", "generate_for_user", "top_up", "retry", "cancel", "set_minimum", "set_policy",
-           "run_now", "sign_in", "sign_in_failed", "sign_out", "password_change", "role_change", "token_issue",
-           "token_revoke", "deactivate", "recipe_update", "pause", "resume")
+ACTIONS = ("claim_for_user", "generate_for_user", "top_up", "retry", "cancel", "bulk_retry", "bulk_cancel",
+           "set_minimum", "set_policy", "run_now", "sign_in", "sign_in_failed", "sign_out", "password_change",
+           "role_change", "token_issue", "token_revoke", "deactivate", "recipe_update", "pause", "resume")
 FIELDS = ("id", "at", "actor", "actorId", "action", "targetUser", "targetUserId", "targetJobId", "targetRecipeId",
           "details", "requestId")
 

@@ -353,6 +353,17 @@ def cancel_at_provider(rt, sub: Submission, generation_id: int) -> bool:
         return False
 
 
+def cancel_submitted(rt, gens) -> int:
+    """:func:`cancel_at_provider` for each of ``gens`` that was submitted (:func:`submission`),
+    side by side on up to :data:`PROVIDER_THREADS` threads, as a tick's polls are; how many the
+    provider accepted."""
+    subs = [(sub, gen.id) for gen in gens if (sub := submission(gen)) is not None]
+    if len(subs) <= 1:
+        return sum(cancel_at_provider(rt, sub, gid) for sub, gid in subs)
+    with ThreadPoolExecutor(min(PROVIDER_THREADS, len(subs)), thread_name_prefix="delula-cancel") as pool:
+        return sum(pool.map(lambda item: cancel_at_provider(rt, *item), subs))
+
+
 # --------------------------------------------------------------------------------------------
 # recovery
 # --------------------------------------------------------------------------------------------

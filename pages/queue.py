@@ -7,6 +7,13 @@ only, checked again inside the callback — after a confirmation; ``queue_action
 (a row's buttons come from ``queue_actions.allowed``) and refuses with a readable ``QueueError``.
 Filters live in the URL query (``/queue?status=failed&recipe=3&source=user``) so other pages can
 link to a filtered view. The grid refreshes every few seconds while the tab is visible.
+
+Bulk actions (ops only): rows are selected with their checkboxes, then "Retry selected (n)" /
+"Cancel selected (n)" act on the selected rows the action applies to, and "Retry all N matching" /
+"Cancel all N matching" on every job the filters match among the statuses the action applies to,
+however old (N counted with a bounded query, ``queue_actions.matching``). A modal states the count
+and the action; once confirmed, ``queue_actions.bulk`` runs it in batches and the toast says what
+happened ("Retried 198, skipped 2").
 """
 from __future__ import annotations
 
@@ -134,6 +141,60 @@ def no_rows(filters: dict) -> dict:
     return {"noRowsOverlayComponent": "DelulaNoRows", "noRowsOverlayComponentParams": {"message": empty_message(filters)}}
 
 
+def selected_ids(action: str, selected: list | None, rows: list | None) -> list[int]:
+    """The ids of the selected rows that ``action`` applies to, by their status in the grid's
+    current ``rows`` (a selected row no longer shown keeps the status it was selected with)."""
+    current = {r.get("id"): r.get("status") for r in rows or [] if isinstance(r, dict)}
+    ids = []
+    for row in selected or []:
+        job_id = row.get("id") if isinstance(row, dict) else None
+        if isinstance(job_id, int) and action in queue_actions.allowed(current.get(job_id, row.get("status"))):
+            ids.append(job_id)
+    return ids
+
+
+def bulk_filter(action: str, filters: dict) -> queue_actions.JobFilter | None:
+    """The page's filters as ``action``'s filter (``None``: the chosen statuses leave it nothing)."""
+    return queue_actions.narrow(action, filters["statuses"], filters["recipe"], filters["source"])
+
+
+def _verb(action: str) -> str:
+    return "Retry" if action == queue_actions.RETRY else "Cancel"
+
+
+def _count(n: int, more: bool = False) -> str:
+    return f"{n:,}{'+' if more else ''}"
+
+
+def selected_label(action: str, n: int) -> str:
+    return f"{_verb(action)} selected ({n:,})"
+
+
+def matching_label(action: str, n: int, more: bool = False) -> str:
+    return f"{_verb(action)} all {_count(n, more)} matching"
+
+
+def _jobs(n: int, more: bool = False) -> str:
+    return f"{_count(n, more)} job{'' if n == 1 and not more else 's'}"
+
+
+def bulk_question(action: str, n: int, *, matching: bool, more: bool = False) -> str:
+    """What the confirmation asks: the action, the count, and what the action does."""
+    which = (f"all {_jobs(n, more)} matching the filters ({queue_actions.rule(action)}, of any age)"
+             if matching else f"{_jobs(n)} selected")
+    if action == queue_actions.RETRY:
+        return (f"Retry {which}? They go back to pending with fresh attempts and are submitted again. "
+                "Jobs that changed meanwhile are skipped.")
+    return (f"Cancel {which}? They stop now (and are cancelled at the provider); users' credits are refunded. "
+            "Jobs that changed meanwhile are skipped.")
+
+
+def bulk_result(action: str, result: dict) -> str:
+    """The toast after a bulk action: "Retried 198, skipped 2"."""
+    done = "Retried" if action == queue_actions.RETRY else "Cancelled"
+    return f"{done} {result['done']:,}, skipped {result['skipped']:,}."
+
+
 def confirm_text(action: str, job_id: int) -> str:
     if action == queue_actions.RETRY:
         return f"Retry job #{job_id}? It goes back to pending with fresh attempts and is submitted again."
@@ -145,12 +206,12 @@ def confirm_text(action: str, job_id: int) -> str:
 
 COLUMNS = [
     {"field": "id", "headerName": "Job", "cellRenderer": "DelulaJobLink", "width": 85, "sort": "desc"},
-    {"field": "recipe", "headerName": "Recipe", "minWidth": 160, "flex": 1, "filter": True},
+    {"field": "recipe", "headerName": "Recipe", "minWidth": 130, "flex": 1, "filter": True},
     {"field": "source", "headerName": "Source", "width": 100},
     {"field": "owner", "headerName": "Owner", "width": 140, "filter": True},
     {"field": "status", "headerName": "Status", "cellRenderer": "DelulaStatus", "width": 125},
     {"field": "attempts", "headerName": "Attempts", "width": 100, "type": "numericColumn"},
-    {"field": "error", "headerName": "Error", "minWidth": 140, "flex": 1.5, "tooltipField": "error", "filter": True},
+    {"field": "error", "headerName": "Error", "minWidth": 110, "flex": 1.5, "tooltipField": "error", "filter": True},
     {"field": "nextPoll", "headerName": "Next poll", "width": 105,
      "valueFormatter": {"function": "delulaNextPoll(params.value)"}},
     {"field": "age", "headerName": "Age", "width": 85, "valueFormatter": {"function": "delulaDuration(params.value)"}},
@@ -210,6 +271,52 @@ def _load(rt, filters: dict, is_ops: bool) -> tuple[list[dict], dict]:
     return rows, queue_status.status(rt)
 
 
+BULK_BUTTONS = [(f"queue-bulk-{action}-{scope}", action, scope)
+                for scope in ("selected", "all") for action in (queue_actions.RETRY, queue_actions.CANCEL)]
+SELECTION = {"mode": "multiRow", "checkboxes": True, "headerCheckbox": True, "enableClickSelection": False,
+             "selectAll": "filtered"}
+SELECTION_COLUMN = {"width": 44}
+
+
+def bulk_counts(rt, filters: dict, selected: list | None, rows: list | None) -> list[tuple[str, bool]]:
+    """Each bulk button's label and whether it is disabled (nothing to act on), in
+    :data:`BULK_BUTTONS` order: the selected rows the action applies to, or the jobs the filters
+    match among those it applies to (a bounded count)."""
+    out = []
+    for _, action, scope in BULK_BUTTONS:
+        if scope == "selected":
+            n = len(selected_ids(action, selected, rows))
+            out.append((selected_label(action, n), n == 0))
+            continue
+        where = bulk_filter(action, filters)
+        n, more = queue_actions.matching(rt, action, where) if where else (0, False)
+        out.append((matching_label(action, n, more), n == 0))
+    return out
+
+
+def bulk_bar(rt, filters: dict) -> html.Div:
+    """Ops only: the bulk buttons above the grid, their confirmation and the request it holds."""
+    counts = dict(zip((b[0] for b in BULK_BUTTONS), bulk_counts(rt, filters, [], [])))
+
+    def button(button_id, action, scope):
+        color = "primary" if action == queue_actions.RETRY else "danger"
+        label, disabled = counts[button_id]
+        return dbc.Button(label, id=button_id, size="sm", disabled=disabled, color=color,
+                          outline=scope == "all", className="queue-bulk-button")
+
+    return html.Div([
+        html.Div([button(*b) for b in BULK_BUTTONS[:2]], className="d-flex gap-2"),
+        html.Div([button(*b) for b in BULK_BUTTONS[2:]], className="d-flex gap-2"),
+        dbc.Modal([
+            dbc.ModalHeader(dbc.ModalTitle("Confirm a bulk action")),
+            dbc.ModalBody(id="queue-bulk-question"),
+            dbc.ModalFooter([dbc.Button("Back", id="queue-bulk-dismiss", color="secondary", outline=True),
+                             dbc.Button("Confirm", id="queue-bulk-confirm", color="danger")]),
+        ], id="queue-bulk-modal", is_open=False, centered=True),
+        dcc.Store(id="queue-bulk-request"),
+    ], id="queue-bulk", className="d-flex flex-wrap justify-content-between gap-2 mb-2")
+
+
 def _footnote(rows: list, now: datetime) -> list:
     shown = f"{len(rows):,} job{'s' if len(rows) != 1 else ''}"
     more = f" (the newest {LIMIT}; narrow the filters to see older ones)" if len(rows) >= LIMIT else ""
@@ -225,13 +332,16 @@ def layout(status=None, recipe=None, source=None, **_query):
     rows, summary = _load(rt, filters, user.is_ops)
     recipe_options = [{"label": r.name + ("" if r.is_active else " (inactive)"), "value": str(r.id)}
                       for r in recipe_domain.list_recipes(rt, active_only=False)]
-    hint = ("Retry a failed job or cancel a pending/processing one with the buttons on its row."
+    hint = ("Retry a failed job or cancel a pending/processing one with the buttons on its row, or select "
+            "rows (or take every job the filters match) for a bulk action."
             if user.is_ops else "Retry and cancel are for ops; you can watch and filter.")
+    selection = {"rowSelection": SELECTION, "selectionColumnDef": SELECTION_COLUMN} if user.is_ops else {}
     return html.Div([
         page_header("Queue", f"Generation jobs, newest first: user jobs run before backlog refills, "
                              f"at most {rt.settings.max_concurrent_jobs} at once. {hint}"),
         html.Div(count_tiles(summary), id="queue-counts-box"),
         _filters(filters, recipe_options),
+        bulk_bar(rt, filters) if user.is_ops else None,
         dag.AgGrid(
             id="queue-grid",
             rowData=rows,
@@ -239,7 +349,7 @@ def layout(status=None, recipe=None, source=None, **_query):
             defaultColDef={"sortable": True, "resizable": True, "filter": False},
             getRowId="params.data.rowId",
             dashGridOptions={**no_rows(filters), "tooltipShowDelay": 300, "animateRows": False,
-                             "suppressCellFocus": True},
+                             "suppressCellFocus": True, **selection},
             className="queue-grid",
             style={"height": "calc(100vh - 26rem)", "minHeight": "420px"},
         ),
@@ -337,3 +447,107 @@ def perform(action: str, job_id: int) -> tuple[str, bool]:
     except queue_actions.QueueError as e:
         return f"Job #{job_id}: {e}", False
     return f"Unknown action {action!r}.", False
+
+
+# --- bulk actions (ops; the bar exists on ops' page only) -------------------------------------
+
+@callback(
+    *[Output(button_id, "children") for button_id, _, _ in BULK_BUTTONS],
+    *[Output(button_id, "disabled") for button_id, _, _ in BULK_BUTTONS],
+    Input("queue-grid", "selectedRows"),
+    Input("queue-grid", "rowData"),
+    State("queue-filter-status", "value"),
+    State("queue-filter-recipe", "value"),
+    State("queue-filter-source", "value"),
+    prevent_initial_call=True,
+)
+def bulk_buttons(selected, rows, statuses, recipe, source):
+    """The bulk buttons' counts, whenever the selection or the grid's rows change."""
+    user = access.current_user()
+    if user is None or not user.is_ops:
+        raise PreventUpdate
+    counts = bulk_counts(runtime.current(), parse_filters(statuses, recipe, source), selected, rows)
+    return *[label for label, _ in counts], *[disabled for _, disabled in counts]
+
+
+@callback(
+    Output("queue-bulk-modal", "is_open"),
+    Output("queue-bulk-question", "children"),
+    Output("queue-bulk-confirm", "children"),
+    Output("queue-bulk-request", "data"),
+    Output("queue-toast", "is_open", allow_duplicate=True),
+    Output("queue-toast", "children", allow_duplicate=True),
+    Output("queue-toast", "icon", allow_duplicate=True),
+    *[Input(button_id, "n_clicks") for button_id, _, _ in BULK_BUTTONS],
+    Input("queue-bulk-dismiss", "n_clicks"),
+    State("queue-grid", "selectedRows"),
+    State("queue-grid", "rowData"),
+    State("queue-filter-status", "value"),
+    State("queue-filter-recipe", "value"),
+    State("queue-filter-source", "value"),
+    prevent_initial_call=True,
+)
+def bulk_ask(*args):
+    """A bulk button: count again, then ask (ops only); Back closes the question."""
+    selected, rows, statuses, recipe, source = args[-5:]
+    pressed = dash.ctx.triggered_id
+    if pressed == "queue-bulk-dismiss":
+        return False, dash.no_update, dash.no_update, None, *([dash.no_update] * 3)
+    button = next((b for b in BULK_BUTTONS if b[0] == pressed), None)
+    if button is None:
+        raise PreventUpdate
+    user = access.current_user()
+    if user is None or not user.is_ops:
+        return False, dash.no_update, dash.no_update, None, True, "Retry and cancel are for ops.", "danger"
+    _, action, scope = button
+    if scope == "selected":
+        ids = selected_ids(action, selected, rows)
+        n, more, request = len(ids), False, {"action": action, "ids": ids}
+    else:
+        where = bulk_filter(action, parse_filters(statuses, recipe, source))
+        n, more = queue_actions.matching(runtime.current(), action, where) if where else (0, False)
+        request = {"action": action, "filter": {"statuses": list(where.statuses), "recipe": where.recipe_id,
+                                                "source": where.source} if where else None}
+    if n == 0:
+        return False, dash.no_update, dash.no_update, None, True, f"Nothing to {action}.", "warning"
+    question = bulk_question(action, n, matching=scope == "all", more=more)
+    return True, question, f"{_verb(action)} {_jobs(n, more)}", request, *([dash.no_update] * 3)
+
+
+@callback(
+    Output("queue-bulk-modal", "is_open", allow_duplicate=True),
+    Output("queue-toast", "is_open", allow_duplicate=True),
+    Output("queue-toast", "children", allow_duplicate=True),
+    Output("queue-toast", "icon", allow_duplicate=True),
+    Output("queue-changed", "data", allow_duplicate=True),
+    Output("queue-grid", "deselectAll"),
+    Input("queue-bulk-confirm", "n_clicks"),
+    State("queue-bulk-request", "data"),
+    prevent_initial_call=True,
+)
+def bulk_act(_confirmed, request):
+    """Confirmed: the bulk action through the queue service; the toast says what it did."""
+    if not request:
+        raise PreventUpdate
+    message, ok = perform_bulk(request)
+    return False, True, message, "success" if ok else "danger", time.time(), ok
+
+
+def perform_bulk(request: dict) -> tuple[str, bool]:
+    """Run a confirmed bulk request (checked again: ops only, and by the domain's rules);
+    (message for the toast, whether it ran)."""
+    user = access.require("ops")
+    action = request.get("action") if isinstance(request, dict) else None
+    if action not in queue_actions.APPLIES_TO:
+        return f"Unknown action {action!r}.", False
+    asked = request.get("filter")
+    where = None
+    if isinstance(asked, dict):
+        where = queue_actions.JobFilter(statuses=asked.get("statuses") or (), recipe_id=asked.get("recipe"),
+                                        source=asked.get("source"))
+    try:
+        result = queue_actions.bulk(runtime.current(), action, ids=request.get("ids"), filter=where,
+                                    actor_id=user.id)
+    except queue_actions.BulkRefused as e:
+        return f"Not done: {e}", False
+    return bulk_result(action, result), True

@@ -151,6 +151,12 @@ def test_a_walk_through_every_status_conforms_to_the_document(pg_url, make_runti
         call("get", path, w.ops_token)
         call("get", path, None)
     call("get", "/api/backlog", w.user_token)
+    for path in ("/api/jobs/retry", "/api/jobs/cancel"):   # issue 16: bulk actions, ops only
+        call("post", path, w.ops_token, json={"ids": [gen["id"], 999]})
+        call("post", path, w.ops_token, json={"filter": {"source": "user"}})
+        call("post", path, w.ops_token, json={"ids": [1], "filter": {}})
+        call("post", path, w.product_token, json={"ids": [1]})
+        call("post", path, None, json={"ids": [1]})
     call("get", "/api/audit?action=top_up&limit=5&since=2026-01-01T00:00:00Z", w.ops_token)
     call("get", "/api/audit?limit=0", w.ops_token)
     call("get", "/api/audit", w.product_token)

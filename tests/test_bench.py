@@ -19,7 +19,7 @@ import pytest
 from tests.support.db import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("claims", "dashboard", "maintenance")
+SCRIPTS = ("claims", "dashboard", "maintenance", "bulk")
 
 pytestmark = pytest.mark.postgres
 
@@ -53,6 +53,19 @@ def test_maintenance_counts_statements_for_both_sizes(pg_admin):
     assert out["pass"]["statements"] and out["small"]["statements"]
     assert out["pass"]["jobsCreated"] > 0
     assert out["statementsIndependentOfRecipes"] is True
+    assert not _exists(pg_admin, name)
+
+
+def test_bulk_retries_in_bounded_batches(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_bulk"
+    out = _run("bulk", "--database-url", pg_admin, "--db-name", name, "--jobs", "25", "--background", "100",
+               "--batch", "10", "--runs", "1")
+    assert out["benchmark"] == "bulk" and out["batchSize"] == 10
+    for case in ("retryByFilter", "retryByIds", "cancelByFilter"):
+        assert (out[case]["done"], out[case]["skipped"]) == (25, 0), case
+        assert out[case]["batches"] == out[case]["transactions"] == 3 and out[case]["largestBatch"] == 10, case
+    assert out["retryByIds"]["statementsPerTransaction"] == {"min": 1, "max": 2}   # the audit row in the last
+    assert out["refunds"] == 25 and out["ledgerMismatches"] == 0
     assert not _exists(pg_admin, name)
 
 

@@ -42,7 +42,8 @@ from flask.sessions import SecureCookieSessionInterface
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .. import audit, auth, backlog, claims, generations, metrics, pauses, queue_status, recipes, runtime
+from .. import (audit, auth, backlog, claims, generations, metrics, pauses, queue_actions, queue_status, recipes,
+                runtime)
 from ..auth import STAFF_ROLES
 from ..storage import DatabaseUnavailable
 from . import bodies, openapi
@@ -459,6 +460,46 @@ def _pause_route(scope: str, pausing: bool):
 for _scope in (pauses.BACKLOG, pauses.QUEUE):
     for _pausing in (True, False):
         _pause_route(_scope, _pausing)
+
+
+# Bulk actions on the queue (ops): the jobs by ids or by filter, in batches (queue_actions.bulk).
+_BULK_REPLIES = {
+    200: Reply("Done: jobs changed, and jobs asked for but left as they were", bodies.BulkResult),
+    400: Reply("Invalid body: ids and filter both or neither, no ids or too many, an id that is no whole "
+               "number, an unknown field, status or source, or a status the action never applies to; "
+               "nothing changed", bodies.InvalidRequest),
+    403: _error("Only ops may act on the queue"),
+}
+
+
+def _bulk(user, action: str, model) -> Response:
+    body = json_body(model)
+    where = None
+    if body.filter is not None:
+        f = body.filter
+        where = queue_actions.JobFilter(statuses=(f.status,) if f.status else (), recipe_id=f.recipe_id,
+                                        source=f.source)
+    try:
+        result = queue_actions.bulk(runtime.current(), action, ids=body.ids, filter=where, actor_id=user.id)
+    except queue_actions.BulkRefused as e:
+        raise _invalid(e.errors) from None
+    return _json(200, result)
+
+
+@route("POST", "/api/jobs/retry", "retryJobs",
+       "Retry failed or cancelled jobs, by ids or by filter, in bounded batches (ops only)",
+       body=bodies.RetryJobsRequest, responses=_BULK_REPLIES)
+@authenticated("ops")
+def retry_jobs(user):
+    return _bulk(user, queue_actions.RETRY, bodies.RetryJobsRequest)
+
+
+@route("POST", "/api/jobs/cancel", "cancelJobs",
+       "Cancel pending or processing jobs (refunding charged user jobs once), by ids or by filter, in bounded "
+       "batches (ops only)", body=bodies.CancelJobsRequest, responses=_BULK_REPLIES)
+@authenticated("ops")
+def cancel_jobs(user):
+    return _bulk(user, queue_actions.CANCEL, bodies.CancelJobsRequest)
 
 
 @route("GET", "/api/me", "me", "The caller", responses={200: Reply("The authenticated user", bodies.Me)})

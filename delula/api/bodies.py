@@ -32,7 +32,9 @@ from ..config import BACKLOG_POLICIES
 from ..audit import MAX_LIMIT as AUDIT_MAX_LIMIT
 from ..auth import ROLES
 from ..claims import target_error
-from ..generations import JobStatus
+from ..generations import JobSource, JobStatus
+from ..queue_actions import (CANCEL, FILTER_RULE, IDS_RULE, MAX_IDS, RECIPE_RULE, RETRY, SOURCE_RULE,
+                             status_refusal)
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
@@ -124,7 +126,12 @@ def validate(model: type[M], data: dict) -> M:
 
 def _reasons(error: pydantic.ValidationError) -> dict[str, str]:
     general = {"missing": "is required", "extra_forbidden": "is not a field of this request"}
-    return {str(e["loc"][0])[:MAX_FIELD_NAME]: general.get(e["type"], e["msg"]) for e in error.errors()}
+    return {_field(e["loc"]): general.get(e["type"], e["msg"]) for e in error.errors()}
+
+
+def _field(loc: tuple) -> str:
+    """A refused field's name: a nested object's field as ``filter.status`` (list positions left out)."""
+    return ".".join(str(part)[:MAX_FIELD_NAME] for part in loc[:2] if isinstance(part, str))
 
 
 def refusal(reason: str, **by_error: str) -> WrapValidator:
@@ -208,6 +215,68 @@ class GenerateRequest(_Body):
     form_data: FormData = Field(default_factory=dict)
 
 
+def _filter_status(action: str) -> WrapValidator:
+    """Annotation: a filter's status is refused with the rule's own sentence (``queue_actions``)."""
+    def check(value, handler):
+        try:
+            return handler(value)
+        except pydantic.ValidationError:
+            raise PydanticCustomError("refused", status_refusal(action, value) or "is not usable here") from None
+    return WrapValidator(check)
+
+
+JobIds = Annotated[list[GenerationId], Field(min_length=1, max_length=MAX_IDS), refusal(IDS_RULE),
+                   Field(description="the jobs to act on (an id given twice counts once)")]
+FilterRecipeId = Annotated[int, Field(ge=INT32[0], le=INT32[1]), refusal(RECIPE_RULE)]
+FilterSource = Annotated[Literal[tuple(str(s) for s in JobSource)], refusal(SOURCE_RULE)]
+def _object(reason: str) -> WrapValidator:
+    """Annotation: anything but a JSON object is refused with ``reason``; an object's own fields
+    keep their reasons."""
+    def check(value, handler):
+        if not isinstance(value, dict):
+            raise PydanticCustomError("refused", reason)
+        return handler(value)
+    return WrapValidator(check)
+
+
+# Exactly one of the two fields (JSON Schema cannot say it through the fields themselves).
+_IDS_OR_FILTER = {"oneOf": [{"required": ["ids"]}, {"required": ["filter"]}]}
+
+
+class RetryFilter(_Body):
+    """Jobs to retry: each field narrows, none given means every failed or cancelled job."""
+
+    status: Annotated[Literal[tuple(str(s) for s in JobStatus.RETRYABLE)], _filter_status(RETRY)] = None
+    recipe_id: FilterRecipeId = None
+    source: FilterSource = None
+
+
+class CancelFilter(_Body):
+    """Jobs to cancel: each field narrows, none given means every pending or processing job."""
+
+    status: Annotated[Literal[tuple(str(s) for s in JobStatus.CANCELLABLE)], _filter_status(CANCEL)] = None
+    recipe_id: FilterRecipeId = None
+    source: FilterSource = None
+
+
+class RetryJobsRequest(_Body):
+    """A bulk retry: the jobs by ``ids``, or every job matching ``filter`` — one of the two."""
+
+    model_config = ConfigDict(json_schema_extra={**_IDS_OR_FILTER, "examples": [{"filter": {"status": "failed"}}]})
+
+    ids: JobIds = None      # may be left out, never sent as null
+    filter: Annotated[RetryFilter, _object(FILTER_RULE)] = None
+
+
+class CancelJobsRequest(_Body):
+    """A bulk cancel: the jobs by ``ids``, or every job matching ``filter`` — one of the two."""
+
+    model_config = ConfigDict(json_schema_extra={**_IDS_OR_FILTER, "examples": [{"ids": [1, 2, 3]}]})
+
+    ids: JobIds = None
+    filter: Annotated[CancelFilter, _object(FILTER_RULE)] = None
+
+
 # --- responses ------------------------------------------------------------------------------
 
 class Error(_Body):
@@ -270,6 +339,14 @@ class Charged(_Body):
     generation: Generation
     credits_charged: int
     credits_remaining: int
+
+
+class BulkResult(_Body):
+    """What a bulk action did: jobs changed, and jobs asked for but left as they were (an unknown
+    id, a status the action does not apply to, or another actor first)."""
+
+    done: Count
+    skipped: Count
 
 
 class Generations(_Body):

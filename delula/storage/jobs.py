@@ -59,10 +59,10 @@ def get_generation(s: Session, generation_id: int) -> Generation | None:
     return s.get(Generation, generation_id)
 
 
-def list_jobs(s: Session, *, statuses: tuple[str, ...] | None = None, recipe_id: int | None = None,
-              source: str | None = None, limit: int = 500) -> list[Generation]:
-    """Newest generations first, filtered; bounded by ``limit`` (the queue page's grid)."""
-    q = select(Generation).order_by(Generation.id.desc()).limit(limit)
+def _matching(q, *, statuses: tuple[str, ...] | None, recipe_id: int | None, source: str | None):
+    """``q`` narrowed to the queue's filters: any of ``statuses`` (all when empty), one recipe,
+    one :class:`JobSource` (:func:`from_backlog` / :func:`users_own`). The queue page's grid,
+    the bulk actions' walk and their count all filter through here."""
     if statuses:
         q = q.where(Generation.status.in_(statuses))
     if recipe_id is not None:
@@ -71,7 +71,30 @@ def list_jobs(s: Session, *, statuses: tuple[str, ...] | None = None, recipe_id:
         q = q.where(from_backlog())
     elif source == JobSource.USER:
         q = q.where(users_own())
-    return list(s.scalars(q))
+    return q
+
+
+def list_jobs(s: Session, *, statuses: tuple[str, ...] | None = None, recipe_id: int | None = None,
+              source: str | None = None, limit: int = 500) -> list[Generation]:
+    """Newest generations first, filtered; bounded by ``limit`` (the queue page's grid)."""
+    q = select(Generation).order_by(Generation.id.desc()).limit(limit)
+    return list(s.scalars(_matching(q, statuses=statuses, recipe_id=recipe_id, source=source)))
+
+
+def job_ids_after(s: Session, after_id: int, *, statuses: tuple[str, ...], recipe_id: int | None = None,
+                  source: str | None = None, limit: int) -> list[int]:
+    """One keyset page of the jobs matching the filters: the ids above ``after_id``, ascending,
+    at most ``limit`` (never an ``OFFSET``: each page starts where the last one ended)."""
+    q = select(Generation.id).where(Generation.id > after_id).order_by(Generation.id).limit(limit)
+    return list(s.scalars(_matching(q, statuses=statuses, recipe_id=recipe_id, source=source)))
+
+
+def count_jobs(s: Session, *, statuses: tuple[str, ...], recipe_id: int | None = None, source: str | None = None,
+               limit: int) -> int:
+    """How many jobs match the filters, counting no further than ``limit``: a bounded count
+    (``SELECT count(*) FROM (… LIMIT n)``), never one over the whole table."""
+    picked = _matching(select(Generation.id), statuses=statuses, recipe_id=recipe_id, source=source).limit(limit)
+    return s.scalar(select(func.count()).select_from(picked.subquery())) or 0
 
 
 def list_for_user(s: Session, user_id: str, limit: int = 100) -> list[Generation]:
@@ -295,26 +318,46 @@ def restart_unsubmitted(s: Session, now: datetime) -> list[Generation]:
     return sorted(s.scalars(stmt), key=lambda g: (g.priority, g.created_at, g.id))
 
 
+def _transition(s: Session, ids, allowed: tuple[JobStatus, ...], values: dict) -> list[Generation]:
+    """The ops transition of every job of ``ids`` still in one of the ``allowed`` statuses: one
+    conditional ``UPDATE … WHERE id IN (…) AND status IN (…) RETURNING``; the rows changed,
+    by id. The jobs are locked in id order first (a materialised ``SELECT … ORDER BY id FOR
+    UPDATE``), so two operators' batches over the same jobs wait for each other instead of
+    deadlocking; a job another transaction moved meanwhile is re-checked and left out."""
+    if not ids:
+        return []
+    locked = (select(Generation.id).where(Generation.id.in_(ids), Generation.status.in_(allowed))
+              .order_by(Generation.id).with_for_update())
+    stmt = (update(Generation).where(Generation.id.in_(_once(locked)), Generation.status.in_(allowed))
+            .values(**values).returning(Generation).execution_options(**_NO_SYNC))
+    return sorted(s.scalars(stmt), key=lambda g: g.id)
+
+
+def retry_jobs(s: Session, ids, now: datetime) -> list[Generation]:
+    """Ops retry: the retryable jobs (:attr:`JobStatus.RETRYABLE`) of ``ids`` back to ``pending``
+    with a fresh set of attempts; the rows changed (:func:`_transition`)."""
+    return _transition(s, ids, JobStatus.RETRYABLE, dict(
+        status=JobStatus.PENDING, attempts=0, poll_count=0, error=None, provider_request_id=None, next_poll_at=None,
+        next_attempt_at=None, started_at=None, completed_at=None, meta=_meta_with(s, {"retriedAt": now.isoformat()}),
+        updated_at=now))
+
+
+def cancel_jobs(s: Session, ids, *, error: str, now: datetime) -> list[Generation]:
+    """Ops cancel: the cancellable jobs (:attr:`JobStatus.CANCELLABLE`) of ``ids`` become
+    ``cancelled``; the rows changed (:func:`_transition`). Their request ids are kept, so the
+    caller can cancel them at the provider too."""
+    return _transition(s, ids, JobStatus.CANCELLABLE, dict(
+        status=JobStatus.CANCELLED, error=error, next_poll_at=None, next_attempt_at=None, updated_at=now))
+
+
 def reset_for_retry(s: Session, generation_id: int, now: datetime) -> Generation | None:
-    """Ops retry: a retryable job (:attr:`JobStatus.RETRYABLE`) back to ``pending`` with a fresh
-    set of attempts."""
-    stmt = (update(Generation)
-            .where(Generation.id == generation_id, Generation.status.in_(JobStatus.RETRYABLE))
-            .values(status=JobStatus.PENDING, attempts=0, poll_count=0, error=None, provider_request_id=None,
-                    next_poll_at=None, next_attempt_at=None, started_at=None, completed_at=None,
-                    meta=_meta_with(s, {"retriedAt": now.isoformat()}), updated_at=now)
-            .returning(Generation).execution_options(**_NO_SYNC))
-    return s.scalars(stmt).first()
+    """:func:`retry_jobs` of one job: the row, ``None`` when it was not retryable (or unknown)."""
+    return next(iter(retry_jobs(s, [generation_id], now)), None)
 
 
 def cancel_job(s: Session, generation_id: int, *, error: str, now: datetime) -> Generation | None:
-    """Ops cancel: a cancellable job (:attr:`JobStatus.CANCELLABLE`) becomes ``cancelled`` (its
-    request id is kept, so the caller can cancel it at the provider too)."""
-    stmt = (update(Generation)
-            .where(Generation.id == generation_id, Generation.status.in_(JobStatus.CANCELLABLE))
-            .values(status=JobStatus.CANCELLED, error=error, next_poll_at=None, next_attempt_at=None, updated_at=now)
-            .returning(Generation).execution_options(**_NO_SYNC))
-    return s.scalars(stmt).first()
+    """:func:`cancel_jobs` of one job: the row, ``None`` when it was not cancellable (or unknown)."""
+    return next(iter(cancel_jobs(s, [generation_id], error=error, now=now)), None)
 
 
 def statuses_of(s: Session, ids: list[int]) -> dict[int, str]:

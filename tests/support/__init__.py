@@ -5,7 +5,7 @@
 - :mod:`.factories`: data — claimable pool items, the API's world of users and recipes, an hour
   of realistic dashboard activity;
 - :mod:`.api`: the JSON API — a bare app, bearer headers, a real HTTP server, claiming clients;
-- :mod:`.dash`: the whole app through Flask's test client — its world, signing in;
+- :mod:`.dash`: the whole app through Flask's test client — its world, signing in, callback requests;
 - :mod:`.browser`: headless Chromium driving a live app;
 - :mod:`.processes`: real processes — a worker's environment, spawning and stopping them;
 - :mod:`.waiting`: :func:`~.waiting.wait_for`.

@@ -1,4 +1,5 @@
-"""The whole app (``app.create_app``) through Flask's test client: its world, signing in."""
+"""The whole app (``app.create_app``) through Flask's test client: its world, signing in, the body
+of a callback request."""
 from __future__ import annotations
 
 import re
@@ -36,3 +37,13 @@ def signed_in(dash_app, role: str):
     client = dash_app.server.test_client()
     assert login(client, f"acc_{role}", f"pw-{role}-123").status_code == 302
     return client
+
+
+def callback_body(dash_app, output_fragment: str, inputs: list[dict], state: list[dict]) -> dict:
+    """The JSON body the browser posts to ``/_dash-update-component`` for the first callback whose
+    outputs include ``output_fragment``."""
+    key = next(k for k in dash_app.callback_map if output_fragment in k)
+    outputs = [{"id": part.rsplit(".", 1)[0], "property": part.rsplit(".", 1)[1].partition("@")[0]}
+               for part in key.strip(".").split("...")]
+    return {"output": key, "outputs": outputs, "inputs": inputs, "state": state,
+            "changedPropIds": [f"{inputs[0]['id']}.{inputs[0]['property']}"]}
