@@ -7,7 +7,8 @@
 - refused claim events (every outcome but ``claimed``): ``DELULA_EVENT_RETENTION_DAYS`` (they
   name who tried what; successful claims stay, the backlog's demand and the history need them),
   in batches of :data:`EVENT_BATCH`, at most :data:`EVENT_BATCHES` per run (the rest next run),
-  and never one the instant claims counter has not added up yet (``counters.prunable_before``).
+  and never one the instant claims counter has not added up yet (``counters.prunable_before``);
+- alert notifications: those settled (sent or given up) more than :data:`KEEP_NOTIFICATIONS` ago.
 
 Each table is pruned in short transactions of its own, so no lock is held across them.
 """
@@ -16,12 +17,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from . import counters, sign_in
-from .storage import pool, stats
+from .storage import alerts, pool, stats
 from .storage import schedule as store_schedule
 
 KEEP_RUNS_PER_JOB = 500
 KEEP_SAMPLES = timedelta(days=30)
 KEEP_IDEMPOTENCY_KEYS = timedelta(hours=24)
+KEEP_NOTIFICATIONS = timedelta(days=30)
 EVENT_BATCH = 5000
 EVENT_BATCHES = 20
 
@@ -35,6 +37,8 @@ def prune(rt) -> dict:
     with rt.store.begin() as s:
         keys = pool.prune_keys(s, rt.now() - KEEP_IDEMPOTENCY_KEYS)
     counts = sign_in.prune(rt)
+    with rt.store.begin() as s:
+        notifications = alerts.prune_notifications(s, rt.now() - KEEP_NOTIFICATIONS)
     events = 0
     before = counters.prunable_before(rt, rt.now() - timedelta(days=rt.settings.event_retention_days))
     for _ in range(EVENT_BATCHES):
@@ -44,4 +48,4 @@ def prune(rt) -> dict:
         if n < EVENT_BATCH:
             break
     return {"runsDeleted": runs, "samplesDeleted": samples, "idempotencyKeysDeleted": keys,
-            "signInCountsDeleted": counts, "claimEventsDeleted": events}
+            "signInCountsDeleted": counts, "claimEventsDeleted": events, "notificationsDeleted": notifications}
