@@ -40,9 +40,11 @@ timeout, and settled: sent on a 2xx; retried after :func:`retry_delay_s` (5 s do
 :data:`MAX_DELIVERY_ATTEMPTS` attempts; given up at once on any other answer (a 3xx or 4xx
 will not change by asking again). A run takes at most :data:`DELIVERY_BATCH` rows and stops
 taking more after :data:`DELIVERY_BUDGET_S`, so it never holds a scheduler thread for long.
-Without ``DELULA_ALERT_WEBHOOK_URL`` alerts are recorded and shown all the same, and each
-notification is settled unsent. The URL carries the webhook's token: it is never logged, and
-errors are stored with it cut out.
+A notification not sent within :data:`STALE_AFTER` of its transition is given up as stale (a
+page about the night before helps nobody). Without ``DELULA_ALERT_WEBHOOK_URL`` alerts are
+recorded and shown all the same and the process sends nothing, leaving the outbox to processes
+that have one (a web process configured without it must not settle the worker's notifications).
+The URL carries the webhook's token: it is never logged, and errors are stored with it cut out.
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ DELIVERY_BUDGET_S = 20.0             # ... and it takes no new row after this lo
 MAX_DELIVERY_ATTEMPTS = 8            # 5 + 10 + 20 + … + 320 s: about 10 minutes of trying
 RETRY_BASE_S, RETRY_MAX_S = 5.0, 600.0
 RETRYABLE_STATUSES = frozenset({408, 425, 429})   # and every 5xx
+STALE_AFTER = timedelta(hours=1)     # a notification not sent this long after its transition is given up
 
 
 # --- the rules (pure) ------------------------------------------------------------------------------
@@ -367,9 +370,11 @@ def retry_delay_s(attempts: int, retry_after: float | None = None) -> float:
 def deliver(rt) -> dict:
     """Send the due notifications (the ``alert-delivery`` job): at most :data:`DELIVERY_BATCH`,
     taking none after :data:`DELIVERY_BUDGET_S`. Returns how many were sent, will be retried,
-    were given up, or were settled unsent for want of a webhook URL."""
+    or were given up. Without a webhook URL it does nothing."""
     url = rt.settings.alert_webhook_url
-    counts = {"sent": 0, "retried": 0, "gaveUp": 0, "unsent": 0}
+    counts = {"sent": 0, "retried": 0, "gaveUp": 0}
+    if url is None:
+        return counts
     started = time.monotonic()
     for _ in range(DELIVERY_BATCH):
         if time.monotonic() - started > DELIVERY_BUDGET_S:
@@ -379,10 +384,11 @@ def deliver(rt) -> dict:
             row = store.lease_due(s, now=now, lease_until=now + timedelta(seconds=DELIVERY_LEASE_S))
         if row is None:
             break
-        if url is None:
+        if now - row.created_at > STALE_AFTER:
             with rt.store.begin() as s:
-                store.give_up(s, row.id, row.attempts, error="not sent: DELULA_ALERT_WEBHOOK_URL is not set")
-            counts["unsent"] += 1
+                store.give_up(s, row.id, row.attempts,
+                              error=f"stale: not sent within {_minutes(STALE_AFTER)} of the transition")
+            counts["gaveUp"] += 1
             continue
         status, error, retry_after = _post(url, row.payload)
         outcome = verdict(status)

@@ -8,7 +8,7 @@
   name who tried what; successful claims stay, the backlog's demand and the history need them),
   in batches of :data:`EVENT_BATCH`, at most :data:`EVENT_BATCHES` per run (the rest next run),
   and never one the instant claims counter has not added up yet (``counters.prunable_before``);
-- alert notifications: those settled (sent or given up) more than :data:`KEEP_NOTIFICATIONS` ago.
+- alert notifications: those created more than :data:`KEEP_NOTIFICATIONS` ago.
 
 Each table is pruned in short transactions of its own, so no lock is held across them.
 """

@@ -341,13 +341,13 @@ def test_a_failed_delivery_is_retried_after_its_backoff_and_delivered_once(db_ur
     with Receiver(statuses=[500]) as hook:
         rt = _runtime(make_runtime, db_url, clock, alert_webhook_url=hook.url)
         _fire(rt)
-        assert alerts.deliver(rt) == {"sent": 0, "retried": 1, "gaveUp": 0, "unsent": 0}
+        assert alerts.deliver(rt) == {"sent": 0, "retried": 1, "gaveUp": 0}
         (row,) = alerts.notifications(rt)
         assert row["attempts"] == 1 and row["sentAt"] is None and row["lastError"].startswith("HTTP 500")
         assert row["nextAttemptAt"] == "2026-03-10T12:00:05Z"
         assert alerts.deliver(rt)["sent"] == 0 and len(hook.bodies) == 1      # not due yet
         clock.advance(5)
-        assert alerts.deliver(rt) == {"sent": 1, "retried": 0, "gaveUp": 0, "unsent": 0}
+        assert alerts.deliver(rt) == {"sent": 1, "retried": 0, "gaveUp": 0}
         clock.advance(600)
         assert alerts.deliver(rt)["sent"] == 0
     assert hook.answered == [500, 200]
@@ -362,25 +362,41 @@ def test_delivery_gives_up_after_its_attempts_or_at_once_on_a_refusal(db_url, ma
     with Receiver(statuses=[503] * alerts.MAX_DELIVERY_ATTEMPTS + [404]) as hook:
         rt = _runtime(make_runtime, db_url, clock, alert_webhook_url=hook.url)
         _fire(rt)
-        for _ in range(alerts.MAX_DELIVERY_ATTEMPTS):
+        for attempt in range(1, alerts.MAX_DELIVERY_ATTEMPTS + 1):
             alerts.deliver(rt)
-            clock.advance(alerts.RETRY_MAX_S)
+            clock.advance(alerts.retry_delay_s(attempt))
         (row,) = alerts.notifications(rt)
         assert row["attempts"] == alerts.MAX_DELIVERY_ATTEMPTS and row["nextAttemptAt"] is None
         assert row["lastError"].startswith(f"gave up after {alerts.MAX_DELIVERY_ATTEMPTS} attempt(s): HTTP 503")
         _fire(rt, "no_leader")
-        assert alerts.deliver(rt) == {"sent": 0, "retried": 0, "gaveUp": 1, "unsent": 0}   # 404: no retry
+        assert alerts.deliver(rt) == {"sent": 0, "retried": 0, "gaveUp": 1}   # 404: no retry
         assert alerts.deliver(rt)["gaveUp"] == 0
     assert hook.answered == [503] * alerts.MAX_DELIVERY_ATTEMPTS + [404] and hook.delivered() == []
 
 
-def test_without_a_webhook_alerts_are_recorded_and_nothing_is_sent(db_url, make_runtime, clock):
+def test_without_a_webhook_alerts_are_recorded_and_the_outbox_left_to_processes_with_one(db_url, make_runtime,
+                                                                                         clock):
     rt = _runtime(make_runtime, db_url, clock)
     _fire(rt)
-    assert alerts.deliver(rt) == {"sent": 0, "retried": 0, "gaveUp": 0, "unsent": 1}
+    assert alerts.deliver(rt) == {"sent": 0, "retried": 0, "gaveUp": 0}
     (row,) = alerts.notifications(rt)
-    assert row["lastError"] == "not sent: DELULA_ALERT_WEBHOOK_URL is not set" and row["nextAttemptAt"] is None
+    assert row["attempts"] == 0 and row["nextAttemptAt"] == "2026-03-10T12:00:00Z" and row["lastError"] is None
     assert [a["key"] for a in alerts.panel(rt)["firing"]] == ["breaker_open"]
+    with Receiver() as hook:   # a process that has the URL sends it
+        other = make_runtime(db_url, clock=clock, alert_webhook_url=hook.url)
+        assert alerts.deliver(other)["sent"] == 1
+    assert [b["alert"]["key"] for b in hook.delivered()] == ["breaker_open"]
+
+
+def test_a_notification_left_unsent_for_an_hour_is_given_up_as_stale(db_url, make_runtime, clock):
+    with Receiver() as hook:
+        rt = _runtime(make_runtime, db_url, clock, alert_webhook_url=hook.url)
+        _fire(rt)
+        clock.advance(alerts.STALE_AFTER.total_seconds() + 1)
+        assert alerts.deliver(rt) == {"sent": 0, "retried": 0, "gaveUp": 1}
+    assert hook.bodies == []
+    (row,) = alerts.notifications(rt)
+    assert row["lastError"] == "stale: not sent within 60 min of the transition" and row["nextAttemptAt"] is None
 
 
 def test_a_transport_error_is_stored_without_the_webhooks_token(sqlite_url, make_runtime, clock):
@@ -461,7 +477,7 @@ def test_with_no_leader_row_the_watchdog_counts_from_its_first_look(sqlite_url, 
     assert alerts.watch(rt)["fired"] == 0
     clock.advance(16)
     assert alerts.watch(rt) == {"started": 0, "fired": 1, "resolved": 0, "cleared": 0,
-                                "sent": 0, "retried": 0, "gaveUp": 0, "unsent": 1}
+                                "sent": 0, "retried": 0, "gaveUp": 0}
     with rt.store.begin() as s:
         store_schedule.claim_leadership(s, "scheduler", host="h", pid=1, now=clock.now())
     assert alerts.watch(rt)["resolved"] == 1

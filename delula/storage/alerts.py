@@ -180,7 +180,7 @@ def notifications(s: Session, key: str | None = None, limit: int = 100) -> list[
 
 
 def prune_notifications(s: Session, before: datetime) -> int:
-    """Delete settled notifications (sent or given up) created before ``before``."""
-    stmt = delete(AlertNotification).where(AlertNotification.created_at < before,
-                                           AlertNotification.next_attempt_at.is_(None))
+    """Delete the notifications created before ``before`` (sent, given up, or never sent: no
+    process had a webhook URL)."""
+    stmt = delete(AlertNotification).where(AlertNotification.created_at < before)
     return s.execute(stmt.execution_options(**_NO_SYNC)).rowcount or 0
