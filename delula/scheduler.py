@@ -238,7 +238,8 @@ def run_worker(rt) -> None:
 
 class Watchdog:
     """A daemon thread: every ``interval_s`` one :func:`delula.alerts.watch` (the ``no_leader``
-    alert, then delivery), a failure logged and the next look taken all the same. Stops with
+    alert, then delivery), a failure logged and the next look taken all the same. The first look
+    is one interval after start (a scheduler starting beside it leads by then). Stops with
     :meth:`stop` or when its runtime is closed."""
 
     def __init__(self, rt, *, interval_s: float = WATCHDOG_INTERVAL_S):
