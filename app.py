@@ -77,6 +77,7 @@ def create_app(rt: Runtime | None = None, *, start_scheduler: bool | None = None
         hops = rt.settings.trusted_proxies
         server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)
     server.after_request(_security_headers)
+    server.before_request(lambda: _watch(rt))
     api.init_app(server, rt)
     _mount_simulator(server, rt)
     from pages import layout as page_layout
@@ -87,7 +88,16 @@ def create_app(rt: Runtime | None = None, *, start_scheduler: bool | None = None
         start_scheduler = rt.settings.scheduler
     if start_scheduler:
         scheduler.start_in_process(rt)
+    _watch(rt)
     return app
+
+
+def _watch(rt: Runtime) -> None:
+    """The no-leader watchdog of every web process, scheduler or not: started with the app, and
+    by the first request of a process forked after that (``gunicorn --preload``: threads do not
+    cross a fork), which finds none of its own (``scheduler.watch_in_process`` is keyed by
+    process id). A look-up once started; it returns nothing, so a request goes on."""
+    scheduler.watch_in_process(rt)
 
 
 def create_app_when_the_database_answers(rt: Runtime | None = None) -> dash.Dash:

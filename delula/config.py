@@ -2,7 +2,8 @@
 
 ``Settings.from_env()`` raises :class:`ConfigError` naming the variable at fault, so a typo in a
 deployment fails at start-up with a sentence, not deep inside a job. The secrets (``secret_key``,
-``fal_key``, ``simulator_key``, ``admin_password``, ``metrics_token``) are left out of the repr,
+``fal_key``, ``simulator_key``, ``admin_password``, ``metrics_token``, and
+``alert_webhook_url``, whose path is the webhook's token) are left out of the repr and of messages,
 and the database URL is shown with its password masked (:func:`masked_url`, also in every message
 that names the URL), so logging the settings never prints them.
 
@@ -83,6 +84,11 @@ class Settings:
     breaker_threshold: int = 5           # consecutive provider errors that open the circuit breaker
     breaker_backoff_s: float = 30.0      # the first wait before a probe; doubled per failed probe ...
     breaker_max_backoff_s: float = 600.0  # ... up to this
+    alert_below_min_minutes: float = 10.0  # a recipe below its minimum this long fires its alert
+    alert_hit_rate: float = 0.9          # the instant hit rate over 15 min below this fires
+    alert_failure_rate: float = 0.25     # the share of failed jobs over 15 min above this fires
+    alert_webhook_url: str | None = field(default=None, repr=False)   # where notifications go (it may hold a token)
+    alert_interval_s: float = 60.0       # how often the scheduler leader evaluates the rules
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalise_url(self.database_url))
@@ -129,6 +135,11 @@ class Settings:
             breaker_threshold=r.integer("DELULA_BREAKER_THRESHOLD", cls.breaker_threshold, minimum=1),
             breaker_backoff_s=r.number("DELULA_BREAKER_BACKOFF_S", cls.breaker_backoff_s, minimum=0.01),
             breaker_max_backoff_s=r.number("DELULA_BREAKER_MAX_BACKOFF_S", cls.breaker_max_backoff_s, minimum=0.01),
+            alert_below_min_minutes=r.number("DELULA_ALERT_BELOW_MIN_MINUTES", cls.alert_below_min_minutes, minimum=0),
+            alert_hit_rate=r.number("DELULA_ALERT_HIT_RATE", cls.alert_hit_rate),
+            alert_failure_rate=r.number("DELULA_ALERT_FAILURE_RATE", cls.alert_failure_rate),
+            alert_webhook_url=r.text("DELULA_ALERT_WEBHOOK_URL", None),
+            alert_interval_s=r.number("DELULA_ALERT_INTERVAL_S", cls.alert_interval_s, minimum=0.1),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -153,6 +164,13 @@ class Settings:
         if not 0 < self.max_item_age_h <= MAX_ITEM_AGE_LIMIT_H:
             raise ConfigError(f"DELULA_MAX_ITEM_AGE_H must be a positive number of hours, at most "
                               f"{MAX_ITEM_AGE_LIMIT_H:g} (100 years), got {self.max_item_age_h:g}")
+        if not 0 < self.alert_hit_rate <= 1:
+            raise ConfigError(f"DELULA_ALERT_HIT_RATE must be a share above 0 and at most 1, got {self.alert_hit_rate:g}")
+        if not 0 <= self.alert_failure_rate < 1:
+            raise ConfigError(f"DELULA_ALERT_FAILURE_RATE must be a share from 0 up to (not including) 1, "
+                              f"got {self.alert_failure_rate:g}")
+        if self.alert_webhook_url is not None and not _is_web_url(self.alert_webhook_url):
+            raise ConfigError("DELULA_ALERT_WEBHOOK_URL must be an http:// or https:// URL with a host")
         if self.simulator_key is not None and not _HEADER_TOKEN.fullmatch(self.simulator_key):
             raise ConfigError("the simulator key (DELULA_SIMULATOR_KEY) must be printable ASCII without "
                               "spaces: it is sent as 'Authorization: Key <key>'")
@@ -239,6 +257,14 @@ class _Reader:
         if lo < 0 or hi < lo:
             raise ConfigError(f"{name} must be seconds or a range like 5-40, got {raw!r}")
         return (lo, hi)
+
+
+def _is_web_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
 
 
 def _float(name: str, raw: str) -> float:

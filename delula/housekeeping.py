@@ -9,6 +9,7 @@
   in batches of :data:`EVENT_BATCH`, at most :data:`EVENT_BATCHES` per run (the rest next run),
   after the instant claims counter has added up what is settled, and never one it has not
   (``counters.prunable_before``).
+- alert notifications: those created more than :data:`KEEP_NOTIFICATIONS` ago.
 
 Each table is pruned in short transactions of its own, so no lock is held across them.
 """
@@ -17,12 +18,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from . import counters, sign_in
-from .storage import pool, stats
+from .storage import alerts, pool, stats
 from .storage import schedule as store_schedule
 
 KEEP_RUNS_PER_JOB = 500
 KEEP_SAMPLES = timedelta(days=30)
 KEEP_IDEMPOTENCY_KEYS = timedelta(hours=24)
+KEEP_NOTIFICATIONS = timedelta(days=30)
 EVENT_BATCH = 5000
 EVENT_BATCHES = 20
 
@@ -36,6 +38,8 @@ def prune(rt) -> dict:
     with rt.store.begin() as s:
         keys = pool.prune_keys(s, rt.now() - KEEP_IDEMPOTENCY_KEYS)
     counts = sign_in.prune(rt)
+    with rt.store.begin() as s:
+        notifications = alerts.prune_notifications(s, rt.now() - KEEP_NOTIFICATIONS)
     events = 0
     counters.roll_up(rt)   # what is pruned must be in the claims counter's stored total first
     before = counters.prunable_before(rt, rt.now() - timedelta(days=rt.settings.event_retention_days))
@@ -46,4 +50,4 @@ def prune(rt) -> dict:
         if n < EVENT_BATCH:
             break
     return {"runsDeleted": runs, "samplesDeleted": samples, "idempotencyKeysDeleted": keys,
-            "signInCountsDeleted": counts, "claimEventsDeleted": events}
+            "signInCountsDeleted": counts, "claimEventsDeleted": events, "notificationsDeleted": notifications}

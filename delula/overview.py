@@ -2,7 +2,8 @@
 
 :func:`snapshot` answers everything the dashboard's overview shows — tiles, per-recipe backlog,
 the time series and the processing-time distribution — in a handful of bounded queries
-(``storage.dashboard``), plus ``backlog.status`` and the scheduler's leader (``jobruns``). Series
+(``storage.dashboard``), plus ``backlog.status``, the scheduler's leader (``jobruns``) and the
+Alerts panel (``alerts.panel``: one read of the small ``alerts`` table). Series
 are aligned on one list of bucket starts with gaps filled (counts with 0; queue samples with
 ``None``, so a chart shows a gap where no scheduler was sampling rather than an invented value).
 Results are cached for :data:`CACHE_TTL_S` seconds per (range, recipe), so any number of open
@@ -18,7 +19,7 @@ import bisect
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import backlog, breaker, demand, jobruns
+from . import alerts, backlog, breaker, demand, jobruns
 from .clock import isoformat
 from .storage import dashboard
 
@@ -105,6 +106,7 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
     all_recipes = backlog.status(rt)
     leader = jobruns.leader(rt)
     provider = breaker.current(rt)
+    alert_panel = alerts.panel(rt)
     hit_rate = _hit_rate(rt, now, recipe_id, {r["recipeId"]: r["name"] for r in all_recipes})
 
     index = {b: i for i, b in enumerate(buckets)}
@@ -187,6 +189,7 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
                        "p95": round(p95, 2) if p95 is not None else None},
         "hitRate": hit_rate,
         "leader": leader,
+        "alerts": alert_panel,
         "health": {"ok": not problems, "problems": problems, "belowMinimum": len(below),
                    "hasLeader": leader is not None},
     }

@@ -25,6 +25,7 @@ class Runtime:
     _kept: dict = field(default_factory=dict, repr=False)   # secrets: never printed
     _caches: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = field(default=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock=None, provider=None, pool_size: int = 10) -> "Runtime":
@@ -82,7 +83,13 @@ class Runtime:
         for c in targets:
             c.clear()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: a background thread on this runtime stops."""
+        return self._closed
+
     def close(self) -> None:
+        self._closed = True
         self.store.dispose()
 
 

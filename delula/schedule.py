@@ -9,8 +9,11 @@
 - ``stats-rollup``        every minute, closed hours into ``stat_counts`` (``overview.roll_up``);
 - ``demand-rollup``       every minute, closed minutes' attempts into ``demand_minutes`` (``demand.roll_up``);
 - ``counters-rollup``     every minute, settled attempts into the claims counter (``counters.roll_up``);
-- ``housekeeping``        every 10 min, keeps ``scheduler_runs``, ``queue_samples`` and
-                            idempotency keys bounded (``housekeeping.prune``).
+- ``alerts``              every ``DELULA_ALERT_INTERVAL_S`` (a minute), the alert rules
+                            evaluated, alerts fired and resolved (``alerts.check``);
+- ``alert-delivery``      every 5 s, due notifications sent to the webhook (``alerts.deliver``);
+- ``housekeeping``        every 10 min, keeps ``scheduler_runs``, ``queue_samples``,
+                            idempotency keys and sent notifications bounded (``housekeeping.prune``).
 
 Who runs them and when is the scheduler's business (``delula.scheduler``: APScheduler and the
 leader election); it runs each through :func:`execute`, as does :func:`run_now` for an operator.
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from . import audit, backlog, counters, demand, housekeeping, jobruns, overview, queue
+from . import alerts, audit, backlog, counters, demand, housekeeping, jobruns, overview, queue
 from .clock import isoformat
 from .storage import DatabaseUnavailable
 from .storage import schedule as store_schedule
@@ -67,6 +70,10 @@ JOBS: tuple[JobSpec, ...] = (
             description="add the closed minutes' instant attempts, hits and misses, to demand_minutes"),
     JobSpec("counters-rollup", counters.roll_up, lambda st: 60.0, first_delay_s=9.0, quiet=True,
             description="add the settled instant attempts to the claims counter /metrics exports"),
+    JobSpec("alerts", alerts.check, lambda st: st.alert_interval_s, first_delay_s=2.0, quiet=True,
+            description="evaluate the alert rules: fire and resolve alerts, queue their notifications"),
+    JobSpec("alert-delivery", alerts.deliver, lambda st: alerts.DELIVERY_INTERVAL_S, first_delay_s=3.0, quiet=True,
+            description="send the due alert notifications to DELULA_ALERT_WEBHOOK_URL, with retries"),
     JobSpec("housekeeping", housekeeping.prune, lambda st: 600.0, first_delay_s=60.0,
             description=f"keep the last {housekeeping.KEEP_RUNS_PER_JOB} runs per job and "
                         f"{housekeeping.KEEP_SAMPLES.days} days of samples"),

@@ -14,6 +14,12 @@ drops the leader steps down and campaigns again, and when the leader's process d
 with its connection, so a standby takes over within seconds. SQLite is single-process: this
 process is the leader. The dashboard reads the leader row and the recorded runs through
 ``delula.jobruns``.
+
+The watchdog (:class:`Watchdog`) is the one thing that must run where no scheduler leads: every
+web process starts one (``app.create_app``, whatever ``DELULA_SCHEDULER`` says) that every
+:data:`WATCHDOG_INTERVAL_S` raises or resolves the ``no_leader`` alert and delivers the due
+notifications (``delula.alerts.watch``). Like the scheduler it is kept per process id
+(:func:`watch_in_process`): a process forked after start has none and starts its own when asked.
 """
 from __future__ import annotations
 
@@ -26,13 +32,14 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import auth, schedule
+from . import alerts, auth, schedule
 from .jobruns import LEADER_NAME, identity
 from .storage import schedule as store_schedule
 
 log = logging.getLogger(__name__)
 
 CAMPAIGN_INTERVAL_S = 2.0        # standbys retry, the leader checks its lock and heartbeats
+WATCHDOG_INTERVAL_S = 20.0       # how often a process's watchdog looks for a leader
 
 
 class Scheduler:
@@ -225,3 +232,69 @@ def run_worker(rt) -> None:
     while not stop.wait(1.0):
         pass
     sched.shutdown(wait=True)
+
+
+# --- the process's watchdog -----------------------------------------------------------------------
+
+class Watchdog:
+    """A daemon thread: every ``interval_s`` one :func:`delula.alerts.watch` (the ``no_leader``
+    alert, then delivery), a failure logged and the next look taken all the same. The first look
+    is one interval after start (a scheduler starting beside it leads by then). Stops with
+    :meth:`stop` or when its runtime is closed."""
+
+    def __init__(self, rt, *, interval_s: float = WATCHDOG_INTERVAL_S):
+        self.rt = rt
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+                and not self.rt.closed)
+
+    def start(self) -> "Watchdog":
+        self._thread = threading.Thread(target=self._loop, name="delula-alerts-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if self.rt.closed:
+                break
+            try:
+                alerts.watch(self.rt)
+            except Exception as e:  # the database may be down: look again next time
+                schedule.log_failure("alerts watchdog", e)
+
+
+_watchdogs: dict[tuple[int, str], Watchdog] = {}
+_watching = threading.Lock()
+
+
+def watchdog_in_process(rt) -> Watchdog | None:
+    """This process's running watchdog for ``rt``'s database, or None (a process forked after
+    its parent started one has none of its own yet)."""
+    dog = _watchdogs.get((os.getpid(), rt.store.url))
+    return dog if dog is not None and dog.running else None
+
+
+def watch_in_process(rt, *, interval_s: float | None = None) -> Watchdog:
+    """This process's watchdog for ``rt``'s database, started on the first call in each process
+    (cheap after that: a look-up; a forked process's first call starts its own)."""
+    key = (os.getpid(), rt.store.url)
+    dog = watchdog_in_process(rt)
+    if dog is not None and dog.rt is rt:
+        return dog
+    with _watching:
+        dog = _watchdogs.get(key)
+        if dog is None or not dog.running or dog.rt is not rt:
+            if dog is not None:
+                dog.stop(timeout=0)
+            dog = _watchdogs[key] = Watchdog(rt, interval_s=interval_s or WATCHDOG_INTERVAL_S).start()
+    return dog

@@ -1,9 +1,9 @@
 """Overview (``/``): backlog and queue health at a glance, live.
 
 One server callback per refresh reads ``delula.overview.snapshot`` (aggregated in SQL, cached a
-few seconds) and returns the tiles, the health banner and every chart's figure in one store; a
-clientside callback (``assets/delula.js``) moves the charts' time axes into the viewer's time
-zone and hands the figures to the graphs. The refresh interval pauses on the Pause button and
+few seconds) and returns the tiles, the health banner, the Alerts panel, and every chart's
+figure in one store; a clientside callback (``assets/delula.js``) moves the charts' time axes
+into the viewer's time zone and hands the figures to the graphs. The refresh interval pauses on the Pause button and
 while the browser tab is hidden (``page-visibility``, pushed by ``assets/delula.js``).
 
 The figure builders and tile helpers below are plain functions of a snapshot, tested directly.
@@ -332,6 +332,30 @@ def health_banner(snap: dict):
                      id="health-banner")
 
 
+def alerts_panel(snap: dict) -> dbc.Card:
+    """The alerts firing now (since when, what), then those resolved in the last day; a quiet
+    "No alerts" when there are none."""
+    a = snap.get("alerts") or {}
+    firing, resolved = a.get("firing", []), a.get("resolved", [])
+    header = dbc.CardHeader([html.Span("Alerts", className="panel-title"),
+                             html.Span("firing now, and resolved in the last 24 h", className="panel-subtitle ms-2")])
+    if not firing and not resolved:
+        body = html.Div("No alerts", className="text-body-secondary small", id="alerts-none")
+        return dbc.Card([header, dbc.CardBody(body, className="py-2")], className="shadow-sm mb-4", id="alerts-panel")
+    items = [html.Li([dbc.Badge("firing", color="danger", className="me-2"),
+                      html.Span(x["title"], className="fw-semibold"), " since ", local_time(x["startsAt"]),
+                      html.Div(x["summary"], className="small")],
+                     className="alert-item alert-firing mb-2", **{"data-key": x["key"]})
+             for x in firing]
+    items += [html.Li([dbc.Badge("resolved", color="success", className="me-2"),
+                       html.Span(x["title"], className="fw-semibold"), " resolved ", local_time(x["endsAt"]),
+                       html.Div(x["summary"], className="small text-body-secondary")],
+                      className="alert-item alert-resolved mb-2", **{"data-key": x["key"]})
+              for x in resolved]
+    return dbc.Card([header, dbc.CardBody(html.Ul(items, className="list-unstyled mb-0"), className="py-2")],
+                    className="shadow-sm mb-4" + (" border-danger" if firing else ""), id="alerts-panel")
+
+
 # --- layout and callbacks -----------------------------------------------------------------------------
 
 def _panel(title: str, graph_id: str, subtitle: str) -> dbc.Card:
@@ -369,6 +393,7 @@ def layout(**_query):
         dcc.Store(id="ov-figures"),
         page_header("Overview", "Backlog levels, queue and claims — refreshed live", actions=controls),
         html.Div(id="ov-health"),
+        html.Div(id="ov-alerts"),
         dbc.Row(id="ov-kpis", className="g-3 mb-4"),
         dbc.Row([dbc.Col(_panel("Backlog per recipe", "ov-backlog", "ready + in flight vs target"), lg=6),
                  dbc.Col(_panel("Queue length", "ov-queue", "sampled every 30 s, all recipes"), lg=6)],
@@ -386,7 +411,7 @@ def layout(**_query):
 
 
 @callback(Output("ov-kpis", "children"), Output("ov-health", "children"), Output("ov-figures", "data"),
-          Output("ov-updated", "children"),
+          Output("ov-updated", "children"), Output("ov-alerts", "children"),
           Input("ov-interval", "n_intervals"), Input("ov-range", "value"), Input("ov-recipe", "value"))
 def refresh(_n, range_key, recipe_id):
     rt = runtime.current()
@@ -395,7 +420,7 @@ def refresh(_n, range_key, recipe_id):
     except (overview.OverviewError, ValueError, TypeError):
         snap = overview.snapshot(rt)
     return (kpi_tiles(snap, max_concurrent=rt.settings.max_concurrent_jobs), health_banner(snap),
-            build_figures(snap), local_time(snap["generatedAt"]))
+            build_figures(snap), local_time(snap["generatedAt"]), alerts_panel(snap))
 
 
 clientside_callback(ClientsideFunction("delula", "renderFigures"),

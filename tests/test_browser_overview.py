@@ -234,3 +234,27 @@ def test_maintenance_shows_leader_and_jobs_and_runs_maintenance_now(live_app, br
     assert "Tiny Chef: minimum set to 4." in browser.wait("#mt-min-alert").text
     assert recipes.get_recipe(rt, 2).min_backlog == 4
     assert browser.console_errors() == []
+
+
+def test_the_alerts_panel_shows_firing_and_resolved_alerts(live_app, browser):
+    from delula import alerts
+    from delula.storage import alerts as store_alerts
+
+    rt = live_app.rt
+    seed_activity(rt)
+    now = rt.now()
+    for key, summary, ago in (("breaker_open", "the simulator circuit breaker is open", 10),
+                              ("failure_rate", "6 of 12 jobs finished in the last 15 min failed", 90)):
+        with rt.store.begin() as s:
+            store_alerts.fire_at_once(s, key, {"rule": key, "recipe_id": None, "summary": summary, "value": 1.0,
+                                               "threshold": 1.0}, now=now - timedelta(minutes=ago))
+    with rt.store.begin() as s:
+        store_alerts.resolve(s, "failure_rate", now=now - timedelta(minutes=30))
+    browser.sign_in(live_app)
+    firing = browser.wait_text("#alerts-panel .alert-firing", "the simulator circuit breaker is open").text
+    assert firing.startswith("firing") and f"{alerts.TITLES['breaker_open']} since " in firing
+    resolved = browser.find("#alerts-panel .alert-resolved").text
+    assert alerts.TITLES["failure_rate"] in resolved and "resolved" in resolved and "6 of 12 jobs" in resolved
+    assert "UTC" not in firing                              # since-when in the viewer's time zone
+    assert not browser.find_all("#alerts-none")
+    browser.screenshot("overview-alerts")

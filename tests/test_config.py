@@ -34,6 +34,10 @@ def test_values_are_parsed():
     ("DELULA_PROVIDER_TIMEOUT_S", "0"), ("DELULA_SIMULATOR_KEY", "two words"), ("DELULA_SIMULATOR_KEY", "clé"),
     ("DELULA_SESSION_HOURS", "0"), ("DELULA_SESSION_HOURS", "forever"), ("DELULA_COOKIE_SECURE", "https"),
     ("DELULA_TRUSTED_PROXIES", "-1"), ("DELULA_TRUSTED_PROXIES", "one"),
+    ("DELULA_ALERT_BELOW_MIN_MINUTES", "-1"), ("DELULA_ALERT_BELOW_MIN_MINUTES", "soon"),
+    ("DELULA_ALERT_HIT_RATE", "0"), ("DELULA_ALERT_HIT_RATE", "1.5"), ("DELULA_ALERT_FAILURE_RATE", "1"),
+    ("DELULA_ALERT_FAILURE_RATE", "-0.1"), ("DELULA_ALERT_WEBHOOK_URL", "hooks.slack.com/services/x"),
+    ("DELULA_ALERT_WEBHOOK_URL", "ftp://example.com/x"), ("DELULA_ALERT_INTERVAL_S", "0"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -70,3 +74,18 @@ def test_the_service_level_is_a_share_strictly_between_0_and_1():
             Settings.from_env({"DELULA_SERVICE_LEVEL": bad})
     with pytest.raises(ConfigError, match="DELULA_SERVICE_LEVEL"):
         Settings.from_env({}).replace(service_level=1.0)
+
+
+def test_alert_settings():
+    s = Settings.from_env({})
+    assert (s.alert_below_min_minutes, s.alert_hit_rate, s.alert_failure_rate) == (10, 0.9, 0.25)
+    assert s.alert_webhook_url is None and s.alert_interval_s == 60
+    url = "https://hooks.slack.com/services/T000/B000/s3cret"
+    s = Settings.from_env({"DELULA_ALERT_BELOW_MIN_MINUTES": "0.05", "DELULA_ALERT_HIT_RATE": "1",
+                           "DELULA_ALERT_FAILURE_RATE": "0", "DELULA_ALERT_WEBHOOK_URL": url,
+                           "DELULA_ALERT_INTERVAL_S": "0.5"})
+    assert (s.alert_below_min_minutes, s.alert_hit_rate, s.alert_failure_rate, s.alert_interval_s) == (0.05, 1, 0, 0.5)
+    assert s.alert_webhook_url == url and "s3cret" not in repr(s)
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"DELULA_ALERT_WEBHOOK_URL": "hooks.slack.com/services/T000/B000/s3cret"})
+    assert "s3cret" not in str(e.value)

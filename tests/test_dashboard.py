@@ -283,12 +283,36 @@ def test_overview_tiles_and_banner(seeded, pages):
 
 def test_overview_refresh_callback(dash_app, pages):
     with signed_in(dash_app, "admin"):
-        tiles, banner, figures, updated = pages.overview.refresh(3, "24h", 1)
+        tiles, banner, figures, updated, alert_panel = pages.overview.refresh(3, "24h", 1)
     assert len(tiles) == 7 and "Backlog ready 5" in _text(tiles[0])
     assert figures["figures"]["ov-backlog"]["data"][0]["y"] == ["Cat Olympics"]
     assert updated.dateTime == "2026-03-10T12:00:30Z"
+    assert _text(alert_panel) == "Alerts firing now, and resolved in the last 24 h No alerts"
     with signed_in(dash_app, "admin"):  # a hand-made bad range falls back to the default
         assert pages.overview.refresh(0, "bogus", None)[2]["figures"]
+
+
+def test_overview_alerts_panel_lists_firing_then_recently_resolved(seeded, pages):
+    from delula.storage import alerts as store_alerts
+
+    def condition(rule, summary):
+        return {"rule": rule, "recipe_id": None, "summary": summary, "value": 1.0, "threshold": 1.0}
+
+    with seeded.store.begin() as s:
+        store_alerts.fire_at_once(s, "breaker_open", condition("breaker_open", "the breaker is open"),
+                                  now=NOW - timedelta(minutes=5))
+        store_alerts.fire_at_once(s, "failure_rate", condition("failure_rate", "6 of 12 jobs failed"),
+                                  now=NOW - timedelta(hours=3))
+        store_alerts.resolve(s, "failure_rate", now=NOW - timedelta(hours=2))
+        store_alerts.fire_at_once(s, "hit_rate", condition("hit_rate", "long ago"), now=NOW - timedelta(days=3))
+        store_alerts.resolve(s, "hit_rate", now=NOW - timedelta(days=2))
+    snap = overview.snapshot(seeded, "1h")
+    assert [a["key"] for a in snap["alerts"]["firing"]] == ["breaker_open"]
+    assert [a["key"] for a in snap["alerts"]["resolved"]] == ["failure_rate"]      # not the one of two days ago
+    text = " ".join(_text(pages.overview.alerts_panel(snap)).split())
+    assert "firing Provider circuit breaker open since 2026-03-10 11:55:30 UTC the breaker is open" in text
+    assert "resolved Job failure rate high resolved 2026-03-10 10:00:30 UTC 6 of 12 jobs failed" in text
+    assert "No alerts" not in text and "long ago" not in text
 
 
 def test_maintenance_helpers(pages):

@@ -83,7 +83,9 @@ def test_run_now_runs_maintenance_and_records_it(rt):
     assert last["detail"]["createdTotal"] == 20 and "recipes" not in last["detail"]
     overview = {j["id"]: j for j in schedule.jobs_overview(rt)}
     assert set(overview) == {"queue-recovery", "queue-tick", "backlog-maintenance", "metrics-sample",
-                             "stats-rollup", "demand-rollup", "counters-rollup", "housekeeping"}
+                             "stats-rollup", "demand-rollup", "counters-rollup", "alerts", "alert-delivery",
+                             "housekeeping"}
+    assert overview["alerts"]["interval"] == rt.settings.alert_interval_s
     assert overview["backlog-maintenance"]["interval"] == rt.settings.maintenance_interval_s
     assert overview["backlog-maintenance"]["lastRun"]["id"] == last["id"]
     assert overview["backlog-maintenance"]["nextRun"] is None       # no scheduler in this process

@@ -12,6 +12,7 @@ Nothing outside ``delula.storage`` imports SQLAlchemy. Modules by area:
 - ``schedule``  scheduler runs and leader
 - ``audit``     the audit trail (append-only)
 - ``throttle``  sign-in attempts per username and client address
+- ``alerts``    the alerts' rows and transitions, the notifications outbox
 """
 from .db import Conflict, DatabaseUnavailable, Store, current_revision, upgrade
 from .models import (CLAIM_OUTCOMES, LEDGER_KINDS, ROLES, STAFF_ROLES, STATUSES, SYSTEM_BACKLOG_USER_ID, ApiToken,

@@ -514,3 +514,58 @@ class ProviderBreaker(Base):
     probe_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
+
+
+ALERT_STATES = ("pending", "firing", "resolved")     # migration 0016
+NOTIFICATION_KINDS = ("firing", "resolved")
+
+
+class Alert(Base):
+    """One alert per key (migration 0016): ``below_minimum:<recipe id>``, ``hit_rate``,
+    ``breaker_open``, ``no_leader``, ``failure_rate``. The row is the alert's latest episode:
+    ``pending`` since ``pending_since`` (the condition holds, its for-duration not yet),
+    ``firing`` since ``fired_at``, or ``resolved`` (it does not hold: ``resolved_at`` is when the
+    last firing ended, ``fired_at`` null if it never fired). ``summary``, ``value`` and
+    ``threshold`` are the last evaluation's while it held."""
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(_in("state", ALERT_STATES), name="state"),
+        Index("ix_alerts_state_resolved_at", "state", "resolved_at"),   # the overview's panel
+    )
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    recipe_id: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    pending_since: Mapped[datetime | None]
+    fired_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    summary: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime]
+
+
+class AlertNotification(Base):
+    """The notifications outbox (migration 0016): a row per firing or resolution, inserted in
+    the transaction of that transition, sent to ``DELULA_ALERT_WEBHOOK_URL`` by the delivery.
+    ``next_attempt_at`` is when it is due — or, while one delivery holds it, the end of that
+    lease; null once settled: ``sent_at`` set, or given up (``last_error`` says why)."""
+    __tablename__ = "alert_notifications"
+    __table_args__ = (
+        CheckConstraint(_in("kind", NOTIFICATION_KINDS), name="kind"),
+        Index("ix_alert_notifications_due", "next_attempt_at",
+              postgresql_where=text("next_attempt_at IS NOT NULL"), sqlite_where=text("next_attempt_at IS NOT NULL")),
+        Index("ix_alert_notifications_alert_key_id", "alert_key", "id"),
+        Index("ix_alert_notifications_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_key: Mapped[str] = mapped_column(ForeignKey("alerts.key", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
