@@ -1,4 +1,4 @@
-"""Operator actions on queue jobs: retry a failed or cancelled job, cancel a pending or processing
+"""Operator actions on queue jobs: retry a failed job, cancel a pending or processing
 one — one job at a time, or many at once (:func:`bulk`).
 
 Which statuses allow which action is :attr:`JobStatus.RETRYABLE` and :attr:`JobStatus.CANCELLABLE`,
@@ -176,7 +176,7 @@ def _one(rt, action: str, generation_id: int, actor_id: str | None) -> dict:
 
 
 def retry(rt, generation_id: int, *, actor_id: str | None = None) -> dict:
-    """Ops: put a failed or cancelled job back to ``pending`` with fresh attempts and no error.
+    """Ops: put a failed job back to ``pending`` with fresh attempts and no error.
 
     A user generation refunded before is not charged again, and cannot be refunded twice.
     Raises :class:`QueueError` for any other status, :class:`JobNotFound` for an unknown id.

@@ -2,7 +2,7 @@
 
 Counts per status at the top (``queue_status.status``), then the newest jobs matching the filters
 in a grid (``generations.list_jobs``): recipe, source, owner, status, attempts, error, next poll,
-age. A failed (or cancelled) job can be retried and a pending or processing one cancelled — by ops
+age. A failed job can be retried and a pending or processing one cancelled — by ops
 only, checked again inside the callback — after a confirmation; ``queue_actions`` holds the rules
 (a row's buttons come from ``queue_actions.allowed``) and refuses with a readable ``QueueError``.
 Filters live in the URL query (``/queue?status=failed&recipe=3&source=user``) so other pages can

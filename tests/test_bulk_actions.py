@@ -116,20 +116,20 @@ class Transactions:
 
 # --- the rules -------------------------------------------------------------------------------
 
-def test_bulk_retry_by_ids_retries_only_failed_and_cancelled_jobs(rt):
+def test_bulk_retry_by_ids_retries_only_failed_jobs(rt):
     recipe = _recipe(rt)
     by_status = _every_status(rt, recipe.id)
     everything = [gid for ids in by_status.values() for gid in ids]
     result = queue_actions.bulk(rt, RETRY, ids=everything + [everything[0], 987654], actor_id=None)
-    assert result == {"done": 4, "skipped": len(everything) - 4 + 1}   # the repeated id counts once
+    assert result == {"done": 2, "skipped": len(everything) - 2 + 1}   # the repeated id counts once
     after = _statuses(rt, everything)
     for status, ids in by_status.items():
-        expected = "pending" if status in ("failed", "cancelled") else status
+        expected = "pending" if status == "failed" else status
         assert [after[gid] for gid in ids] == [expected] * len(ids), status
     retried = generations.get_generation(rt, by_status["failed"][0])
     assert (retried.attempts, retried.error, retried.meta["retriedAt"]) == (0, None, retried.updated_at.isoformat())
     assert [(e["action"], e["details"]) for e in _bulk_events(rt)] == [
-        ("bulk_retry", {"done": 4, "skipped": len(everything) - 3, "ids": len(everything) + 1})]
+        ("bulk_retry", {"done": 2, "skipped": len(everything) - 1, "ids": len(everything) + 1})]
 
 
 def test_bulk_cancel_by_filter_cancels_pending_and_processing_refunds_once_and_stops_the_provider(db_url,
@@ -155,11 +155,9 @@ def test_bulk_cancel_by_filter_cancels_pending_and_processing_refunds_once_and_s
     [e] = _bulk_events(rt)
     assert (e["action"], e["actorId"], e["details"]) == ("bulk_cancel", ops.id, {"done": 6, "skipped": 0,
                                                                                 "filter": {}})
-    # a second pass finds nothing to do and refunds nothing more; retried and cancelled again:
-    # the refund was made once and stays the only one
+    # a second pass finds nothing to do and refunds nothing more; a cancelled job stays cancelled
     assert queue_actions.bulk(rt, CANCEL, ids=charged) == {"done": 0, "skipped": 4}
-    assert queue_actions.bulk(rt, RETRY, ids=charged) == {"done": 4, "skipped": 0}
-    assert queue_actions.bulk(rt, CANCEL, ids=charged) == {"done": 4, "skipped": 0}
+    assert queue_actions.bulk(rt, RETRY, ids=charged) == {"done": 0, "skipped": 4}
     assert _refunds(rt) == sorted(charged) and _credits(rt, user.id) == 30
 
 
@@ -170,8 +168,8 @@ def test_a_filter_narrows_by_status_recipe_and_source(rt):
     users_failed = _job(rt, one.id, "failed", user_id=user.id)
     users_cancelled = _job(rt, one.id, "cancelled", user_id=user.id)
     other_recipe = _job(rt, two.id, "failed")
-    assert queue_actions.matching(rt, RETRY, JobFilter(recipe_id=one.id)) == (3, False)
-    assert queue_actions.matching(rt, RETRY, JobFilter(source="user")) == (2, False)
+    assert queue_actions.matching(rt, RETRY, JobFilter(recipe_id=one.id)) == (2, False)   # not the cancelled
+    assert queue_actions.matching(rt, RETRY, JobFilter(source="user")) == (1, False)
     assert queue_actions.bulk(rt, RETRY, filter=JobFilter(statuses=("failed",), recipe_id=one.id,
                                                           source="user")) == {"done": 1, "skipped": 0}
     assert _statuses(rt, [backlog_failed, users_failed, users_cancelled, other_recipe]) == {
@@ -213,9 +211,9 @@ def test_narrow_keeps_the_statuses_an_action_applies_to():
     (list(range(queue_actions.MAX_IDS + 1)), None, {"ids": queue_actions.IDS_RULE}),
     (None, {"status": "failed"}, {"filter": queue_actions.FILTER_RULE}),
     (None, JobFilter(statuses=("completed",)),
-     {"filter.status": "completed jobs are never retried; only failed or cancelled jobs can be retried"}),
+     {"filter.status": "completed jobs are never retried; only failed jobs can be retried"}),
     (None, JobFilter(statuses=("failed", "pending")),
-     {"filter.status": "pending jobs are never retried; only failed or cancelled jobs can be retried"}),
+     {"filter.status": "pending jobs are never retried; only failed jobs can be retried"}),
     (None, JobFilter(statuses=("bogus",)),
      {"filter.status": "is not a job status (pending, processing, completed, failed, cancelled, expired)"}),
     (None, JobFilter(statuses="failed"),
@@ -236,7 +234,7 @@ def test_bad_requests_are_refused_before_anything_changes(rt, ids, where, errors
 def test_the_single_job_actions_still_refuse_readably(rt):
     recipe = _recipe(rt)
     done = _job(rt, recipe.id, "completed")
-    with pytest.raises(queue_actions.QueueError, match=f"generation {done} is completed; only failed or cancelled"):
+    with pytest.raises(queue_actions.QueueError, match=f"generation {done} is completed; only failed jobs"):
         queue_actions.retry(rt, done)
     with pytest.raises(queue_actions.QueueError, match="only pending or processing jobs can be cancelled"):
         queue_actions.cancel(rt, done)
@@ -256,11 +254,10 @@ def test_a_bulk_action_commits_batch_by_batch_in_set_based_statements(rt, monkey
     assert seen.count("UPDATE GENERATIONS") == 5         # one conditional statement per batch
     assert seen.count("INSERT INTO AUDIT_EVENTS ") == 1
 
-    for gid in failed[:28]:
-        with rt.store.begin() as s:
-            jobs.cancel_job(s, gid, error="x", now=rt.now())
+    for _ in range(28):
+        _job(rt, recipe.id, "failed")
     seen = Transactions(rt)
-    assert queue_actions.bulk(rt, RETRY, filter=JobFilter(statuses=("cancelled",))) == {"done": 28, "skipped": 0}
+    assert queue_actions.bulk(rt, RETRY, filter=JobFilter(statuses=("failed",))) == {"done": 28, "skipped": 0}
     assert seen.commits == 4 and seen.count("UPDATE GENERATIONS") == 4   # 4 × 7: no empty fifth one
     pages = [st for st in seen.statements if st.upper().startswith("SELECT GENERATIONS.ID")]
     assert len(pages) == 4                               # keyset pages: id > the last one, never OFFSET
@@ -380,7 +377,7 @@ def test_the_api_retries_and_cancels_in_bulk(api_env):
     ("/api/jobs/retry", {"filter": {"status": "bogus"}},
      {"filter.status": "is not a job status (pending, processing, completed, failed, cancelled, expired)"}),
     ("/api/jobs/retry", {"filter": {"status": "completed"}},
-     {"filter.status": "completed jobs are never retried; only failed or cancelled jobs can be retried"}),
+     {"filter.status": "completed jobs are never retried; only failed jobs can be retried"}),
     ("/api/jobs/cancel", {"filter": {"status": "failed"}},
      {"filter.status": "failed jobs are never cancelled; only pending or processing jobs can be cancelled"}),
     ("/api/jobs/cancel", {"filter": {"source": "robots", "recipeId": "1"}},
@@ -426,7 +423,7 @@ def test_the_pages_bulk_helpers(sqlite_url, make_runtime):
     rows = [{"id": 1, "status": "failed"}, {"id": 2, "status": "pending"}, {"id": 3, "status": "cancelled"}]
     selected = [{"id": 1, "status": "failed"}, {"id": 2, "status": "failed"}, {"id": 3, "status": "cancelled"},
                 {"id": 9, "status": "failed"}, {"id": "x"}, "junk"]
-    assert page.selected_ids(RETRY, selected, rows) == [1, 3, 9]   # 2 is pending now; 9 scrolled away
+    assert page.selected_ids(RETRY, selected, rows) == [1, 9]   # 2 is pending now, 3 cancelled; 9 scrolled away
     assert page.selected_ids(CANCEL, selected, rows) == [2]
     assert page.selected_label(RETRY, 2) == "Retry selected (2)"
     assert page.matching_label(CANCEL, 10_000, True) == "Cancel all 10,000+ matching"

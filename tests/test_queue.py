@@ -514,7 +514,7 @@ def test_ops_retry_and_cancel(queue_rt, clock):
     gid, user_id = _user_job(rt, recipe.id, credits=10)
     queue.tick(rt)
 
-    with pytest.raises(queue_actions.QueueError, match=f"generation {gid} is processing; only failed or cancelled"):
+    with pytest.raises(queue_actions.QueueError, match=f"generation {gid} is processing; only failed jobs"):
         queue_actions.retry(rt, gid)
     body = queue_actions.cancel(rt, gid)
     assert body["status"] == "cancelled" and body["error"] == "cancelled by an operator"
@@ -525,16 +525,8 @@ def test_ops_retry_and_cancel(queue_rt, clock):
     clock.advance(15)
     assert queue.tick(rt)["polled"] == 0  # a cancelled job is left alone
 
-    body = queue_actions.retry(rt, gid)
-    assert body["status"] == "pending" and body["error"] is None
-    gen = _gen(rt, gid)
-    assert gen.attempts == 0 and gen.provider_request_id is None and gen.next_attempt_at is None
-    assert queue.tick(rt)["started"] == 1 and _gen(rt, gid).provider_request_id == "req-2"
-    fake.default = "COMPLETED"
-    clock.advance(15)
-    queue.tick(rt)
-    with pytest.raises(queue_actions.QueueError, match=f"generation {gid} is completed; only failed or cancelled jobs"):
-        queue_actions.retry(rt, gid)
+    with pytest.raises(queue_actions.QueueError, match=f"generation {gid} is cancelled; only failed jobs"):
+        queue_actions.retry(rt, gid)   # a cancelled job stays cancelled (SPEC: ops retry a failed job)
     with pytest.raises(queue_actions.JobNotFound, match="generation 999999 does not exist"):
         queue_actions.cancel(rt, 999999)
 

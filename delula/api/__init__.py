@@ -487,7 +487,7 @@ def _bulk(user, action: str, model) -> Response:
 
 
 @route("POST", "/api/jobs/retry", "retryJobs",
-       "Retry failed or cancelled jobs, by ids or by filter, in bounded batches (ops only)",
+       "Retry failed jobs, by ids or by filter, in bounded batches (ops only)",
        body=bodies.RetryJobsRequest, responses=_BULK_REPLIES)
 @authenticated("ops")
 def retry_jobs(user):

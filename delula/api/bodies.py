@@ -244,7 +244,7 @@ _IDS_OR_FILTER = {"oneOf": [{"required": ["ids"]}, {"required": ["filter"]}]}
 
 
 class RetryFilter(_Body):
-    """Jobs to retry: each field narrows, none given means every failed or cancelled job."""
+    """Jobs to retry: each field narrows, none given means every failed job."""
 
     status: Annotated[Literal[tuple(str(s) for s in JobStatus.RETRYABLE)], _filter_status(RETRY)] = None
     recipe_id: FilterRecipeId = None

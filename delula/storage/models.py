@@ -44,7 +44,7 @@ class JobStatus(enum.StrEnum):
 
 JobStatus.LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
 JobStatus.FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
-JobStatus.RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+JobStatus.RETRYABLE = (JobStatus.FAILED,)
 JobStatus.CANCELLABLE = (JobStatus.PENDING, JobStatus.PROCESSING)
 
 
