@@ -143,11 +143,13 @@ class Browser:
         return self._until(match, timeout, f"no element {css!r} with text {text!r}")
 
     def click(self, locate, what: str = "element", timeout: float = WAIT_S):
-        """Click the element ``locate()`` returns, scrolled to the middle of the window; retried
-        while Dash re-renders it or something (a toast, an alert sliding in) covers it."""
+        """Click the element ``locate()`` returns, scrolled to the middle of the window at once
+        (Bootstrap makes scrolling smooth: a click during the glide lands on whatever passes under
+        the pointer); retried while Dash re-renders it or something (a toast, an alert sliding
+        in) covers it."""
         def attempt():
             element = locate()
-            self.js("arguments[0].scrollIntoView({block: 'center'})", element)
+            self.js("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", element)
             element.click()
             return True
 
