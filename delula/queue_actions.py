@@ -220,7 +220,7 @@ def _checked(action, ids, filter) -> tuple[list[int] | None, JobFilter | None]:
         reasons = [r for r in (status_refusal(action, st) for st in statuses) if r]
         if reasons:
             errors["filter.status"] = reasons[0]
-    if filter.recipe_id is not None and not (type(filter.recipe_id) is int and abs(filter.recipe_id) < 2**31):
+    if filter.recipe_id is not None and not (type(filter.recipe_id) is int and -2**31 <= filter.recipe_id < 2**31):
         errors["filter.recipeId"] = RECIPE_RULE
     if filter.source is not None and filter.source not in tuple(JobSource):
         errors["filter.source"] = SOURCE_RULE

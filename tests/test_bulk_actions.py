@@ -470,3 +470,13 @@ def test_the_bulk_callback_checks_the_role_itself(world):
     assert "Cancelled 3, skipped 0." in r.get_data(as_text=True)
     assert [e["details"]["filter"] for e in _bulk_events(rt)[-1:]] == [
         {"status": "pending", "recipeId": 3, "source": "backlog"}]
+
+
+def test_a_filter_takes_every_32_bit_recipe_id_the_document_allows(rt):
+    """The document's bounds are the rule's: the smallest and largest 32-bit ids are accepted (and
+    match nothing), one past them is refused."""
+    for recipe_id in (-2**31, 2**31 - 1):
+        assert queue_actions.bulk(rt, RETRY, filter=JobFilter(statuses=("failed",), recipe_id=recipe_id)) == {
+            "done": 0, "skipped": 0}
+    with pytest.raises(queue_actions.BulkRefused):
+        queue_actions.bulk(rt, RETRY, filter=JobFilter(statuses=("failed",), recipe_id=2**31))
