@@ -59,7 +59,8 @@ MAX_DURATION_SAMPLES = 20_000
 
 
 def snapshot(rt) -> dict:
-    """Everything the metrics show, read in two short transactions (backlog, then the rest)."""
+    """Everything the metrics show, in short transactions: the backlog, the windowed figures
+    with the pauses, the counters, the breaker and the leader's heartbeat."""
     since = rt.now() - WINDOW
     backlog_rows = backlog.status(rt)
     with rt.store.begin() as s:
@@ -67,9 +68,10 @@ def snapshot(rt) -> dict:
         finished = stats.finished_since(s, since)
         outcomes = stats.claim_outcomes_since(s, since)
         durations = stats.processing_durations_since(s, since, limit=MAX_DURATION_SAMPLES)
+        paused = pauses.read(s)
     return {"backlog": backlog_rows, "queue": live, "finished": finished, "claims": outcomes,
             "durations": durations, "counters": counters.totals(rt), "breaker": breaker.current(rt),
-            "heartbeatAge": jobruns.heartbeat_age_s(rt), "paused": pauses.state(rt)}
+            "heartbeatAge": jobruns.heartbeat_age_s(rt), "paused": paused}
 
 
 # name in the database -> (Prometheus name without _total, help, label names in order)

@@ -328,6 +328,15 @@ def layout(**_query):
     ], id="maintenance-page")
 
 
+def _clicked_by_ops():
+    """``(the button's id, the ops user)`` of a click on a pattern-matched button; no update when
+    the buttons were only (re)rendered, :class:`access.AccessDenied` for anyone but ops."""
+    trigger = ctx.triggered_id
+    if not trigger or not any(t.get("value") for t in ctx.triggered):
+        raise PreventUpdate
+    return trigger, access.require("ops")
+
+
 @callback(Output("mt-leader-slot", "children"), Output("mt-jobs", "children"), Output("mt-runs", "children"),
           Input("mt-interval", "n_intervals"), Input("mt-version", "data"))
 def refresh_status(_n, _version):
@@ -349,10 +358,7 @@ def refresh_controls(_n, _version):
           Input("mt-pause-recipe-go", "n_clicks"), State("mt-pause-recipe", "value"), State("mt-version", "data"),
           prevent_initial_call=True)
 def pause_or_resume(_clicks, _go, picked, version):
-    trigger = ctx.triggered_id
-    if not trigger or not any(t.get("value") for t in ctx.triggered):
-        raise PreventUpdate  # buttons (re)rendered, not clicked
-    user = access.require("ops")
+    trigger, user = _clicked_by_ops()
     if trigger == "mt-pause-recipe-go":
         if not picked:
             return dbc.Alert("Pick a recipe first.", color="warning", dismissable=True, id="mt-pause-alert"), dash.no_update
@@ -402,10 +408,7 @@ def run_maintenance(n_clicks, version):
           State({"type": "mt-min-input", "recipe": ALL}, "value"), State("mt-version", "data"),
           prevent_initial_call=True)
 def save_minimum(_saves, _resets, values, version):
-    trigger = ctx.triggered_id
-    if not trigger or not any(t.get("value") for t in ctx.triggered):
-        raise PreventUpdate  # buttons (re)rendered, not clicked
-    user = access.require("ops")
+    trigger, user = _clicked_by_ops()
     recipe_id = trigger["recipe"]
     ids = [s["id"]["recipe"] for s in ctx.states_list[0]]
     rt = runtime.current()
@@ -433,10 +436,7 @@ def refresh_active(_version):
           Input({"type": "mt-active", "recipe": ALL, "to": ALL}, "n_clicks"), State("mt-version", "data"),
           prevent_initial_call=True)
 def set_active(_clicks, version):
-    trigger = ctx.triggered_id
-    if not trigger or not any(t.get("value") for t in ctx.triggered):
-        raise PreventUpdate  # buttons (re)rendered, not clicked
-    user = access.require("ops")
+    trigger, user = _clicked_by_ops()
     try:
         recipe = recipes.set_active(runtime.current(), trigger["recipe"], trigger["to"] == "on", actor_id=user.id)
     except recipes.RecipeError as e:
