@@ -2,6 +2,7 @@
 
 - :func:`check_schema` — is a recipe's ``variables`` list well formed?
 - :func:`validate` — check a user's form data against a schema; returns clean data or per-field errors.
+- :func:`validate_choices` — check the choices of an instant claim: any subset of the fields.
 - :func:`random_value` — a random valid value for one field (the backlog's fallback).
 - :func:`weighted_form` — form data drawn from usage statistics, falling back to random values.
 - :func:`countable` — the part of a user's form data the usage statistics may count.
@@ -141,6 +142,34 @@ def validate(variables: list[dict], form_data) -> dict:
     if errors:
         raise FormError(errors)
     return clean
+
+
+def validate_choices(variables: list[dict], choices) -> dict:
+    """The choices an instant claim asks for: any subset of the recipe's fields, each value
+    valid as in :func:`validate`, nothing filled in. Raises :class:`FormError`."""
+    if not isinstance(choices, dict):
+        raise FormError({"formData": "must be an object"})
+    fields = {f["id"]: f for f in variables}
+    errors: dict[str, str] = {}
+    for key, value in choices.items():
+        field = fields.get(key)
+        if field is None:
+            errors[str(key)[:100]] = "is not a field of this recipe"
+        elif (err := _field_error(field, value)) is not None:
+            errors[key] = err
+    if errors:
+        raise FormError(errors)
+    return dict(choices)
+
+
+def matches(form_data: Mapping, choices: Mapping) -> bool:
+    """Whether ``form_data`` has every value of ``choices`` (JSON equality: ``1 == 1.0``, and a
+    boolean is no number). The claim function in ``storage/sql/`` asks the same with ``@>``."""
+    return all(k in form_data and _same(form_data[k], v) for k, v in choices.items())
+
+
+def _same(a, b) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def random_value(field: Mapping, rng: random.Random):

@@ -35,15 +35,17 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"            # gave up after the last attempt
     CANCELLED = "cancelled"      # stopped by an operator
     EXPIRED = "expired"          # a pool item that waited longer than DELULA_MAX_ITEM_AGE_H: kept, never handed out
+    REJECTED = "rejected"        # a finished backlog job the quality gate refused (``error`` says why): never claimable
 
     LIVE: ClassVar[tuple[JobStatus, ...]]         # not finished: pending or processing
-    FINISHED: ClassVar[tuple[JobStatus, ...]]     # completed, failed, cancelled or expired
+    FINISHED: ClassVar[tuple[JobStatus, ...]]     # completed, failed, cancelled, expired or rejected
     RETRYABLE: ClassVar[tuple[JobStatus, ...]]    # an operator may put it back to pending
     CANCELLABLE: ClassVar[tuple[JobStatus, ...]]  # an operator may cancel it
 
 
 JobStatus.LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
-JobStatus.FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+JobStatus.FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED,
+                      JobStatus.REJECTED)
 JobStatus.RETRYABLE = (JobStatus.FAILED,)
 JobStatus.CANCELLABLE = (JobStatus.PENDING, JobStatus.PROCESSING)
 
@@ -310,6 +312,10 @@ class ClaimEvent(Base):
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime]
     actor_id: Mapped[str | None] = mapped_column(String(64))   # who asked, when not the user (0010)
+    # the choices the attempt asked for (a subset of the recipe's form data; NULL: none), and
+    # whether what it was handed has them all (NULL without choices; false on a miss) (0017)
+    choices: Mapped[dict | None]
+    matched: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class QueueSample(Base):
