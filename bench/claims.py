@@ -4,6 +4,7 @@
     python bench/claims.py ... --http            # through gunicorn app:server (2 workers x 4 threads)
     python bench/claims.py ... --hot --seconds 60  # every client on one recipe; claims/s per 10 s,
                                                    # then pgbench calling the claim function likewise
+    python bench/claims.py ... --choices         # plain claims, claims with choices, plain again
 
 Seeds a pool (50 recipes x 2,000 items), 300,000 claimed history rows and 10,000 users, then runs
 ``delula.claims.instant_claim`` from N parallel clients (threads spread over up to two processes,
@@ -13,13 +14,17 @@ workers', the database backends' and the client processes' CPU per request and t
 RSS are printed too).
 Before and after our run, ``pgbench`` runs the equivalent raw transaction (claim with FOR UPDATE
 SKIP LOCKED + credit update + ledger insert) on the same data with the same number of clients;
-``ratio`` is ours over the mean of the two raw runs. Finally the invariants are checked on the whole database: no
+``ratio`` is ours over the mean of the two raw runs. With ``--choices`` every pool item has one
+of 30 combinations of two fields and three runs follow one another: plain claims, claims asking
+for a random combination (exact), plain again; ``choicesOverPlain`` is the middle run's rate
+over the mean of the other two. Finally the invariants are checked on the whole database: no
 generation claimed twice, every claimed item owned by the user charged for it, every user's
-credits equal to the sum of their ledger. Prints JSON on stdout (progress on stderr).
+credits equal to the sum of their ledger, every claim with choices handed an item that has them. Prints JSON on stdout (progress on stderr).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import random
@@ -55,9 +60,17 @@ END;
 # --hot: the claim function itself from pgbench's clients (no Python in the way: a higher rate,
 # so more dead index entries a second), for the decay of the database side alone
 FUNCTION_SCRIPT = """\\set u random(1, {users})
-SELECT o_outcome FROM delula_instant_claim(1, 'u' || :u, 'u' || :u, '{{"isInstant": true}}'::jsonb, now(), 0, NULL, now() - interval '72 hours');
+SELECT o_outcome FROM delula_instant_claim(1, 'u' || :u, 'u' || :u, '{{"isInstant": true}}'::jsonb, now(), 0, NULL, now() - interval '72 hours', NULL, false, 1, false);
 """
 
+
+# --choices: the recipes' fields; a claim asks for one of their 6 x 5 combinations, which about one
+# pool item in 30 has (DELULA_MAX_BACKLOG's default is 30: a full pool holds about one match)
+CHOICE_FIELDS = [
+    {"id": "animal", "label": "Animal", "type": "dropdown", "options": [{"value": f"a{i}"} for i in range(6)]},
+    {"id": "sport", "label": "Sport", "type": "dropdown", "options": [{"value": f"s{i}"} for i in range(5)]},
+    {"id": "speed", "label": "Speed", "type": "slider", "min": 1, "max": 5, "step": 1},
+]
 
 # items seeded on the hot recipe per second of the run: our clients and then pgbench's claim from it
 # (together up to ~6,000 claims a second on a fast 2-core VM); a run that empties it says so
@@ -77,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument("--history", type=int, default=300_000, help="claimed generations already in the table")
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--no-raw", action="store_true", help="skip the pgbench runs")
+    p.add_argument("--choices", action="store_true",
+                   help="claims with choices against plain ones, back to back on the same data")
     p.add_argument("--naive", action="store_true",
                    help="a naive schema first: a plain (recipe_id, status, created_at) index instead of the partial "
                         "pool index, and default autovacuum/fillfactor (shows what they are for)")
@@ -107,6 +122,11 @@ def seed(url: str, args) -> None:
     if args.hot:
         common.seed_generations(url, HOT_ITEMS_PER_SECOND * int(args.seconds), recipes=1, owner="system_backlog",
                                 spread="1 day")
+    if args.choices:  # 30 combinations of two fields, one per item in turn: about one in 30 matches
+        common.execute(url, "UPDATE recipes SET variables = %(v)s::jsonb", params={"v": json.dumps(CHOICE_FIELDS)})
+        common.execute(url, """UPDATE generations SET form_data = jsonb_build_object(
+                                   'animal', 'a' || mod(id, 6), 'sport', 's' || mod(id / 6, 5), 'speed', 3)
+                                WHERE user_id = 'system_backlog'""")
     if args.http:  # an API token per user: tok-<n>
         common.execute(url, f"""INSERT INTO api_tokens (token_hash, user_id, created_at)
                                 SELECT encode(sha256(('tok-' || i)::bytea), 'hex'), 'u' || i, now()
@@ -153,15 +173,23 @@ def _drive(threads, start_at, deadline, users, recipes, hot, make_attempt) -> li
     return samples
 
 
-def _claim_worker(url, threads, start_at, deadline, users, recipes, hot, out):
+def _claim_worker(url, threads, start_at, deadline, users, recipes, hot, out, with_choices=False):
     from delula import claims
 
     rt = _runtime(url, pool_size=threads)
     with rt.store.begin() as s:  # the pool's first connections before the clock starts
         s.connection()
+    for r in range(1, recipes + 1):  # the recipes' fields, as a running server keeps them
+        claims.recipe_variables(rt, r)
 
     def make_attempt():
-        return lambda recipe_id, u: claims.instant_claim(rt, recipe_id=recipe_id, user_id=f"u{u}").outcome.value
+        rnd = random.Random()
+
+        def attempt(recipe_id, u):
+            ask = (claims.Ask(choices={"animal": f"a{rnd.randrange(6)}", "sport": f"s{rnd.randrange(5)}"})
+                   if with_choices else claims.PLAIN)
+            return claims.instant_claim(rt, recipe_id=recipe_id, user_id=f"u{u}", ask=ask).outcome.value
+        return attempt
 
     samples = _drive(threads, start_at, deadline, users, recipes, hot, make_attempt)
     rt.close()
@@ -240,6 +268,10 @@ def _http_worker(base, threads, start_at, deadline, users, recipes, hot, out):
         return attempt
 
     out.put(_drive(threads, start_at, deadline, users, recipes, hot, make_attempt))
+
+
+def _choice_worker(*a):
+    _claim_worker(*a, with_choices=True)
 
 
 def run_clients(target, endpoint, args) -> tuple[list, float, float]:
@@ -431,6 +463,10 @@ def invariants(url: str) -> dict:
                                FROM credit_transactions GROUP BY user_id) l ON l.user_id = u.id
                                WHERE u.credits <> coalesce(l.s, 0)""",
         "negativeBalances": "SELECT count(*) FROM users WHERE credits < 0 AND role <> 'system'",
+        # a claim that said it matched handed out an item without the choices (every claim here is exact)
+        "choicesNotHonoured": """SELECT count(*) FROM claim_events e JOIN generations g ON g.id = e.generation_id
+                                 WHERE e.outcome = 'claimed' AND e.choices IS NOT NULL
+                                   AND (e.matched IS NOT TRUE OR NOT g.form_data @> e.choices)""",
     }
     found = {k: common.scalar(url, sql) for k, sql in q.items()}
     found["violations"] = sum(found.values())
@@ -464,6 +500,17 @@ def main(argv=None) -> dict:
             ours["databaseCpuMsPerRequest"] = round(db_cpu * 1000 / len(samples), 2) if samples and db_cpu else None
             ours["clientCpuMsPerRequest"] = round(client_cpu * 1000 / len(samples), 2) if samples else None
             ours.update(memory)
+        elif args.choices:   # plain, with choices, plain: the ratio is against the mean of the two plain runs
+            runs = []
+            for worker in (_claim_worker, _choice_worker, _claim_worker):
+                samples, start_at, deadline = run_clients(worker, url, args)
+                runs.append(summarise(samples, start_at, deadline, "claimed", False))
+                log(f"{'choices' if worker is _choice_worker else 'plain'}: {runs[-1]['claimsPerSecond']} claims/s")
+            plain = (runs[0]["claimsPerSecond"] + runs[2]["claimsPerSecond"]) / 2
+            ours = {**runs[1], "plainBefore": runs[0], "plainAfter": runs[2],
+                    "choicesOverPlain": round(runs[1]["claimsPerSecond"] / plain, 3) if plain else None,
+                    "p99OverPlain": round(runs[1]["latencyMs"]["p99"] / max(runs[0]["latencyMs"]["p99"],
+                                                                             runs[2]["latencyMs"]["p99"]), 3)}
         else:
             samples, start_at, deadline = run_clients(_claim_worker, url, args)
             ours = summarise(samples, start_at, deadline, "claimed", args.hot)
@@ -476,7 +523,7 @@ def main(argv=None) -> dict:
         raws = [r["claimsPerSecond"] for r in (raw_before, raw_after) if r]
         raw_mean = sum(raws) / len(raws) if raws else None
         result = {
-            "benchmark": "claims", "mode": mode, "hot": args.hot, "naive": args.naive,
+            "benchmark": "claims", "mode": mode, "hot": args.hot, "naive": args.naive, "choices": args.choices,
             "clients": args.clients, "seconds": args.seconds, "cores": os.cpu_count(),
             "data": {"recipes": args.recipes, "poolItemsPerRecipe": args.items, "history": args.history,
                      "users": args.users},

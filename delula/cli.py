@@ -299,12 +299,19 @@ def cmd_queue_tick(rt, args):
 
 
 def cmd_instant(rt, args):
-    from . import auth, claims
+    from . import auth, claims, forms
 
     user = auth.get_user(rt, username=args.user)
     if user is None or user.role == "system":
         raise Refused(f"no user named {args.user!r}")
-    result = claims.instant_claim(rt, recipe_id=args.recipe_id, user_id=user.id)
+    variables = claims.recipe_variables(rt, args.recipe_id) or []
+    try:
+        choices = dict(forms.choice_from_text(variables, text) for text in args.choice) if args.choice else None
+    except forms.FormError as e:
+        raise BadUsage(f"--choice: {e.errors['choice']}") from None
+    ask = claims.Ask(choices=choices, match=claims.Match.PREFER if args.prefer else claims.Match.EXACT,
+                     count=args.count, all=args.all)
+    result = claims.instant_claim(rt, recipe_id=args.recipe_id, user_id=user.id, ask=ask)
     _print(claims.response(result)[1])
     if not result.ok:
         raise SystemExit(1)
@@ -566,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("instant", help="one instant claim, prints the API's JSON body")
     i.add_argument("recipe_id", type=int)
     i.add_argument("--user", required=True)
+    i.add_argument("--choice", action="append", default=[], metavar="FIELD=VALUE",
+                   help="only an item with this value (repeat for more fields)")
+    i.add_argument("--prefer", action="store_true", help="prefer items with the choices, else take the oldest")
+    i.add_argument("--count", type=int, help="take up to this many items (1-10), printed as a list")
+    i.add_argument("--all", action="store_true", help="with --count: all of them or none")
     i.set_defaults(func=cmd_instant)
 
     sub.add_parser("worker", help="run the scheduler (no web server) until stopped").set_defaults(func=cmd_worker)

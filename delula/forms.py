@@ -3,6 +3,7 @@
 - :func:`check_schema` — is a recipe's ``variables`` list well formed?
 - :func:`validate` — check a user's form data against a schema; returns clean data or per-field errors.
 - :func:`validate_choices` — check the choices of an instant claim: any subset of the fields.
+- :func:`matches` — whether form data has every value of some choices.
 - :func:`random_value` — a random valid value for one field (the backlog's fallback).
 - :func:`weighted_form` — form data drawn from usage statistics, falling back to random values.
 - :func:`countable` — the part of a user's form data the usage statistics may count.
@@ -14,6 +15,7 @@ label) instead.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Mapping
@@ -160,6 +162,23 @@ def validate_choices(variables: list[dict], choices) -> dict:
     if errors:
         raise FormError(errors)
     return dict(choices)
+
+
+def choice_from_text(variables: list[dict], text: str) -> tuple[str, object]:
+    """``field=value`` as typed on a command line, as ``(field, value)``: the value as written if
+    the field takes it, else read as JSON (``3``, ``true``) if that fits, else as written (for
+    :func:`validate_choices` to refuse with its reason). Raises :class:`FormError` without ``=``."""
+    fid, sep, raw = text.partition("=")
+    if not sep or not fid:
+        raise FormError({"choice": f"{text!r} is not field=value"})
+    field = next((f for f in variables if f["id"] == fid), None)
+    if field is None or _field_error(field, raw) is None:
+        return fid, raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return fid, raw
+    return fid, value if _field_error(field, value) is None else raw
 
 
 def matches(form_data: Mapping, choices: Mapping) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from . import audit, forms
+from .runtime import RECIPE_VARIABLES_CACHE
 from .storage import Conflict, catalog, pool, stats
 
 DEFAULT_MODEL = "fal-ai/veo3/fast"
@@ -75,6 +76,7 @@ def create_recipe(rt, *, name: str, credit_cost: int, variables=None, model_id: 
         except Conflict as e:
             raise RecipeError(str(e)) from None
     rt.invalidate()
+    rt.invalidate(RECIPE_VARIABLES_CACHE)
     return recipe
 
 
@@ -110,6 +112,7 @@ def update_recipe(rt, recipe_id: int, *, name=_UNSET, credit_cost=_UNSET, variab
         audit.record(s, now=rt.now(), actor_id=actor_id, action="recipe_update", target_recipe_id=recipe_id,
                      **changed)
     rt.invalidate()
+    rt.invalidate(RECIPE_VARIABLES_CACHE)
     return recipe
 
 

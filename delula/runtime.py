@@ -15,6 +15,8 @@ from .clock import SystemClock
 from .config import Settings
 from .storage import Store, accounts
 
+RECIPE_VARIABLES_CACHE = "recipe-variables"   # claims keep recipes' fields here; changing a recipe empties it
+
 
 @dataclass
 class Runtime:

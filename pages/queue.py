@@ -46,6 +46,7 @@ STATUS_HINTS = {
     JobStatus.FAILED: "gave up after retries, last 24 h",
     JobStatus.CANCELLED: "stopped by ops, last 24 h",
     JobStatus.EXPIRED: "backlog items too old to hand out, kept, last 24 h",
+    JobStatus.REJECTED: "backlog items the quality gate refused, last 24 h",
 }
 
 

@@ -33,6 +33,7 @@ INSTANT_LOCK_S = 10   # the Instant buttons stay disabled this long after a clic
 TOP_UP_CREDITS = 10   # per click; DELULA_TOPUP_MAX bounds any one top-up
 REFRESH_MS = 5000     # badges and credits follow claims made elsewhere (API, other tabs)
 ACTING_AS_SHOWN = 50  # test users offered at once: the first by name, or those matching the search
+READY_SHOWN = 20      # the Generate form counts ready items with its choices up to this many
 IMAGE_EXTENSIONS = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 
 
@@ -199,6 +200,29 @@ def form_values(variables: list[dict], raw: dict) -> dict:
     return out
 
 
+def chosen(variables: list[dict], raw: dict) -> dict:
+    """The choices the Generate form holds, as an instant claim asks for them: its values
+    (:func:`form_values`, defaults for what is left empty) of every field but free text, which no
+    backlog item was made with; a value the recipe would refuse is left out."""
+    defaults = {f["id"]: f["defaultValue"] for f in variables if f.get("defaultValue") is not None}
+    picked = forms.countable(variables, defaults | form_values(variables, raw))
+    return {k: v for k, v in picked.items() if _valid_choice(variables, k, v)}
+
+
+def _valid_choice(variables: list[dict], field: str, value) -> bool:
+    try:
+        forms.validate_choices(variables, {field: value})
+    except forms.FormError:
+        return False
+    return True
+
+
+def ready_text(n: int) -> str:
+    """The Generate form's offer when items with its choices wait in the pool."""
+    more = "+" if n >= READY_SHOWN else ""
+    return f"{n}{more} ready with these choices — get one now instead of waiting."
+
+
 def submit_view(status: int, body: dict, username: str) -> dict:
     """What the Generate modal shows after ``create_user_generation`` answered."""
     if status == 202:
@@ -237,7 +261,7 @@ def recipe_card(recipe: dict):
             dbc.Button("⚡ Instant", id={"type": "instant-btn", "recipe": rid}, color="primary",
                        className="recipes-instant", n_clicks=0),
             dbc.Button("Generate…", id={"type": "generate-btn", "recipe": rid}, color="secondary",
-                       outline=True, n_clicks=0),
+                       outline=True, n_clicks=0, className="recipes-generate-open"),
             dbc.Badge(text, id={"type": "avail-badge", "recipe": rid}, color=color, pill=True,
                       className="recipes-availability ms-auto"),
         ], className="d-flex align-items-center gap-2"), className="bg-transparent"),
@@ -297,6 +321,10 @@ def _generate_modal():
         dbc.ModalBody([
             html.Div(id="recipes-generate-intro"),
             html.Div(id="recipes-generate-form"),
+            dbc.Alert([html.Span(id="recipes-ready-text"),
+                       dbc.Button("⚡ Get one now", id="recipes-ready-claim", color="success", size="sm",
+                                  className="ms-2", n_clicks=0)],
+                      id="recipes-ready", color="success", className="d-flex align-items-center", is_open=False),
             html.Div(id="recipes-generate-result"),
         ]),
         dbc.ModalFooter([
@@ -523,6 +551,64 @@ def submit_generation(n_clicks, recipe_id, acting_as, values, field_ids, feedbac
     detail = [html.Div(f"{k} {v}") for k, v in unplaced.items()]
     return dbc.Alert([html.Div(view["message"]), *detail], color="danger", className="recipes-generate-error"), \
         feedback, False, dash.no_update
+
+
+@callback(
+    Output("recipes-ready", "is_open"),
+    Output("recipes-ready-text", "children"),
+    Input({"type": "gen-field", "field": ALL}, "value"),
+    State({"type": "gen-field", "field": ALL}, "id"),
+    State("recipes-generate-recipe", "data"),
+    State("recipes-acting-as", "value"),
+)
+def ready_with_choices(values, field_ids, recipe_id, acting_as):
+    """While the form's values change: how many ready items have them (the offer to claim one)."""
+    if recipe_id is None:
+        return False, None
+    access.require(*auth.STAFF_ROLES)
+    rt = runtime.current()
+    recipe = _recipe(rt, recipe_id)
+    if recipe is None:
+        return False, None
+    choices = chosen(recipe["variables"], {i["field"]: v for i, v in zip(field_ids, values)})
+    n = claims.ready_count(rt, recipe_id, choices, limit=READY_SHOWN)
+    return n > 0 and bool(acting_as), ready_text(n)
+
+
+@callback(
+    Output("recipes-instant-modal", "is_open", allow_duplicate=True),
+    Output("recipes-instant-title", "children", allow_duplicate=True),
+    Output("recipes-instant-result", "children", allow_duplicate=True),
+    Output("recipes-claim", "data", allow_duplicate=True),
+    Output("recipes-generate-modal", "is_open", allow_duplicate=True),
+    Output("recipes-generate-result", "children", allow_duplicate=True),
+    Input("recipes-ready-claim", "n_clicks"),
+    State("recipes-generate-recipe", "data"),
+    State("recipes-acting-as", "value"),
+    State({"type": "gen-field", "field": ALL}, "value"),
+    State({"type": "gen-field", "field": ALL}, "id"),
+    prevent_initial_call=True,
+)
+def claim_with_choices(n_clicks, recipe_id, acting_as, values, field_ids):
+    """"Get one now": an instant claim with the form's choices for the acting user, shown like a
+    card's Instant claim; when the item went meanwhile, the form stays open and says so."""
+    if not n_clicks or recipe_id is None:
+        raise PreventUpdate
+    staff = access.require(*auth.STAFF_ROLES)
+    rt = runtime.current()
+    recipe = _recipe(rt, recipe_id)
+    refusal = "Choose who to act as first." if not acting_as else _refusal(rt, staff, acting_as)
+    if recipe is None or refusal is not None:
+        msg = refusal or "This recipe is no longer active."
+        return (dash.no_update,) * 4 + (True, dbc.Alert(msg, color="warning", className="recipes-generate-error"))
+    choices = chosen(recipe["variables"], {i["field"]: v for i, v in zip(field_ids, values)})
+    view = claim_view(claims.instant_claim(rt, recipe_id=recipe_id, user_id=acting_as, actor_id=staff.id,
+                                           ask=claims.Ask(choices=choices)))
+    view.update(recipeId=recipe_id, at=time.time())
+    if view["kind"] == "fallback":
+        note = "The ready item with these choices was just taken. Queue one below — it takes a few minutes."
+        return (dash.no_update,) * 3 + (view, True, dbc.Alert(note, color="info", className="recipes-fallback"))
+    return True, f"Instant · {recipe['name']}", instant_result(view), view, False, None
 
 
 @callback(

@@ -61,6 +61,36 @@ def test_instant_claim_returns_the_generation_and_charges(env):
     assert [g["id"] for g in listed] == [gen["id"]]
 
 
+def test_instant_claim_with_choices_answers_matched_or_prefills_the_form(env):
+    with env.rt.store.begin() as s:
+        wild = jobs.get_generation(s, max(env.pool))
+        wild.form_data = {"mood": "wild", "speed": 4}
+    r = _instant(env, env.user_token, formData={"mood": "wild"})
+    assert r.status_code == 200 and r.get_json()["matched"] is True
+    assert r.get_json()["generation"]["id"] == max(env.pool)
+    missed = _instant(env, env.user_token, formData={"mood": "wild", "speed": 4})
+    assert (missed.status_code, missed.get_json()) == (404, {
+        "message": "No instant generation available", "fallbackToModal": True,
+        "formData": {"mood": "wild", "speed": 4}})
+    preferred = _instant(env, env.user_token, formData={"mood": "wild"}, match="prefer").get_json()
+    assert preferred["matched"] is False and preferred["generation"]["id"] == min(env.pool)
+    assert credits(env.rt, env.user) == 16
+
+
+def test_a_batch_claim_answers_a_list_and_charges_each_item(env):
+    r = _instant(env, env.user_token, count=2)
+    body = r.get_json()
+    assert r.status_code == 200 and set(body) == {"generations", "creditsCharged", "creditsRemaining"}
+    assert [g["id"] for g in body["generations"]] == sorted(env.pool)[:2]
+    assert all(set(g) == GENERATION_KEYS for g in body["generations"])
+    assert (body["creditsCharged"], body["creditsRemaining"]) == (4, 16)
+    nothing = _instant(env, env.user_token, count=2, all=True)
+    assert (nothing.status_code, nothing.get_json()) == (404, NO_BACKLOG) and credits(env.rt, env.user) == 16
+    poor = _instant(env, env.poor_token, count=1, all=True)
+    assert (poor.status_code, poor.get_json()) == (400, {"message": "Insufficient credits", "required": 2,
+                                                        "available": 1})
+
+
 def test_instant_claim_refusals_have_the_statuses_of_the_spec(env):
     rt, c = env.rt, env.client
     assert _instant(env, env.user_token, recipe_id=env.empty.id).get_json() == NO_BACKLOG
@@ -415,6 +445,22 @@ _INSTANT_ONLY = [
     ("targetUserId-too-long", J, b'{"recipeId": 1, "targetUserId": "' + b"u" * 65 + b'"}', 400),
     ("targetUserId-nul", J, b'{"recipeId": 1, "targetUserId": "u\\u0000"}', 400),
     ("targetUserId-system", J, b'{"recipeId": 1, "targetUserId": "system_backlog"}', 400),
+    ("choices-array", J, b'{"recipeId": 1, "formData": []}', 400),
+    ("choices-null", J, b'{"recipeId": 1, "formData": null}', 400),
+    ("choices-unknown-field", J, b'{"recipeId": 1, "formData": {"colour": "red"}}', 400),
+    ("choices-out-of-options", J, b'{"recipeId": 1, "formData": {"mood": "sleepy"}}', 400),
+    ("choices-null-value", J, b'{"recipeId": 1, "formData": {"mood": null}}', 400),
+    ("choices-slider-string", J, b'{"recipeId": 1, "formData": {"speed": "3"}}', 400),
+    ("choices-text-too-long", J, b'{"recipeId": 1, "formData": {"caption": "' + b"c" * 21 + b'"}}', 400),
+    ("match-unknown", J, b'{"recipeId": 1, "formData": {"mood": "calm"}, "match": "fuzzy"}', 400),
+    ("match-null", J, b'{"recipeId": 1, "match": null}', 400),
+    ("count-zero", J, b'{"recipeId": 1, "count": 0}', 400),
+    ("count-eleven", J, b'{"recipeId": 1, "count": 11}', 400),
+    ("count-string", J, b'{"recipeId": 1, "count": "2"}', 400),
+    ("count-float", J, b'{"recipeId": 1, "count": 2.0}', 400),
+    ("count-true", J, b'{"recipeId": 1, "count": true}', 400),
+    ("all-string", J, b'{"recipeId": 1, "count": 2, "all": "yes"}', 400),
+    ("all-without-count", J, b'{"recipeId": 1, "all": true}', 400),
 ]
 _GENERATE_ONLY = [
     ("formData-array", J, b'{"recipeId": 1, "formData": []}', 400),

@@ -79,6 +79,17 @@ def test_claims_in_process_keeps_every_invariant(pg_admin):
     assert not _exists(pg_admin, name)
 
 
+def test_claims_with_choices_runs_plain_choices_plain_and_keeps_every_invariant(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_choices"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "1",
+               "--recipes", "3", "--items", "300", "--history", "500", "--users", "50", "--no-raw", "--choices")
+    assert out["choices"] is True and out["ours"]["claims"] > 0
+    assert out["ours"]["plainBefore"]["claims"] > 0 and out["ours"]["plainAfter"]["claims"] > 0
+    assert out["ours"]["choicesOverPlain"] > 0 and set(out["ours"]["outcomes"]) <= {"claimed", "no_backlog", "race"}
+    assert out["invariants"]["violations"] == 0, out["invariants"]
+    assert not _exists(pg_admin, name)
+
+
 def test_claims_hot_reports_the_rate_per_window_ours_and_the_functions(pg_admin):
     if shutil.which("pgbench") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
         skip_or_fail("needs pgbench")

@@ -32,7 +32,7 @@ new MutationObserver(function () {
 """
 
 
-def make_pool(rt, recipe_id: int, n: int) -> None:
+def make_pool(rt, recipe_id: int, n: int, form_data: dict | None = None) -> None:
     """``n`` finished backlog generations whose assets the app's simulator really serves."""
     recipe = recipes.get_recipe(rt, recipe_id)
     now = rt.now()
@@ -40,7 +40,8 @@ def make_pool(rt, recipe_id: int, n: int) -> None:
     for _ in range(n):
         submission = rt.provider.submit(recipe.model_id, {"prompt": recipe.name, "recipe": recipe.name})
         result = rt.provider.result(submission)
-        rows.append(dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe_id, status="completed", form_data={},
+        rows.append(dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe_id, status="completed",
+                         form_data=form_data or {},
                          meta={"source": "backlog"}, priority=10, provider_request_id=submission.request_id,
                          asset_url=result.video_url, thumbnail_url=result.thumbnail_url, started_at=now,
                          completed_at=now))
@@ -140,6 +141,39 @@ def test_instant_without_backlog_opens_generate_and_the_job_appears_on_the_queue
     row = browser.wait(f".ag-row[row-id='{job.id}']")
     assert "Retro Product Ad" in row.text and "PENDING" in row.text.upper() and "maya" in row.text
     browser.screenshot("queue-after-generate")
+    assert browser.console_errors() == []
+
+
+def test_the_generate_form_offers_a_ready_item_with_its_choices_and_claims_it(live_app, browser):
+    """Issue 15: while staff pick values, the form counts the ready items that have them, and
+    "Get one now" turns the form into an instant claim with those choices."""
+    from selenium.webdriver.support.ui import Select
+
+    rt = live_app.rt
+    make_pool(rt, CAT_OLYMPICS, 1, {"sport": "diving", "breed": "tabby", "slowmo": True})
+    make_pool(rt, CAT_OLYMPICS, 1, {"sport": "curling", "breed": "siamese", "slowmo": True})
+    open_recipes(live_app, browser)
+    card = f"#recipe-card-{CAT_OLYMPICS}"
+    browser.wait_text(f"{card} .recipes-availability", "2 ready")
+    browser.find(f"{card} .recipes-generate-open").click()
+    browser.wait_text("#recipes-generate-title", "Generate · Cat Olympics")
+    browser.wait_text("#recipes-ready", "1 ready with these choices")   # the defaults: diving, tabby
+
+    Select(browser.wait("#recipes-generate-form select")).select_by_visible_text("Curling")
+    browser.wait_for(lambda: not browser.find_all("#recipes-ready"), what="no offer for curling with a tabby")
+    browser.click(lambda: browser.wait_text("#recipes-generate-form label", "Siamese"), what="the Siamese option")
+    browser.wait_text("#recipes-ready", "1 ready with these choices")
+    browser.screenshot("recipes-generate-ready")
+    browser.find("#recipes-ready-claim").click()
+
+    browser.wait_text("#recipes-instant-title", "Instant · Cat Olympics")
+    browser.wait(".recipes-claim-success")
+    [claimed] = generations.list_generations(rt, auth.get_user(rt, username="maya").id)
+    assert claimed.form_data == {"sport": "curling", "breed": "siamese", "slowmo": True}
+    assert claimed.meta["isInstant"] is True
+    browser.wait_text(".recipes-claim-success", f"Generation #{claimed.id} is yours")
+    browser.find("#recipes-instant-close").click()
+    browser.wait_text(f"{card} .recipes-availability", "1 ready")
     assert browser.console_errors() == []
 
 

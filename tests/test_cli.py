@@ -71,6 +71,31 @@ def test_instant_refuses_cleanly_then_claims(cli):
     assert "no user" in _json(cli("instant", "1", "--user", "nobody", expect=1))["message"]
 
 
+def test_instant_with_choices_and_a_batch(cli):
+    from delula import claims
+
+    cli("db", "upgrade")
+    cli("demo", "seed")
+    cli("users", "create", "cleo", "--credits", "50")
+    rt = Runtime.from_settings(Settings(database_url=cli.url))
+    field = next(f for f in claims.recipe_variables(rt, 1) if f["type"] in ("dropdown", "radio", "emoji_button"))
+    first, second = field["options"][0]["value"], field["options"][1]["value"]
+    add_pool_items(rt, 1, 1, form_data={field["id"]: second})
+    add_pool_items(rt, 1, 1, form_data={field["id"]: first})
+    rt.close()
+    choice = f"{field['id']}={first}"
+    claimed = _json(cli("instant", "1", "--user", "cleo", "--choice", choice))
+    assert claimed["matched"] is True and claimed["generation"]["formData"] == {field["id"]: first}
+    missed = _json(cli("instant", "1", "--user", "cleo", "--choice", choice, expect=1))
+    assert missed == {"message": "No instant generation available", "fallbackToModal": True,
+                      "formData": {field["id"]: first}}
+    batch = _json(cli("instant", "1", "--user", "cleo", "--choice", choice, "--prefer", "--count", "2"))
+    assert len(batch["generations"]) == 1 and batch["matched"] is False
+    bad = _json(cli("instant", "1", "--user", "cleo", "--choice", "nofield=1", expect=1))
+    assert bad["errors"] == {"formData.nofield": "is not a field of this recipe"}
+    assert "field=value" in cli("instant", "1", "--user", "cleo", "--choice", "oops", expect=2).stderr
+
+
 def test_grant_recipes_and_revoke(cli):
     cli("users", "create", "bob")
     assert _json(cli("users", "grant", "bob", "12"))["credits"] == 12

@@ -279,10 +279,11 @@ def test_migration_0014_goes_down_and_up(rt):
     head = storage.current_revision(rt.store)
     assert head >= "0014"   # later migrations go down through it too
     if rt.store.is_postgres:
-        assert _claim_function(rt) == (1, "p_recipe_id integer, p_user_id character varying, p_actor_id character "
-                                          "varying, p_patch jsonb, p_now timestamp with time zone, p_cooldown_s "
-                                          "double precision, p_request_id character varying, p_fresh_after "
-                                          "timestamp with time zone")
+        count, args = _claim_function(rt)
+        assert count == 1 and args.startswith(  # later versions add arguments after these
+            "p_recipe_id integer, p_user_id character varying, p_actor_id character varying, p_patch jsonb, p_now "
+            "timestamp with time zone, p_cooldown_s double precision, p_request_id character varying, p_fresh_after "
+            "timestamp with time zone")
 
     _migrate_down(rt.store, "0013")
 

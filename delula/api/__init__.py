@@ -312,13 +312,16 @@ def openapi_document() -> dict:
            "a repeat by the same user with the same body returns the first response and never charges "
            "twice; the key with another body is refused (422)"),),
        responses={
-           200: Reply("Claimed and charged", bodies.Charged),
-           400: Reply("Invalid body or Idempotency-Key, an unknown targetUserId (errors.targetUserId: "
-                      "\"no such user\"), or insufficient credits",
+           200: Reply("Claimed and charged: one generation, or with count a list of them",
+                      bodies.Charged | bodies.ChargedBatch),
+           400: Reply("Invalid body or Idempotency-Key, formData not valid for the recipe (errors.formData.<field>), "
+                      "all without count, an unknown targetUserId (errors.targetUserId: \"no such user\"), or "
+                      "insufficient credits (for every item asked with all)",
                       bodies.InvalidRequest | bodies.InsufficientCredits),
            403: _error("targetUserId names an account the caller may not act for (ops: any account; product "
                        "staff: test accounts only; anyone else: none)"),
-           404: Reply("Recipe not found (unknown or inactive), or no instant generation available",
+           404: Reply("Recipe not found (unknown or inactive), or no instant generation available (with the "
+                      "choices, or as many as all asks for)",
                       bodies.NoInstantGeneration | bodies.Error),
            409: Reply("Every claimable item was taken by concurrent claims", bodies.NoInstantGeneration),
            422: _error("The Idempotency-Key was used before for another recipe or target user"),
@@ -336,8 +339,10 @@ def instant():
         if isinstance(refusal, ApiError) and refusal.status == 400:
             claims.record_refused_attempt(runtime.current(), user.id, _recipe_id_asked())
         raise
+    ask = claims.Ask(choices=body.form_data, match=claims.Match(body.match or "exact"), count=body.count,
+                     all=bool(body.all))
     user, result = claims.instant_claim_with_token(runtime.current(), token, recipe_id=body.recipe_id,
-                                                   target_user_id=body.target_user_id, idempotency_key=key)
+                                                   target_user_id=body.target_user_id, idempotency_key=key, ask=ask)
     if user is None:
         raise _invalid_token()
     if result is None:  # a token whose user may not claim at all (the function was not called)

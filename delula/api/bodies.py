@@ -31,7 +31,7 @@ from ..audit import ACTIONS as AUDIT_ACTIONS
 from ..config import BACKLOG_POLICIES
 from ..audit import MAX_LIMIT as AUDIT_MAX_LIMIT
 from ..auth import ROLES
-from ..claims import target_error
+from ..claims import MAX_COUNT, Match, target_error
 from ..generations import JobSource, JobStatus
 from ..queue_actions import (CANCEL, FILTER_RULE, IDS_RULE, MAX_IDS, RECIPE_RULE, RETRY, SOURCE_RULE,
                              status_refusal)
@@ -180,6 +180,10 @@ TargetUserId = Annotated[
     Field(description="credit another user (roles product and ops only)")]
 FormData = Annotated[dict[str, FormValue], WrapValidator(_an_object),
                      Field(description="values by field id (the recipe's `variables`); defaults fill gaps")]
+Choices = Annotated[dict[str, FormValue], WrapValidator(_an_object),
+                    Field(description="any subset of the recipe's fields (`variables`), each value valid as in "
+                                      "`POST /api/generate`: an item must have them all (`match: exact`, the "
+                                      "default) or should (`prefer`)")]
 # The header, stripped of surrounding white space: 1-200 printable ASCII characters.
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH,
                                                   pattern=r"^[!-~]([ -~]*[!-~])?$")]
@@ -197,12 +201,21 @@ class _Body(BaseModel):
 # --- requests -------------------------------------------------------------------------------
 
 class InstantRequest(_Body):
-    """An instant claim: the recipe, and for staff the user to credit."""
+    """An instant claim: the recipe, for staff the user to credit, the user's choices and how many
+    items (a batch answers with a list)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"recipeId": 1}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"recipeId": 1}, {"recipeId": 1, "formData": {"animal": "bengal cat"}, "match": "prefer"},
+        {"recipeId": 1, "count": 3, "all": True}]})
 
+    # Each may be left out, none sent as null.
     recipe_id: RecipeId
-    target_user_id: TargetUserId = None  # may be left out, never sent as null
+    target_user_id: TargetUserId = None
+    form_data: Choices = None
+    match: Annotated[Literal[tuple(m.value for m in Match)], refusal("must be exact or prefer")] = None
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT, description="take up to this many items (the answer lists them)"),
+                     refusal(f"must be a whole number from 1 to {MAX_COUNT}")] = None
+    all: Annotated[bool, Field(description="with count: all of them or none"), refusal("must be true or false")] = None
 
 
 class GenerateRequest(_Body):
@@ -301,10 +314,12 @@ class InsufficientCredits(_Body):
 
 
 class NoInstantGeneration(_Body):
-    """No finished generation to claim: fall back to the normal (modal) flow."""
+    """No finished generation to claim: fall back to the normal (modal) flow, prefilled with the
+    choices asked for (``formData``, when the claim had any)."""
 
     message: str
     fallback_to_modal: Literal[True]
+    form_data: dict[str, Any] = None
 
 
 class RateLimited(_Body):
@@ -334,11 +349,23 @@ class Generation(_Body):
 
 
 class Charged(_Body):
-    """A generation the caller (or the credited user) was charged for."""
+    """A generation the caller (or the credited user) was charged for; ``matched`` (with choices
+    only) says whether it has them."""
 
     generation: Generation
     credits_charged: int
     credits_remaining: int
+    matched: bool = None
+
+
+class ChargedBatch(_Body):
+    """The generations of a batch claim (``count``), oldest first, each charged; ``matched`` (with
+    choices only) says whether every one has them."""
+
+    generations: list[Generation] = Field(min_length=1, max_length=MAX_COUNT)
+    credits_charged: int
+    credits_remaining: int
+    matched: bool = None
 
 
 class BulkResult(_Body):

@@ -64,8 +64,8 @@ def update_recipe(s: Session, recipe_id: int, **values) -> bool:
     return True
 
 
-def bump_usage_count(s: Session, recipe_id: int) -> None:
-    s.execute(update(Recipe).where(Recipe.id == recipe_id).values(usage_count=Recipe.usage_count + 1))
+def bump_usage_count(s: Session, recipe_id: int, by: int = 1) -> None:
+    s.execute(update(Recipe).where(Recipe.id == recipe_id).values(usage_count=Recipe.usage_count + by))
 
 
 def record_choices(s: Session, recipe_id: int, form_data: dict, weight: int = 1) -> None:
