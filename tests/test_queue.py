@@ -584,7 +584,7 @@ def test_status_and_its_text(queue_rt, clock):
     clock.advance(4)
     data = queue_status.status(rt)
     assert data["counts"] == {"pending": 1, "processing": 2, "completed": 0, "failed": 0, "cancelled": 0,
-                              "expired": 0}
+                              "expired": 0, "rejected": 0}
     assert data["slots"] == {"inUse": 2, "max": 2}
     assert data["oldestPending"]["id"] == ids[2] and data["oldestPending"]["ageSeconds"] == 4
     assert [p["id"] for p in data["nextPolls"]] == ids[:2]
@@ -593,6 +593,7 @@ def test_status_and_its_text(queue_rt, clock):
     json.dumps(data)  # the CLI prints it
     text = cli.format_status(data)
     assert "2 of 2 in use" in text and f"#{ids[2]}" in text and "Lantern" in text and "in 11 s" in text
+    assert "rejected 0" in text
 
 
 def test_status_counts_finished_jobs_of_the_last_day_only(queue_rt, clock):
