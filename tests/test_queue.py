@@ -33,6 +33,7 @@ class FakeProvider:
     """
 
     name = "fake"
+    asset_locations = ("https://cdn.example/",)
 
     def __init__(self, clock=None, *, default="IN_PROGRESS", submit_delay: float = 0.0, on_submit=None):
         self.clock = clock
@@ -73,7 +74,7 @@ class FakeProvider:
 
     def result(self, sub: Submission) -> JobResult:
         return JobResult(f"https://cdn.example/{sub.request_id}.mp4", "video/mp4",
-                         f"https://cdn.example/{sub.request_id}.jpg")
+                         f"https://cdn.example/{sub.request_id}.jpg", file_size=1_000_000)
 
     def cancel(self, sub: Submission) -> None:
         with self._lock:
