@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 DEMAND_WINDOW = timedelta(hours=1)     # demand: instant attempts (hits and misses) per minute over this window
 LEAD_TIME_WINDOW = timedelta(days=1)   # lead time: median over backlog jobs completed in this window
 DEFAULT_LEAD_TIME_MIN = policies.DEFAULT_LEAD_TIME_MIN   # when no backlog job completed in the window
-FAILED_RETENTION = timedelta(days=1)   # failed backlog jobs older than this are deleted ...
-FAILED_KEEP = 10                       # ... except the newest this many per recipe
+FAILED_RETENTION = timedelta(days=1)   # failed and rejected backlog jobs older than this are deleted ...
+FAILED_KEEP = 10                       # ... except the newest this many per recipe (of each)
 
 
 def job_rows(recipe, count: int, usage: dict, rng: random.Random) -> list[dict]:
@@ -131,7 +131,7 @@ def status(rt) -> list[dict]:
 def maintain(rt, *, rng: random.Random | None = None) -> dict:
     """One pass: expire pool items older than ``DELULA_MAX_ITEM_AGE_H`` (kept, status
     ``expired``), then create the missing backlog jobs of every active recipe, clean up old
-    failures.
+    failures and rejections.
 
     Returns ``{"created": {recipe_id: n}, "createdTotal", "cleanedUp", "expired", "recipes":
     [status rows after the pass]}``.

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 PROVIDERS = ("simulator", "fal")
 BACKLOG_POLICIES = ("static", "reactive", "forecast")   # delula.policies.POLICIES (a test keeps the two the same)
 MAX_ITEM_AGE_LIMIT_H = 876_000.0   # 100 years: the age bound's cutoff stays a representable time
+MAX_ASSET_MB_LIMIT = 1_048_576.0   # a tebibyte: the file-size bound stays a plain number of bytes
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 _HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
@@ -73,6 +75,7 @@ class Settings:
     provider_timeout_s: float = 10.0
     simulator_duration: tuple[float, float] = (5.0, 40.0)
     simulator_failure_rate: float = 0.05
+    simulator_low_quality_rate: float = 0.05   # share of simulated results scored below 0.5
     simulator_key: str | None = field(default=None, repr=False)
     admin_password: str | None = field(default=None, repr=False)
     session_hours: float = 12.0          # a dashboard session ends this long after sign-in, used or not
@@ -89,6 +92,10 @@ class Settings:
     alert_failure_rate: float = 0.25     # the share of failed jobs over 15 min above this fires
     alert_webhook_url: str | None = field(default=None, repr=False)   # where notifications go (it may hold a token)
     alert_interval_s: float = 60.0       # how often the scheduler leader evaluates the rules
+    max_asset_mb: float = 200.0          # the quality gate: the largest file a backlog item may be (MiB)
+    video_duration_s: tuple[float, float] = (1.0, 300.0)   # ... the seconds a video may last (no recipe bounds)
+    min_quality: float | None = None     # ... the lowest quality score it accepts (None: off)
+    fal_media_hosts: tuple[str, ...] = ("fal.media",)      # ... where fal's assets may live (and subdomains)
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalise_url(self.database_url))
@@ -124,6 +131,8 @@ class Settings:
             simulator_duration=r.duration("DELULA_SIMULATOR_DURATION", cls.simulator_duration),
             simulator_failure_rate=r.number("DELULA_SIMULATOR_FAILURE_RATE", cls.simulator_failure_rate,
                                             minimum=0, maximum=1),
+            simulator_low_quality_rate=r.number("DELULA_SIMULATOR_LOW_QUALITY_RATE", cls.simulator_low_quality_rate,
+                                                minimum=0, maximum=1),
             simulator_key=r.text("DELULA_SIMULATOR_KEY", None),
             admin_password=r.text("DELULA_ADMIN_PASSWORD", None),
             session_hours=r.number("DELULA_SESSION_HOURS", cls.session_hours, minimum=0.001),
@@ -140,6 +149,10 @@ class Settings:
             alert_failure_rate=r.number("DELULA_ALERT_FAILURE_RATE", cls.alert_failure_rate),
             alert_webhook_url=r.text("DELULA_ALERT_WEBHOOK_URL", None),
             alert_interval_s=r.number("DELULA_ALERT_INTERVAL_S", cls.alert_interval_s, minimum=0.1),
+            max_asset_mb=r.number("DELULA_MAX_ASSET_MB", cls.max_asset_mb),
+            video_duration_s=r.duration("DELULA_VIDEO_DURATION_S", cls.video_duration_s),
+            min_quality=r.optional_number("DELULA_MIN_QUALITY", cls.min_quality, minimum=0, maximum=1),
+            fal_media_hosts=r.hosts("DELULA_FAL_MEDIA_HOSTS", cls.fal_media_hosts),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -169,6 +182,11 @@ class Settings:
         if not 0 <= self.alert_failure_rate < 1:
             raise ConfigError(f"DELULA_ALERT_FAILURE_RATE must be a share from 0 up to (not including) 1, "
                               f"got {self.alert_failure_rate:g}")
+        if not 0 < self.max_asset_mb <= MAX_ASSET_MB_LIMIT:
+            raise ConfigError(f"DELULA_MAX_ASSET_MB must be a positive number of megabytes, at most "
+                              f"{MAX_ASSET_MB_LIMIT:g}, got {self.max_asset_mb:g}")
+        if self.min_quality is not None and not 0 <= self.min_quality <= 1:
+            raise ConfigError(f"DELULA_MIN_QUALITY must be 'off' or a number from 0 to 1, got {self.min_quality:g}")
         if self.alert_webhook_url is not None and not _is_web_url(self.alert_webhook_url):
             raise ConfigError("DELULA_ALERT_WEBHOOK_URL must be an http:// or https:// URL with a host")
         if self.simulator_key is not None and not _HEADER_TOKEN.fullmatch(self.simulator_key):
@@ -228,6 +246,32 @@ class _Reader:
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name} must be at most {maximum}, got {raw}")
         return value
+
+    def optional_number(self, name, default: float | None, *, minimum: float, maximum: float) -> float | None:
+        """A number from ``minimum`` to ``maximum``, or ``off`` (``None``)."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() == "off":
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not minimum <= value <= maximum:   # NaN and the infinities too
+            raise ConfigError(f"{name} must be 'off' or a number from {minimum:g} to {maximum:g}, got {raw!r}")
+        return value
+
+    def hosts(self, name, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list of host names (lower-cased)."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        hosts = tuple(h.strip().lower() for h in raw.split(","))
+        bad = [h for h in hosts if not _HOST.fullmatch(h)]
+        if bad:
+            raise ConfigError(f"{name} must be a comma-separated list of host names like fal.media, got {bad[0]!r}")
+        return hosts
 
     def choice(self, name, default: str, choices: tuple[str, ...]) -> str:
         raw = self._raw(name)

@@ -174,7 +174,8 @@ def prefill(rt, *, recipe_id: int | None, count: int, timeout: float, on_progres
     poll schedule is respected. Jobs unfinished at the timeout stay queued for the scheduler.
     ``sleep`` is injectable: with a ManualClock pass ``clock.advance``.
     On a database without any recipe (a fresh file) the demo data is seeded first, as
-    ``python app.py`` does. Returns ``{"created", "completed", "failed", "timedOut", "ids"}``;
+    ``python app.py`` does. Returns ``{"created", "completed", "failed", "rejected" (by the quality
+    gate), "timedOut", "ids"}``;
     raises :class:`QueueError` for a bad count or timeout, or a recipe it cannot prefill.
     """
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
@@ -201,8 +202,9 @@ def prefill(rt, *, recipe_id: int | None, count: int, timeout: float, on_progres
         sleep(min(PREFILL_MAX_SLEEP_S, max(0.01, wait), max(0.01, (deadline - now).total_seconds())))
     completed = sum(1 for st in states.values() if st == JobStatus.COMPLETED)
     failed = sum(1 for st in states.values() if st in (JobStatus.FAILED, JobStatus.CANCELLED))
-    return {"created": total, "completed": completed, "failed": failed,
-            "timedOut": total - completed - failed, "ids": ids}
+    rejected = sum(1 for st in states.values() if st == JobStatus.REJECTED)
+    return {"created": total, "completed": completed, "failed": failed, "rejected": rejected,
+            "timedOut": total - completed - failed - rejected, "ids": ids}
 
 
 def _seed_if_empty(rt) -> None:

@@ -14,7 +14,8 @@ Counters (monotonic, kept in the database by ``delula.counters``: they survive r
 up across processes, so ``rate()`` and ``increase()`` work on them):
 
 - ``delula_instant_claims_total{outcome,recipe_id}`` instant attempts by outcome
-- ``delula_jobs_finished_total{result,source}`` jobs that completed, failed for good or were cancelled
+- ``delula_jobs_finished_total{result,source}`` jobs that completed, failed for good, were cancelled
+  or were rejected by the quality gate
 - ``delula_provider_calls_total{kind,result}`` provider calls (submit, status, result, cancel) that
   went ``ok``, hit a provider ``error`` or were ``refused`` for their job
 - ``delula_provider_breaker_opened_total{provider}`` times the circuit breaker opened
@@ -32,7 +33,8 @@ Gauges over the last hour (the durations are a gauge histogram over the window):
 - ``delula_backlog_ready{recipe_id,recipe}`` claimable generations; ``delula_backlog_in_flight``,
   ``delula_backlog_target``, ``delula_backlog_minimum``, ``delula_backlog_deficit`` alike
 - ``delula_queue_jobs{status}`` generations pending / processing now
-- ``delula_jobs_finished_last_hour{status}`` completed / failed / cancelled in the window
+- ``delula_jobs_finished_last_hour{status}`` completed / failed / cancelled / expired / rejected in
+  the window
 - ``delula_instant_claims_last_hour{outcome}`` instant attempts by outcome in the window
 - ``delula_job_duration_seconds{source}`` processing time (start → completion) of jobs completed
   in the window, by ``source`` (user / backlog)
@@ -78,8 +80,8 @@ def snapshot(rt) -> dict:
 COUNTERS = {
     counter_names.CLAIMS: ("delula_instant_claims", "Instant claim attempts by outcome and recipe",
                            ("outcome", "recipe_id")),
-    counter_names.JOBS_FINISHED: ("delula_jobs_finished", "Generation jobs that completed, failed for good or "
-                                  "were cancelled", ("result", "source")),
+    counter_names.JOBS_FINISHED: ("delula_jobs_finished", "Generation jobs that completed, failed for good, "
+                                  "were cancelled or were rejected", ("result", "source")),
     counter_names.PROVIDER_CALLS: ("delula_provider_calls", "Calls to the generation provider by kind and result "
                                    "(ok, error: the provider is in trouble, refused: about its job)",
                                    ("kind", "result")),
@@ -128,7 +130,8 @@ class DelulaCollector(Collector):
         yield family
 
         family = GaugeMetricFamily("delula_jobs_finished_last_hour",
-                                   "Generations that completed, failed, were cancelled or expired in the last hour",
+                                   "Generations that completed, failed, were cancelled, expired or were rejected "
+                                   "in the last hour",
                                    labels=["status"])
         for status in JobStatus.FINISHED:
             family.add_metric([status], float(snap["finished"].get(status, 0)))

@@ -135,7 +135,8 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
 
     recipes = [r for r in all_recipes if recipe_id is None or r["recipeId"] == recipe_id]
     below = [r for r in all_recipes if r.get("belowMinimum", r["completed"] < r["minimum"])]
-    n_finished = finished["completed"] + finished["failed"]
+    unsuccessful = finished["failed"] + finished["rejected"]
+    n_finished = finished["completed"] + unsuccessful
     claimed_hour = claims_hour.get("claimed", 0)
     attempts_hour = sum(claims_hour.values())
 
@@ -176,14 +177,15 @@ def _compute(rt, rng: Range, recipe_id: int | None) -> dict:
             "failedClaimsLastHour": attempts_hour - claimed_hour,
             "completedInRange": finished["completed"],
             "failedInRange": finished["failed"],
-            "errorRate": (finished["failed"] / n_finished) if n_finished else None,
+            "rejectedInRange": finished["rejected"],
+            "errorRate": (unsuccessful / n_finished) if n_finished else None,
         },
         "recipes": recipes,
         "queue": queue,
         "claims": claims,
         "generations": {"instant": claims.get("claimed", list(zeros)), "normal": normal},
         "failures": {"backlog": failures.get("backlog", list(zeros)), "user": failures.get("user", list(zeros)),
-                     "claims": failed_claims},
+                     "rejected": failures.get(dashboard.REJECTED_KEY, list(zeros)), "claims": failed_claims},
         "processing": {"bins": bins, "count": n_processed,
                        "p50": round(p50, 2) if p50 is not None else None,
                        "p95": round(p95, 2) if p95 is not None else None},
@@ -267,16 +269,16 @@ def _counts(s, start: datetime, totals_from: datetime, width: int, recipe_id: in
 
 
 def _from_counts(series: list, totals: list, edges: list[float]):
-    """The range's claim, normal and failure series, its completed and failed totals, the
+    """The range's claim, normal and failure series, its completed, failed and rejected totals, the
     histogram and percentiles of processing times. Histogram bins have whole-second edges, so
     whole seconds bin exactly; percentiles are placed within their second."""
     claims = [(bucket, key, n) for bucket, metric, key, n in series if metric == "claim"]
     normal = [(bucket, n) for bucket, metric, _, n in series if metric == "normal"]
     failures = [(bucket, key, n) for bucket, metric, key, n in series if metric == "failed"]
-    finished = {"completed": 0, "failed": 0}
+    finished = {"completed": 0, "failed": 0, "rejected": 0}
     seconds: dict[int, int] = {}
     for metric, key, n in totals:
-        finished[metric] += n
+        finished["rejected" if metric == "failed" and key == dashboard.REJECTED_KEY else metric] += n
         if metric == "completed" and key != "-":
             seconds[int(key)] = seconds.get(int(key), 0) + n
     histogram: dict[int, int] = {}

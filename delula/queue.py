@@ -7,7 +7,9 @@ One :func:`tick` (SPEC §5, about every second from the scheduler) does three st
    poller ran is completed rather than wasted);
 2. **poll** submitted jobs whose ``next_poll_at`` is due. The n-th poll of a submission
    (``poll_count`` n, from 0) comes ``schedule[n mod len]`` seconds after the previous one, the
-   first one after the submit. COMPLETED stores the asset; FAILED, UNKNOWN or a non-retryable
+   first one after the submit. COMPLETED stores the asset -- or, for a backlog job whose
+   result fails the quality gate (:mod:`delula.quality`), marks the job ``rejected`` with the
+   reason, in the same transaction, so it never enters the pool; FAILED, UNKNOWN or a non-retryable
    provider error is a failed attempt; a retryable provider error is recorded in
    ``metadata.lastError`` and the job is polled again at its next slot;
 3. **start** pending jobs -- user jobs before backlog refills, then oldest first -- while fewer
@@ -45,9 +47,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from . import breaker, generations, pauses
+from . import breaker, generations, pauses, quality
 from .providers import ProviderError, Submission
-from .storage import SYSTEM_BACKLOG_USER_ID, DatabaseUnavailable, JobStatus, accounts, catalog, counters, jobs
+from .storage import (SYSTEM_BACKLOG_USER_ID, DatabaseUnavailable, JobSource, JobStatus, accounts, catalog, counters,
+                      jobs)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ TIMEOUT_BATCH = 50
 PROVIDER_THREADS = 8       # a tick's polls (and timeouts) talk to the provider side by side
 POLL_LEASE_S = 60.0        # a due poll is leased this long: no second poller takes it meanwhile
 MAX_RETRY_DELAY_S = 600.0
-SUMMARY_KEYS = ("timedOut", "polled", "completed", "retried", "failed", "started", "errors")
+SUMMARY_KEYS = ("timedOut", "polled", "completed", "rejected", "retried", "failed", "started", "errors")
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ def tick(rt) -> dict:
     _time_out(rt, summary)
     _poll(rt, summary)
     _start(rt, summary, pauses.state(rt))
-    if summary["completed"] or summary["failed"] or summary["retried"]:
+    if summary["completed"] or summary["rejected"] or summary["failed"] or summary["retried"]:
         rt.invalidate()
     return summary
 
@@ -164,8 +167,8 @@ def _last_look(rt, gen, sub: Submission, summary: dict) -> bool:
     except ProviderError:
         return False
     summary["polled"] += 1
-    if _complete(rt, gen, result):
-        summary["completed"] += 1
+    if outcome := _complete(rt, gen, result):
+        summary[outcome] += 1
     return True
 
 
@@ -194,8 +197,8 @@ def _poll_one(rt, gen, summary: dict) -> None:
                 _schedule_next_poll(rt, gen, {"providerState": state.state})
                 return
             if state.state == "COMPLETED":
-                if _complete(rt, gen, breaker.call(rt, "result", rt.provider.result, sub)):
-                    summary["completed"] += 1
+                if outcome := _complete(rt, gen, breaker.call(rt, "result", rt.provider.result, sub)):
+                    summary[outcome] += 1
                 return
             if state.state == "UNKNOWN":
                 cancel_at_provider(rt, sub, gen.id)  # it may still run: stop paying for it
@@ -289,14 +292,42 @@ def _schedule_next_poll(rt, gen, meta_patch: dict) -> None:
                          meta_patch=meta_patch, now=now)
 
 
-def _complete(rt, gen, result) -> bool:
+def result_facts(result) -> dict:
+    """What the provider said about a result, as the job's metadata keeps it (reported facts only)."""
+    facts = {"contentType": result.content_type, "fileSize": result.file_size, "durationS": result.duration_s,
+             "qualityScore": result.quality_score}
+    return {key: value for key, value in facts.items() if value is not None}
+
+
+def _complete(rt, gen, result) -> str | None:
+    """Store a finished job's result: ``"completed"``; ``"rejected"`` when it is a backlog job whose
+    result the quality gate (:mod:`delula.quality`) refuses -- decided and stored in the one
+    transaction, so it never enters the pool; ``None`` when the job had moved on already.
+
+    Only backlog jobs are gated: a user's own job is theirs, whatever it looks like. A rejected
+    job is not refunded, as a failed backlog job is not (its credits are the system user's)."""
     now = rt.now()
+    facts = result_facts(result)
     with rt.store.begin() as s:
-        done = jobs.complete(s, gen.id, gen.attempts, asset_url=result.video_url, thumbnail_url=result.thumbnail_url,
-                             meta_patch={"contentType": result.content_type}, now=now)
-        if done:
-            count_finished(s, [gen], JobStatus.COMPLETED)
-        return done
+        reason = None
+        if generations.source(gen) == JobSource.BACKLOG:
+            recipe = catalog.get_recipe(s, gen.recipe_id)
+            reason = quality.rejection(result, quality.limits(rt.settings, recipe.variables if recipe else [],
+                                                              rt.provider.asset_locations))
+        if reason is None:
+            done = jobs.complete(s, gen.id, gen.attempts, asset_url=result.video_url,
+                                 thumbnail_url=result.thumbnail_url, meta_patch=facts, now=now)
+            status = JobStatus.COMPLETED
+        else:
+            done = jobs.reject(s, gen.id, gen.attempts, reason=reason,
+                               meta_patch={**facts, "resultUrl": result.video_url}, now=now)
+            status = JobStatus.REJECTED
+        if not done:
+            return None
+        count_finished(s, [gen], status)
+    if reason is not None:
+        log.warning("queue: backlog generation %s rejected by the quality gate: %s", gen.id, reason)
+    return str(status)
 
 
 def _fail_attempt(rt, gen, message: str) -> str | None:

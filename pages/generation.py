@@ -62,6 +62,8 @@ def media(gen):
                               "refreshes itself).",
         JobStatus.FAILED: "No asset: the job failed (see the error).",
         JobStatus.CANCELLED: "No asset: the job was cancelled.",
+        JobStatus.REJECTED: "No asset: the quality gate rejected the result, which never entered the pool "
+                            "(see the error).",
     }.get(gen.status, "No asset was stored for this generation.")
     return html.Div(reason, className="generation-media-empty", id="generation-media-empty")
 

@@ -42,7 +42,7 @@ log = logging.getLogger("delula.dashboard")
 BANNER_REFRESH_MS = 10_000
 
 STATUS_COLORS = {"pending": "secondary", "processing": "primary", "completed": "success", "failed": "danger",
-                 "cancelled": "dark", "expired": "warning", "ok": "success", "error": "danger", "running": "primary"}
+                 "cancelled": "dark", "expired": "warning", "rejected": "danger", "ok": "success", "error": "danger", "running": "primary"}
 
 
 def init_app(app: dash.Dash, rt) -> None:

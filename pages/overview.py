@@ -29,7 +29,7 @@ COLORS = {
     "target": "#111827", "minimum": "#dc3545",
     "pending": "#f59e0b", "processing": "#4f46e5", "backlog": "#16a34a",
     "instant": "#4f46e5", "normal": "#14b8a6",
-    "failedBacklog": "#dc3545", "failedUser": "#7f1d1d", "failedClaims": "#f59e0b",
+    "failedBacklog": "#dc3545", "failedUser": "#7f1d1d", "rejected": "#db2777", "failedClaims": "#f59e0b",
 }
 HIT_RATE_COLORS = ("#111827", "#4f46e5", "#14b8a6", "#f59e0b", "#a855f7", "#64748b")
 OUTCOME_COLORS = {"claimed": "#16a34a", "no_backlog": "#f59e0b", "race": "#f97316",
@@ -167,17 +167,19 @@ def instant_figure(snap: dict) -> dict:
 
 def failures_figure(snap: dict) -> dict:
     f = snap["failures"]
-    if not (sum(f["backlog"]) or sum(f["user"]) or sum(f["claims"])):
+    if not (sum(f["backlog"]) or sum(f["user"]) or sum(f["rejected"]) or sum(f["claims"])):
         return empty_figure(f"No failures in the {snap['range']['label']}",
-                            "Failed generations and refused claims would appear here.")
+                            "Failed generations, rejected backlog items and refused claims would appear here.")
     data = [{"type": "bar", "name": "failed backlog jobs", "x": snap["buckets"], "y": f["backlog"],
              "marker": {"color": COLORS["failedBacklog"]}, "hovertemplate": "%{y}"},
             {"type": "bar", "name": "failed user jobs", "x": snap["buckets"], "y": f["user"],
              "marker": {"color": COLORS["failedUser"]}, "hovertemplate": "%{y}"},
+            {"type": "bar", "name": "rejected backlog items", "x": snap["buckets"], "y": f["rejected"],
+             "marker": {"color": COLORS["rejected"]}, "hovertemplate": "%{y}"},
             {"type": "bar", "name": "refused claims", "x": snap["buckets"], "y": f["claims"],
              "marker": {"color": COLORS["failedClaims"]}, "hovertemplate": "%{y}"}]
     return {"data": data, "layout": _time_layout(snap, yaxis_title=f"per {_bucket_words(snap)}", barmode="stack",
-                                                 peak=_peak(f["backlog"], f["user"], f["claims"]))}
+                                                 peak=_peak(f["backlog"], f["user"], f["rejected"], f["claims"]))}
 
 
 def _bin_label(low: float, high: float | None) -> str:
@@ -267,7 +269,8 @@ def kpi_tiles(snap: dict, *, max_concurrent: int | None = None) -> list:
     k, label = snap["kpis"], snap["range"]["label"]
     below = k["recipesBelowMinimum"]
     err = k["errorRate"]
-    finished = k["completedInRange"] + k["failedInRange"]
+    rejected = k["rejectedInRange"]
+    finished = k["completedInRange"] + k["failedInRange"] + rejected
     err_tone = None if err is None else "danger" if err >= 0.2 else "warning" if err >= 0.05 else "success"
     slots = f"{k['processing']} of {max_concurrent} slots in use" if max_concurrent else "at the provider"
     tiles = [
@@ -281,7 +284,8 @@ def kpi_tiles(snap: dict, *, max_concurrent: int | None = None) -> list:
         kpi_tile("Claims last hour", k["claimsLastHour"], id="kpi-claims",
                  hint=f"{k['failedClaimsLastHour']} refused" if k["claimAttemptsLastHour"] else "no attempts"),
         kpi_tile("Error rate", percent(err), id="kpi-errors", tone=err_tone,
-                 hint=(f"{k['failedInRange']} of {finished} jobs failed, {label}" if finished
+                 hint=(f"{k['failedInRange']} of {finished} jobs failed"
+                       + (f", {rejected} rejected" if rejected else "") + f", {label}" if finished
                        else f"no jobs finished, {label}")),
         hit_rate_tile(snap),
     ]
@@ -401,7 +405,7 @@ def layout(**_query):
         dbc.Row([dbc.Col(_panel("Instant claims", "ov-claims", "attempts by outcome"), lg=6),
                  dbc.Col(_panel("Instant vs normal", "ov-instant", "generations delivered to users"), lg=6)],
                 className=row),
-        dbc.Row([dbc.Col(_panel("Failures", "ov-failures", "failed jobs and refused claims"), lg=6),
+        dbc.Row([dbc.Col(_panel("Failures", "ov-failures", "failed and rejected jobs, refused claims"), lg=6),
                  dbc.Col(_panel("Processing time", "ov-processing", "completed jobs, p50 / p95"), lg=6)],
                 className=row),
         dbc.Row([dbc.Col(_panel("Instant hit rate", "ov-hit-rate",

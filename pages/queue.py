@@ -2,7 +2,7 @@
 
 Counts per status at the top (``queue_status.status``), then the newest jobs matching the filters
 in a grid (``generations.list_jobs``): recipe, source, owner, status, attempts, error, next poll,
-age. A failed job can be retried and a pending or processing one cancelled — by ops
+age (a rejected backlog item's error is the quality gate's reason). A failed job can be retried and a pending or processing one cancelled — by ops
 only, checked again inside the callback — after a confirmation; ``queue_actions`` holds the rules
 (a row's buttons come from ``queue_actions.allowed``) and refuses with a readable ``QueueError``.
 Filters live in the URL query (``/queue?status=failed&recipe=3&source=user``) so other pages can
@@ -46,7 +46,7 @@ STATUS_HINTS = {
     JobStatus.FAILED: "gave up after retries, last 24 h",
     JobStatus.CANCELLED: "stopped by ops, last 24 h",
     JobStatus.EXPIRED: "backlog items too old to hand out, kept, last 24 h",
-    JobStatus.REJECTED: "backlog items the quality gate refused, last 24 h",
+    JobStatus.REJECTED: "backlog results the quality gate refused (the error says why), last 24 h",
 }
 
 

@@ -89,3 +89,31 @@ def test_alert_settings():
     with pytest.raises(ConfigError) as e:
         Settings.from_env({"DELULA_ALERT_WEBHOOK_URL": "hooks.slack.com/services/T000/B000/s3cret"})
     assert "s3cret" not in str(e.value)
+
+
+def test_quality_gate_settings():
+    s = Settings.from_env({})
+    assert (s.max_asset_mb, s.video_duration_s, s.min_quality) == (200, (1, 300), None)   # the score check is off
+    assert s.fal_media_hosts == ("fal.media",) and s.simulator_low_quality_rate == 0.05
+    s = Settings.from_env({"DELULA_MAX_ASSET_MB": "0.5", "DELULA_VIDEO_DURATION_S": "2-12", "DELULA_MIN_QUALITY": "0.5",
+                           "DELULA_FAL_MEDIA_HOSTS": " Fal.Media, storage.googleapis.com ",
+                           "DELULA_SIMULATOR_LOW_QUALITY_RATE": "1"})
+    assert (s.max_asset_mb, s.video_duration_s, s.min_quality) == (0.5, (2, 12), 0.5)
+    assert s.fal_media_hosts == ("fal.media", "storage.googleapis.com") and s.simulator_low_quality_rate == 1
+    assert Settings.from_env({"DELULA_MIN_QUALITY": "off"}).min_quality is None
+    assert Settings.from_env({"DELULA_MIN_QUALITY": "0"}).min_quality == 0
+    assert Settings.from_env({"DELULA_VIDEO_DURATION_S": "8"}).video_duration_s == (8, 8)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DELULA_MAX_ASSET_MB", "0"), ("DELULA_MAX_ASSET_MB", "-5"), ("DELULA_MAX_ASSET_MB", "big"),
+    ("DELULA_MAX_ASSET_MB", "2000000"), ("DELULA_VIDEO_DURATION_S", "30-5"), ("DELULA_VIDEO_DURATION_S", "-1"),
+    ("DELULA_MIN_QUALITY", "1.01"), ("DELULA_MIN_QUALITY", "-0.1"), ("DELULA_MIN_QUALITY", "on"),
+    ("DELULA_MIN_QUALITY", "nan"), ("DELULA_FAL_MEDIA_HOSTS", "fal.media,"), ("DELULA_FAL_MEDIA_HOSTS", "https://fal.media"),
+    ("DELULA_FAL_MEDIA_HOSTS", "*.fal.media"), ("DELULA_SIMULATOR_LOW_QUALITY_RATE", "1.5"),
+])
+def test_bad_quality_gate_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+    with pytest.raises(ConfigError, match="DELULA_MIN_QUALITY"):
+        Settings.from_env({}).replace(min_quality=2.0)

@@ -71,11 +71,14 @@ def test_submit_status_result_end_to_end(sim_url):
 
     assert provider.status(sub) == JobStatus("COMPLETED")
     result = provider.result(sub)
+    assert 0 <= result.quality_score <= 1   # the simulator scores its results
     assert result == JobResult(video_url=f"{sim_url}/sim/fal/files/{sub.request_id}/video.svg",
                                content_type="image/svg+xml",
-                               thumbnail_url=f"{sim_url}/sim/fal/files/{sub.request_id}/thumb.svg")
+                               thumbnail_url=f"{sim_url}/sim/fal/files/{sub.request_id}/thumb.svg",
+                               file_size=result.file_size, quality_score=result.quality_score)
     asset = requests.get(result.video_url, timeout=5)
     assert asset.status_code == 200 and asset.headers["Content-Type"].startswith("image/svg+xml")
+    assert result.file_size == len(asset.content) and result.duration_s is None   # a poster has no length
     text = "".join(ET.fromstring(asset.content).itertext())
     assert "Snow Fox" in text and "drone" in text
     assert provider.session.calls == 3  # no retries on the happy path

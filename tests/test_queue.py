@@ -33,6 +33,7 @@ class FakeProvider:
     """
 
     name = "fake"
+    asset_locations = ("https://cdn.example/",)
 
     def __init__(self, clock=None, *, default="IN_PROGRESS", submit_delay: float = 0.0, on_submit=None):
         self.clock = clock
@@ -73,7 +74,7 @@ class FakeProvider:
 
     def result(self, sub: Submission) -> JobResult:
         return JobResult(f"https://cdn.example/{sub.request_id}.mp4", "video/mp4",
-                         f"https://cdn.example/{sub.request_id}.jpg")
+                         f"https://cdn.example/{sub.request_id}.jpg", file_size=1_000_000)
 
     def cancel(self, sub: Submission) -> None:
         with self._lock:
@@ -584,7 +585,7 @@ def test_status_and_its_text(queue_rt, clock):
     clock.advance(4)
     data = queue_status.status(rt)
     assert data["counts"] == {"pending": 1, "processing": 2, "completed": 0, "failed": 0, "cancelled": 0,
-                              "expired": 0}
+                              "expired": 0, "rejected": 0}
     assert data["slots"] == {"inUse": 2, "max": 2}
     assert data["oldestPending"]["id"] == ids[2] and data["oldestPending"]["ageSeconds"] == 4
     assert [p["id"] for p in data["nextPolls"]] == ids[:2]
@@ -593,6 +594,7 @@ def test_status_and_its_text(queue_rt, clock):
     json.dumps(data)  # the CLI prints it
     text = cli.format_status(data)
     assert "2 of 2 in use" in text and f"#{ids[2]}" in text and "Lantern" in text and "in 11 s" in text
+    assert "rejected 0" in text
 
 
 def test_status_counts_finished_jobs_of_the_last_day_only(queue_rt, clock):

@@ -10,10 +10,15 @@ Reading an answer (``interpret_*``) turns a status code and body text into a
   except "still in progress" on a result fetch, which is ``retryable=True``;
 * malformed JSON or a missing field -> ``retryable=True``;
 * an unknown status string is not an error: ``JobStatus("UNKNOWN", error=...)``.
+
+A result's facts come from fal's ``File``/``VideoFile`` object of the asset (``content_type``,
+``file_size``, ``duration``) and a top-level ``quality_score`` (the simulator's); a fact that is
+absent or not a number is ``None`` in the :class:`JobResult`.
 """
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import re
 from dataclasses import asdict, dataclass
@@ -94,14 +99,22 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class JobResult:
+    """A finished job's asset and what the provider says about it (``None``: not reported); the
+    quality gate (:mod:`delula.quality`) judges a backlog job's by these."""
+
     video_url: str
     content_type: str
     thumbnail_url: str | None
+    file_size: int | None = None          # bytes
+    duration_s: float | None = None       # the video's length
+    quality_score: float | None = None    # the provider's own score of the result (the simulator's: 0 to 1)
 
 
 @runtime_checkable
 class Provider(Protocol):
     name: str
+    #: where its assets live: URL prefixes as :func:`delula.quality.at_location` reads them
+    asset_locations: tuple[str, ...]
 
     def submit(self, model_id: str, arguments: dict) -> Submission: ...
 
@@ -254,7 +267,19 @@ def interpret_result(label: str, code: int, text: str) -> JobResult:
     if not isinstance(content_type, str) or not content_type:
         content_type = mimetypes.guess_type(urlsplit(url).path)[0] or "application/octet-stream"
     thumbnail = _url_of(payload.get("thumbnail")) or _url_of(payload.get("thumbnail_url"))
-    return JobResult(video_url=url, content_type=content_type, thumbnail_url=thumbnail)
+    facts = video if isinstance(video, dict) else {}
+    size = facts.get("file_size")
+    return JobResult(video_url=url, content_type=content_type, thumbnail_url=thumbnail,
+                     file_size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+                     duration_s=_number(facts.get("duration"), minimum=0.0),
+                     quality_score=_number(payload.get("quality_score")))
+
+
+def _number(value: Any, minimum: float | None = None) -> float | None:
+    """A reported number, ``None`` when absent or not a finite number (at least ``minimum``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value) if minimum is None or value >= minimum else None
 
 
 def interpret_cancel(label: str, code: int, text: str) -> None:

@@ -10,6 +10,11 @@ The client talks to the configured queue host only (``DELULA_FAL_QUEUE_URL``: th
 host and port): a submit answer whose status, result or cancel URL names another host is a
 provider error, no call is made to any other host, and redirects are not followed -- so the
 ``Authorization: Key`` header never leaves for a host the answer chose.
+
+Its assets are elsewhere: fal serves them from its media hosts (``DELULA_FAL_MEDIA_HOSTS``,
+``fal.media`` and its subdomains by default, over HTTPS), or, against the simulator's HTTP API,
+from the queue host itself. Those are its :attr:`FalProvider.asset_locations`, which the quality
+gate checks a backlog job's asset URL against; the client never fetches an asset.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ __all__ = ["DEFAULT_QUEUE_URL", "FalProvider"]
 
 FAL_LABEL = "fal.ai"
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
+DEFAULT_MEDIA_HOSTS = ("fal.media",)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -74,7 +80,7 @@ class FalProvider:
 
     def __init__(self, key: str | None, base_url: str = DEFAULT_QUEUE_URL, *, timeout: float = 10.0,
                  retries: int = 3, backoff: float = 0.5, session: requests.Session | None = None,
-                 retry_after_cap: float = 10.0):
+                 retry_after_cap: float = 10.0, media_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS):
         self.key = key
         self.base_url = (base_url or DEFAULT_QUEUE_URL).rstrip("/")
         self.timeout = float(timeout)
@@ -84,6 +90,9 @@ class FalProvider:
         self.session = session or requests.Session()
         self.label = FAL_LABEL
         self._origin = _origin_of(self.base_url)
+        queue_root = urlsplit(self.base_url)
+        self.asset_locations = (f"{queue_root.scheme}://{queue_root.netloc}/",
+                                *(f"https://{pattern}{host}/" for host in media_hosts for pattern in ("", "*.")))
         self._sleep = time.sleep
 
     def __repr__(self) -> str:

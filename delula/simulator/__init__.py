@@ -16,7 +16,10 @@ State is a function of ``clock.now() - submit time``::
     otherwise                    COMPLETED     (HTTP 200; with "error" when the outcome is failed)
 
 A duration of 0 completes at once. The outcome is drawn at submit time: failed with
-probability ``failure_rate``.
+probability ``failure_rate``. So is the result's ``quality_score``, which the quality gate may
+check (``DELULA_MIN_QUALITY``): from 0.00 to 0.49 for a share ``low_quality_rate`` of the jobs
+(``DELULA_SIMULATOR_LOW_QUALITY_RATE``), from 0.50 to 1.00 for the others; it travels in the id,
+so a job's score is the same wherever and whenever its result is asked for.
 
 Two faces share the same logic:
 
@@ -66,11 +69,19 @@ Names accept ``-`` or ``_``.
                     forever)
 ``result_malformed`` result answers 200 with invalid JSON
 ``result_missing``  result answers 200 JSON without ``video``
+``result_empty``    the result's ``file_size`` is 0
+``result_unsized``  the result reports no ``file_size``
+``result_oversize`` the result's ``file_size`` is ``bytes`` (default 10^12)
+``result_not_video`` the result's asset is ``text/html``
+``result_offsite``  the result's asset URL is on another host (``https://offsite.invalid``)
+``result_duration`` the result reports the video lasting ``length_s`` seconds (default 3600;
+                    ``sim/fault/result_duration/SECONDS`` sets it); otherwise no length is reported
 ==================  ==========================================================================
 
 Other ``_sim`` options: ``duration`` (seconds, overrides the configured range), ``outcome``
-(``"ok"`` or ``"failed"``), ``title`` (the name shown on the poster, else the argument
-``recipe``/``recipe_name``/``recipeName``/``title``, else the model id).
+(``"ok"`` or ``"failed"``), ``quality`` (the score, 0 to 1, instead of a drawn one), ``title``
+(the name shown on the poster, else the argument ``recipe``/``recipe_name``/``recipeName``/``title``,
+else the model id).
 
 The package, by responsibility:
 

@@ -1,6 +1,6 @@
 """The simulated service: time, outcomes and the fal-compatible answers.
 
-A :class:`Simulator` draws a job's duration and outcome at submit time and mints a
+A :class:`Simulator` draws a job's duration, outcome and quality score at submit time and mints a
 :class:`~delula.simulator.ticket.Ticket`; from then on every answer is a function of the ticket
 and ``clock.now()``. Answers are :class:`SimAnswer` values (status code, JSON body, headers, a
 hang), which the in-process provider reads and the HTTP face sends; faults are applied here.
@@ -26,6 +26,10 @@ __all__ = ["MOUNT", "SimAnswer", "Simulator"]
 #: where the fal-compatible HTTP API is mounted; in-process asset URLs are relative to it
 MOUNT = "/sim/fal"
 QUEUE_SHARE = 0.10
+#: quality scores drawn for the low-quality share of results, and for the others
+LOW_QUALITY, GOOD_QUALITY = (0.0, 0.49), (0.5, 1.0)
+#: where a ``result_offsite`` fault puts the asset
+OFFSITE = "https://offsite.invalid"
 #: the longest a ``status_hang`` answer hangs: an HTTP request holds a server thread meanwhile
 MAX_HANG_S = 5.0
 
@@ -63,7 +67,7 @@ class Simulator:
     """
 
     def __init__(self, duration=(5.0, 40.0), failure_rate: float = 0.05, *, clock=None,
-                 secret: bytes | None = None, rng: random.Random | None = None):
+                 secret: bytes | None = None, rng: random.Random | None = None, low_quality_rate: float = 0.05):
         if isinstance(duration, (int, float)):
             duration = (float(duration), float(duration))
         lo, hi = (float(duration[0]), float(duration[1]))
@@ -71,8 +75,11 @@ class Simulator:
             raise ValueError(f"simulator duration must be 0 <= min <= max, got {duration!r}")
         if not 0.0 <= float(failure_rate) <= 1.0:
             raise ValueError(f"simulator failure rate must be within 0..1, got {failure_rate!r}")
+        if not 0.0 <= float(low_quality_rate) <= 1.0:
+            raise ValueError(f"simulator low-quality rate must be within 0..1, got {low_quality_rate!r}")
         self.duration = (lo, hi)
         self.failure_rate = float(failure_rate)
+        self.low_quality_rate = float(low_quality_rate)
         self.clock = clock or _SystemClock()
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
@@ -98,7 +105,8 @@ class Simulator:
 
     # -- request ids ----------------------------------------------------------------------------
     def create(self, model_id: str, arguments: dict | None) -> Ticket:
-        """Draw duration and outcome, and mint the request id. Raises ValueError on bad ``_sim``."""
+        """Draw duration, outcome and quality score, and mint the request id. Raises ValueError
+        on bad ``_sim``."""
         arguments = arguments if isinstance(arguments, dict) else {}
         opts = arguments.get("_sim") or {}
         if not isinstance(opts, dict):
@@ -108,6 +116,12 @@ class Simulator:
             duration = round(self._rng.uniform(*self.duration), 1)
             failed = self._rng.random() < self.failure_rate
             nonce = "%08x" % self._rng.getrandbits(32)
+            low = self._rng.random() < self.low_quality_rate
+            quality = round(self._rng.uniform(*(LOW_QUALITY if low else GOOD_QUALITY)), 3)
+        if "quality" in opts:
+            quality = number(opts["quality"], "quality")
+            if quality > 1:
+                raise ValueError(f"_sim.quality must be a score from 0 to 1, got {opts['quality']!r}")
         if "duration" in opts:
             duration = min(number(opts["duration"], "duration"), 86400.0)
         outcome = "failed" if failed else "ok"
@@ -119,7 +133,8 @@ class Simulator:
         if fault == "failed":
             outcome = "failed"
         return mint(self._secret, model_id, arguments, opts, submitted=round(self.now(), 3),
-                    duration=duration, outcome=outcome, nonce=nonce, fault=fault, options=options)
+                    duration=duration, outcome=outcome, nonce=nonce, fault=fault, options=options,
+                    quality=quality)
 
     def decode(self, request_id: str) -> Ticket:
         return read(self._secret, request_id)
@@ -214,14 +229,31 @@ class Simulator:
         video = render_poster(ticket).encode("utf-8")
         thumb = render_thumbnail(ticket).encode("utf-8")
         stem = f"delula-sim-{ticket.nonce}"
-        return SimAnswer(200, {
-            "video": {"url": self.file_url(base, ticket, "video.svg"), "content_type": CONTENT_TYPE_SVG,
-                      "file_name": f"{stem}.svg", "file_size": len(video)},
+        asset = {"url": self.file_url(base, ticket, "video.svg"), "content_type": CONTENT_TYPE_SVG,
+                 "file_name": f"{stem}.svg", "file_size": len(video)}
+        fault = ticket.fault
+        if fault == "result_empty":
+            asset["file_size"] = 0
+        elif fault == "result_unsized":
+            del asset["file_size"]
+        elif fault == "result_oversize":
+            asset["file_size"] = int(ticket.option("bytes"))
+        elif fault == "result_not_video":
+            asset.update(content_type="text/html", file_name=f"{stem}.html")
+        elif fault == "result_offsite":
+            asset["url"] = self.file_url(OFFSITE, ticket, "video.svg")
+        elif fault == "result_duration":
+            asset["duration"] = ticket.option("length_s")
+        body = {
+            "video": asset,
             "thumbnail": {"url": self.file_url(base, ticket, "thumb.svg"), "content_type": CONTENT_TYPE_SVG,
                           "file_name": f"{stem}-thumb.svg", "file_size": len(thumb)},
             "seed": int(ticket.nonce, 16),
             "timings": {"inference": round(ticket.duration * (1 - QUEUE_SHARE), 3)},
-        })
+        }
+        if ticket.quality is not None:
+            body["quality_score"] = ticket.quality
+        return SimAnswer(200, body)
 
     def answer_cancel(self, request_id: str) -> SimAnswer:
         ticket = self._ticket_or_404(request_id)

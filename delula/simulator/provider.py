@@ -33,6 +33,8 @@ class SimulatorProvider:
     def __init__(self, simulator: Simulator, base_url: str = MOUNT):
         self.simulator = simulator
         self.base_url = base_url.rstrip("/")
+        #: its assets: the files this app serves under the mount (relative URLs)
+        self.asset_locations = (f"{self.base_url}/files/",)
 
     def _check(self, answer: SimAnswer, op: str) -> SimAnswer:
         if answer.delay > 0:

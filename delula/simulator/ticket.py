@@ -1,7 +1,7 @@
 """The ticket: everything a simulated job will do, carried by its request id.
 
 A request id is ``<body>.<tag>``: the body is base64url of a compact JSON payload (submit time,
-duration, outcome, model id, a summary of the arguments, a nonce and any fault), the tag the
+duration, outcome, quality score, model id, a summary of the arguments, a nonce and any fault), the tag the
 first 12 bytes of HMAC-SHA256 over ``delula-sim/1.<body>`` under the simulator's secret,
 base64url too. A deployment's secret is :func:`secret_for` its simulator key (``DELULA_SIMULATOR_KEY``,
 else the one generated once and kept in the database), so every process of the deployment, and
@@ -53,8 +53,15 @@ FAULTS: dict[str, dict[str, Any]] = {
     "result_5xx": {"code": 500, "for_s": math.inf},
     "result_malformed": {},
     "result_missing": {},
+    "result_empty": {},
+    "result_unsized": {},
+    "result_oversize": {"bytes": 1e12},
+    "result_not_video": {},
+    "result_offsite": {},
+    "result_duration": {"length_s": 3600.0},
 }
-_FAULT_PARAM = {"status_hang": "hang_s"}  # which option a `sim/fault/NAME/SECONDS` number sets
+# which option a `sim/fault/NAME/SECONDS` number sets (else for_s)
+_FAULT_PARAM = {"status_hang": "hang_s", "result_duration": "length_s"}
 _TITLE_KEYS = ("recipe", "recipe_name", "recipeName", "title")
 _PROMPT_KEYS = ("prompt",)
 
@@ -88,6 +95,7 @@ class Ticket:
     nonce: str
     fault: str | None = None
     options: dict[str, float] = field(default_factory=dict, compare=False)
+    quality: float | None = None   # the result's quality score (ids minted before it carry none)
 
     def option(self, name: str) -> float:
         value = self.options.get(name)
@@ -158,7 +166,7 @@ def choose_fault(model_id: str, opts: dict) -> tuple[str | None, dict[str, float
         fault = _normalise_fault(str(opts["fault"]))
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"unknown simulator fault {fault!r}; known: {', '.join(sorted(FAULTS))}")
-    for name in ("code", "for_s", "hang_s", "retry_after"):
+    for name in ("code", "for_s", "hang_s", "retry_after", "bytes", "length_s"):
         if name in opts and opts[name] is not None:
             value = number(opts[name], name)
             if name == "code" and not 400 <= value <= 599:
@@ -214,12 +222,14 @@ def _sign(secret: bytes, body: str) -> str:
 
 
 def _payload(level, submitted, duration, outcome, model_id, title, prompt, values, nonce,
-             fault, options) -> dict:
+             fault, options, quality) -> dict:
     t_len, p_len, n_vals, k_len, v_len, m_len = level
     payload: dict[str, Any] = {
         "v": 1, "t": int(round(submitted * 1000)), "d": round(duration, 3),
         "o": 1 if outcome == "failed" else 0, "m": cut(model_id, m_len), "n": nonce,
     }
+    if quality is not None:
+        payload["q"] = round(quality, 3)
     if title and t_len:
         payload["r"] = cut(title, t_len)
     if prompt and p_len:
@@ -235,13 +245,13 @@ def _payload(level, submitted, duration, outcome, model_id, title, prompt, value
 
 def mint(secret: bytes, model_id: str, arguments: dict, opts: dict, *, submitted: float,
          duration: float, outcome: str, nonce: str, fault: str | None,
-         options: dict[str, float]) -> Ticket:
+         options: dict[str, float], quality: float | None = None) -> Ticket:
     """The ticket of a submission whose draws are made, with its signed request id."""
     title, prompt, values = _summary(arguments, opts)
     model_id = _clean(model_id)
     for level in _LEVELS:
         payload = _payload(level, submitted, duration, outcome, model_id, title, prompt,
-                           values, nonce, fault, options)
+                           values, nonce, fault, options, quality)
         body = _b64e(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
         request_id = f"{body}.{_sign(secret, body)}"
         if len(request_id) < MAX_ID_LENGTH:
@@ -278,6 +288,7 @@ def read(secret: bytes, request_id: str) -> Ticket:
             nonce=str(payload["n"]),
             fault=str(fault) if fault else None,
             options=options,
+            quality=float(payload["q"]) if "q" in payload else None,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidRequestId("unknown request id (undecodable)") from None

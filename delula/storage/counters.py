@@ -22,7 +22,7 @@ from .db import is_postgres
 from .models import ClaimEvent, Counter, CounterMark
 
 CLAIMS = "instant_claims"            # labels outcome, recipe_id (derived from claim_events)
-JOBS_FINISHED = "jobs_finished"      # labels result (completed, failed, cancelled), source
+JOBS_FINISHED = "jobs_finished"      # labels result (completed, failed, cancelled, rejected), source
 PROVIDER_CALLS = "provider_calls"    # labels kind (submit, status, result, cancel), result (ok, error, refused)
 BREAKER_OPENED = "breaker_opened"    # labels provider
 

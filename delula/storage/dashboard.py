@@ -51,10 +51,17 @@ def _seconds_between(s: Session, start, end):
     return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
 
 
+#: jobs that ended without a usable result: the failures chart's generations
+UNSUCCESSFUL = (JobStatus.FAILED, JobStatus.REJECTED)
+REJECTED_KEY = "rejected"
+
+
 def _failed_source():
     """``backlog`` or ``user``: whose job failed (a failed job was never claimed, so its owner
-    tells its source without reading the JSON document)."""
-    return case((Generation.user_id == SYSTEM_BACKLOG_USER_ID, JobSource.BACKLOG), else_=JobSource.USER)
+    tells its source without reading the JSON document); :data:`REJECTED_KEY` for a backlog job
+    the quality gate rejected."""
+    return case((Generation.status == JobStatus.REJECTED, REJECTED_KEY),
+                (Generation.user_id == SYSTEM_BACKLOG_USER_ID, JobSource.BACKLOG), else_=JobSource.USER)
 
 
 def queue_series(s: Session, since: datetime, width_s: int) -> list[tuple[int, float, float, float, float]]:
@@ -98,12 +105,12 @@ def user_generation_series(s: Session, since: datetime, width_s: int,
 
 def failure_series(s: Session, since: datetime, width_s: int,
                    recipe_id: int | None = None) -> list[tuple[int, str, int]]:
-    """``(bucket, source, count)`` of generations that ended ``failed`` (by when they failed);
-    ``source`` is ``backlog`` or ``user``."""
+    """``(bucket, source, count)`` of generations that ended ``failed`` or ``rejected`` (by when
+    they ended); ``source`` is ``backlog`` or ``user`` for failures, ``rejected`` for rejections."""
     b, g = _bucket(s, Generation.updated_at, width_s)
     source = _failed_source().label("src")
     q = (select(b, source, func.count())
-         .where(Generation.status == JobStatus.FAILED, Generation.updated_at >= since)
+         .where(Generation.status.in_(UNSUCCESSFUL), Generation.updated_at >= since)
          .group_by(g, source).order_by(b))
     if recipe_id is not None:
         q = q.where(Generation.recipe_id == recipe_id)
@@ -122,15 +129,17 @@ def live_counts(s: Session, recipe_id: int | None = None) -> dict[str, int]:
 
 
 def finished_counts(s: Session, since: datetime, recipe_id: int | None = None) -> dict[str, int]:
-    """``{"completed": n, "failed": m}``: generations that finished since ``since``."""
+    """``{"completed": n, "failed": m, "rejected": r}``: generations that finished since ``since``."""
     completed = select(func.count()).select_from(Generation).where(
         Generation.completed_at >= since, Generation.status == JobStatus.COMPLETED)
-    failed = select(func.count()).select_from(Generation).where(
-        Generation.status == JobStatus.FAILED, Generation.updated_at >= since)
+    ended = (select(Generation.status, func.count())
+             .where(Generation.status.in_(UNSUCCESSFUL), Generation.updated_at >= since).group_by(Generation.status))
     if recipe_id is not None:
         completed = completed.where(Generation.recipe_id == recipe_id)
-        failed = failed.where(Generation.recipe_id == recipe_id)
-    return {JobStatus.COMPLETED: int(s.scalar(completed) or 0), JobStatus.FAILED: int(s.scalar(failed) or 0)}
+        ended = ended.where(Generation.recipe_id == recipe_id)
+    out = {JobStatus.COMPLETED: int(s.scalar(completed) or 0), **{st: 0 for st in UNSUCCESSFUL}}
+    out.update({st: int(n) for st, n in s.execute(ended)})
+    return out
 
 
 def _processing_window(s: Session, since: datetime, recipe_id: int | None):
@@ -199,7 +208,8 @@ def raw_counts(s: Session, start: datetime, end: datetime | None = None,
                recipe_id: int | None = None) -> list[CountRow]:
     """What ``stat_counts`` holds, from the raw tables for ``[start, end)`` (no end: up to now):
     per quarter hour and recipe, claim attempts by outcome, failures by source and users' own
-    jobs created; per hour and recipe, completions by whole seconds of processing. The same
+    jobs created (a rejected backlog job is a failure keyed ``rejected``); per hour and recipe,
+    completions by whole seconds of processing. The same
     definitions as the series above, so rolled-up and raw periods add up alike."""
     def window(column):
         return [column >= start] + ([column < end] if end is not None else [])
@@ -217,7 +227,7 @@ def raw_counts(s: Session, start: datetime, end: datetime | None = None,
     b, g = _bucket(s, Generation.updated_at, SLOT)
     source = _failed_source()
     q = (select(b, Generation.recipe_id, source, func.count())
-         .where(Generation.status == JobStatus.FAILED, *window(Generation.updated_at), *recipe(Generation.recipe_id))
+         .where(Generation.status.in_(UNSUCCESSFUL), *window(Generation.updated_at), *recipe(Generation.recipe_id))
          .group_by(g, Generation.recipe_id, source))
     rows += [(int(t), r, "failed", src, int(n)) for t, r, src, n in s.execute(q)]
 

@@ -118,16 +118,21 @@ def lock_backlog_pass(s: Session) -> None:
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BACKLOG_PASS_LOCK_KEY})
 
 
+#: backlog jobs that ended without an item: pruned by :func:`delete_failed_backlog`
+UNUSED_BACKLOG = (JobStatus.FAILED, JobStatus.REJECTED)
+
+
 def delete_failed_backlog(s: Session, *, older_than: datetime, keep: int) -> int:
-    """Delete failed backlog generations created before ``older_than``, except the newest
-    ``keep`` failed ones of each recipe (kept for diagnosis); returns how many went."""
+    """Delete failed and rejected backlog generations (:data:`UNUSED_BACKLOG`) created before
+    ``older_than``, except the newest ``keep`` of each recipe and status (kept for diagnosis);
+    returns how many went."""
     from sqlalchemy import delete, func
 
     ranked = (select(Generation.id, Generation.created_at,
-                     func.row_number().over(partition_by=Generation.recipe_id,
+                     func.row_number().over(partition_by=(Generation.recipe_id, Generation.status),
                                             order_by=(Generation.created_at.desc(), Generation.id.desc()))
                      .label("rn"))
-              .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status == JobStatus.FAILED)
+              .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status.in_(UNUSED_BACKLOG))
               .subquery())
     doomed = select(ranked.c.id).where(ranked.c.rn > keep, ranked.c.created_at < older_than)
     return s.execute(delete(Generation).where(Generation.id.in_(doomed))
@@ -267,6 +272,17 @@ def complete(s: Session, generation_id: int, attempt: int, *, asset_url: str, th
     stmt = (update(Generation).where(*_on_attempt(generation_id, attempt))
             .values(status=JobStatus.COMPLETED, asset_url=asset_url, thumbnail_url=thumbnail_url, completed_at=now,
                     poll_count=Generation.poll_count + 1, next_poll_at=None, error=None,
+                    meta=_meta_with(s, meta_patch), updated_at=now)
+            .execution_options(**_NO_SYNC))
+    return bool(s.execute(stmt).rowcount)
+
+
+def reject(s: Session, generation_id: int, attempt: int, *, reason: str, meta_patch: dict, now: datetime) -> bool:
+    """The quality gate refused the current attempt's result: the job is ``rejected`` with
+    ``reason`` as its error, no asset stored (``meta_patch`` keeps what the provider said), and
+    it never enters the pool. ``False`` when the job moved on meanwhile."""
+    stmt = (update(Generation).where(*_on_attempt(generation_id, attempt))
+            .values(status=JobStatus.REJECTED, error=reason, poll_count=Generation.poll_count + 1, next_poll_at=None,
                     meta=_meta_with(s, meta_patch), updated_at=now)
             .execution_options(**_NO_SYNC))
     return bool(s.execute(stmt).rowcount)

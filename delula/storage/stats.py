@@ -152,16 +152,17 @@ def claim_outcomes_since(s: Session, since: datetime) -> dict[str, int]:
 
 
 def finished_since(s: Session, since: datetime) -> dict[str, int]:
-    """Generations that completed (by ``completed_at``) or failed / were cancelled / expired
-    (by ``updated_at``) since ``since``, by status. A later claim of a completed item moves its
-    ``created_at`` and ``updated_at``, not its ``completed_at``, so claims are not counted as
-    completions; an expired item is counted when it expired, not as a completion."""
+    """Generations that completed (by ``completed_at``) or ended otherwise -- failed, cancelled,
+    expired, rejected (by ``updated_at``) -- since ``since``, by status. A later claim of a
+    completed item moves its ``created_at`` and ``updated_at``, not its ``completed_at``, so
+    claims are not counted as completions; an expired item is counted when it expired, not as a
+    completion."""
     from sqlalchemy import or_
 
+    ended = tuple(st for st in JobStatus.FINISHED if st != JobStatus.COMPLETED)
     q = (select(Generation.status, func.count())
          .where(or_(and_(Generation.status == JobStatus.COMPLETED, Generation.completed_at >= since),
-                    and_(Generation.status.in_((JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)),
-                         Generation.updated_at >= since)))
+                    and_(Generation.status.in_(ended), Generation.updated_at >= since)))
          .group_by(Generation.status))
     return {status: n for status, n in s.execute(q)}
 
