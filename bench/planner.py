@@ -4,6 +4,8 @@ beside the clairvoyant oracle, on the demand simulator (no database).
     python bench/planner.py                      # the README's table: seeds 1-3, 7 + 7 days
     python bench/planner.py --seeds 1 --days 1 --warmup-days 1
 
+    python bench/planner.py --traces choices --no-tight   # the choice hit rates: joint vs per-field
+
 Per trace and seed it runs ``delula.planner.run`` (cap 3, jobs of 5-40 s, 5 % failures, every
 miss falls back to a user job) and prints one JSON document on stdout: every run, a summary per
 trace and policy (the worst seed's hit rate, the mean of the rest), the issue's targets checked
@@ -30,11 +32,13 @@ from delula.planner import traces  # noqa: E402
 from delula.policies import POLICIES  # noqa: E402
 
 KEYS = ("attempts", "hits", "hitRate", "generations", "work", "expired", "meanStock", "stockItemHours")
+CHOICE_KEYS = ("choiceAttempts", "choiceHits", "choiceHitRate")   # with choices; the baseline: marginal*
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--traces", default=",".join(traces.NAMES), help="comma-separated built-in traces")
+    p.add_argument("--traces", default=",".join(t for t in traces.NAMES if t not in traces.WITH_CHOICES),
+                   help=f"comma-separated built-in traces (default all but {', '.join(traces.WITH_CHOICES)})")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--days", type=float, default=7.0, help="scored days")
     p.add_argument("--warmup-days", type=float, default=7.0)
@@ -53,7 +57,11 @@ def one(trace: str, seed: int, days: float, warmup: float, concurrency: int) -> 
         tr = traces.make(trace, days + warmup, seed)
     out = planner.run(tr, "all", days=days, warmup_days=warmup, seed=seed, concurrency=concurrency,
                       lead_time=(5.0, 40.0), failure_rate=0.05)
-    policies = {name: {k: r[k] for k in KEYS} for name, r in out["policies"].items()}
+    policies = {name: {k: r[k] for k in (*KEYS, *CHOICE_KEYS) if k in r} for name, r in out["policies"].items()}
+    for name, r in out["policies"].items():
+        if "marginal" in r:
+            policies[name]["marginalChoiceHitRate"] = r["marginal"]["choiceHitRate"]
+            policies[name]["marginalHitRate"] = r["marginal"]["hitRate"]
     for r in policies.values():
         r["stockMinutesOfDemand"] = r["meanStock"] / (r["attempts"] / (days * 1440)) if r["attempts"] else 0.0
     return {"trace": trace, "seed": seed, "concurrency": concurrency, "policies": policies,
@@ -66,7 +74,8 @@ def summarise(runs: list[dict]) -> dict:
         t = out.setdefault(run["trace"], {})
         for name, r in [*run["policies"].items(), ("oracle", run["oracle"])]:
             s = t.setdefault(name, {"hitRate": [], "generations": [], "work": [], "expired": [],
-                                    "stockMinutesOfDemand": []})
+                                    "stockMinutesOfDemand": [], "choiceHitRate": [], "marginalChoiceHitRate": [],
+                                    "marginalHitRate": []})
             for k in s:
                 if k in r:
                     s[k].append(r[k])

@@ -12,6 +12,11 @@ Per active recipe:
 - ``deficit = max(0, target − completed − inFlight)``;
 - ``paused`` — its backlog generation is paused (``delula.pauses``): the pass orders nothing.
 
+A new job's form data follows demand (``delula.choices.draw_forms``): the combinations users
+asked the recipe for over the last ``DELULA_CHOICE_WINDOW_H`` hours — their own generations and
+the choices of instant attempts, misses included — kept together, except a
+``DELULA_EXPLORATION`` share drawn from the schema alone; text is always the author's.
+
 A pass (:func:`maintain`) creates ``deficit`` pending backlog generations per recipe with a fixed
 handful of statements whatever the number of recipes, and passes are serialised (an advisory
 transaction lock on PostgreSQL, the write lock on SQLite) with the counting done after the lock,
@@ -27,7 +32,7 @@ import random
 from datetime import timedelta
 
 from . import audit as _audit
-from . import forecast, forms, pauses, policies
+from . import choices, forecast, forms, pauses, policies
 from .config import BACKLOG_POLICIES
 from .generations import BACKLOG_PRIORITY
 from .storage import SYSTEM_BACKLOG_USER_ID, JobSource, JobStatus, catalog, jobs, stats
@@ -41,19 +46,29 @@ LEAD_TIME_WINDOW = timedelta(days=1)   # lead time: median over backlog jobs com
 DEFAULT_LEAD_TIME_MIN = policies.DEFAULT_LEAD_TIME_MIN   # when no backlog job completed in the window
 FAILED_RETENTION = timedelta(days=1)   # failed and rejected backlog jobs older than this are deleted ...
 FAILED_KEEP = 10                       # ... except the newest this many per recipe (of each)
+CHOICE_ROWS = 5000                     # per source, the newest observations a pass reads for its refills
 
 
-def job_rows(recipe, count: int, usage: dict, rng: random.Random) -> list[dict]:
+def job_rows(recipe, count: int, usage: dict, rng: random.Random, *, observed=(),
+             exploration: float = 0.0) -> list[dict]:
     """``count`` new backlog jobs of ``recipe``, as rows for ``storage.jobs.add_generations`` (or
     ``add_generation`` one by one): owned by the system user, uncharged, queued after user jobs,
-    each with form data drawn from the recipe's usage statistics ``usage``
-    (``forms.weighted_form``). Raises :class:`forms.FormError` or :class:`forms.SchemaError`
+    each with form data drawn by ``choices.draw_forms`` from ``observed`` (the recipe's recent
+    choices, as ``storage.catalog.recent_choices`` reads them), its usage statistics ``usage``
+    and an ``exploration`` share. Raises :class:`forms.FormError` or :class:`forms.SchemaError`
     when no valid form fits the schema."""
-    return [dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe.id,
-                 form_data=forms.weighted_form(recipe.variables, usage, rng),
+    drawn = choices.draw_forms(recipe.variables, [(c, 1) for c in observed], count,
+                               exploration=exploration, rng=rng, usage=usage)
+    return [dict(user_id=SYSTEM_BACKLOG_USER_ID, recipe_id=recipe.id, form_data=form,
                  meta={"source": JobSource.BACKLOG, "isInstant": False, "recipeName": recipe.name},
                  priority=BACKLOG_PRIORITY)
-            for _ in range(count)]
+            for form in drawn]
+
+
+def recent_choices(s, rt, recipe_ids) -> dict[int, list[dict]]:
+    """The recipes' choices asked for within ``DELULA_CHOICE_WINDOW_H`` (one statement)."""
+    since = rt.now() - timedelta(hours=rt.settings.choice_window_h)
+    return catalog.recent_choices(s, recipe_ids, since, CHOICE_ROWS)
 
 
 def _rows(s, rt) -> tuple[list, list[dict], list[policies.Order]]:
@@ -145,12 +160,14 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
         recipes, rows, orders = _rows(s, rt)
         wanted = {row["recipeId"]: o.jobs for row, o in zip(rows, orders) if o.jobs > 0 and not row["paused"]}
         usage = catalog.usage_statistics(s, wanted) if wanted else {}
+        observed = recent_choices(s, rt, wanted) if wanted else {}
         new = []
         for recipe in recipes:
             if recipe.id not in wanted:
                 continue
             try:
-                new += job_rows(recipe, wanted[recipe.id], usage.get(recipe.id, {}), rng)
+                new += job_rows(recipe, wanted[recipe.id], usage.get(recipe.id, {}), rng,
+                                observed=observed.get(recipe.id, ()), exploration=rt.settings.exploration)
             except (forms.FormError, forms.SchemaError) as e:
                 log.error("backlog: recipe %s (%s) has a schema no valid form fits, skipped: %s",
                           recipe.id, recipe.name, e)

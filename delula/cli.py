@@ -343,7 +343,9 @@ def cmd_simulate(rt, args):
                    service_level=args.service_level or settings.service_level,
                    max_age_h=args.max_age_h or settings.max_item_age_h,
                    maintenance_interval_s=settings.maintenance_interval_s,
-                   minimum=settings.min_backlog, max_backlog=settings.max_backlog)
+                   minimum=settings.min_backlog, max_backlog=settings.max_backlog,
+                   exploration=settings.exploration if args.exploration is None else args.exploration,
+                   choice_window_h=settings.choice_window_h)
     with tqdm(total=1000, desc=f"simulate {trace.name}", unit="‰", file=sys.stderr,
               mininterval=0.5) as bar:
         def progress(fraction: float) -> None:
@@ -357,15 +359,19 @@ def cmd_simulate(rt, args):
         out.pop("demandSeries", None)
         _print(out)
         return
-    rows = [{"policy": name, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}}
+    rows = [{"policy": name, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()},
+             **({"marginalChoiceHitRate": round(r["marginal"]["choiceHitRate"], 4)} if "marginal" in r else {})}
             for name, r in out["policies"].items()]
     rows.append({"policy": "oracle", "hitRate": round(out["oracle"]["hitRate"], 4),
                  "generations": out["oracle"]["generations"]})
     print(f"trace {out['trace']}: {args.days:g} scored day(s) after {args.warmup_days:g} warm-up day(s), "
           f"{options['concurrency']} slot(s)")
-    print(_table(rows, [("policy", "POLICY"), ("attempts", "ATTEMPTS"), ("hitRate", "HIT RATE"),
-                        ("generations", "GENERATIONS"), ("work", "WORK"), ("expired", "EXPIRED"),
-                        ("meanStock", "MEAN STOCK")]))
+    columns = [("policy", "POLICY"), ("attempts", "ATTEMPTS"), ("hitRate", "HIT RATE"),
+               ("generations", "GENERATIONS"), ("work", "WORK"), ("expired", "EXPIRED"), ("meanStock", "MEAN STOCK")]
+    if trace.has_choices:   # matched ÷ attempts with choices: the joint sampler, and the per-field baseline
+        columns += [("choiceAttempts", "WITH CHOICES"), ("choiceHitRate", "CHOICE HIT RATE"),
+                    ("marginalChoiceHitRate", "MARGINAL")]
+    print(_table(rows, columns))
 
 
 def cmd_simulator(rt, args):
@@ -587,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("simulate", help="replay demand against the backlog policies and the oracle")
     src = sm.add_mutually_exclusive_group()
     src.add_argument("--trace", default="diurnal",
-                     help="steady|diurnal|burst|launch or a CSV file minute,recipe,attempts (default diurnal)")
+                     help="steady|diurnal|burst|launch|choices or a CSV file minute,recipe,attempts[,choices] "
+                          "(default diurnal)")
     src.add_argument("--from-db", action="store_true", help="replay the recorded demand of the last days")
     sm.add_argument("--policy", choices=[*POLICIES, "all"], default="all")
     sm.add_argument("--days", type=_positive_days, default=7.0, help="scored days (default 7)")
@@ -601,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of misses that become a user job (default 1.0)")
     sm.add_argument("--service-level", type=_service_level, help="default DELULA_SERVICE_LEVEL")
     sm.add_argument("--max-age-h", type=_hours, help="default DELULA_MAX_ITEM_AGE_H")
+    sm.add_argument("--exploration", type=_fraction,
+                    help="share of backlog jobs drawn from the schema alone, on traces with choices "
+                         "(default DELULA_EXPLORATION)")
     sm.add_argument("--seed", type=int, default=1)
     sm.add_argument("--json", action="store_true")
     sm.set_defaults(func=cmd_simulate)

@@ -84,6 +84,8 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     event_retention_days: int = 90
     max_item_age_h: float = 72.0         # a pool item completed longer ago is never handed out (expired)
+    choice_window_h: float = 24.0        # backlog form data follows the choices asked for in this many hours
+    exploration: float = 0.1             # ... except this share of backlog jobs, drawn from the schema alone
     breaker_threshold: int = 5           # consecutive provider errors that open the circuit breaker
     breaker_backoff_s: float = 30.0      # the first wait before a probe; doubled per failed probe ...
     breaker_max_backoff_s: float = 600.0  # ... up to this
@@ -141,6 +143,8 @@ class Settings:
             metrics_token=r.text("DELULA_METRICS_TOKEN", None),
             event_retention_days=r.integer("DELULA_EVENT_RETENTION_DAYS", cls.event_retention_days, minimum=1),
             max_item_age_h=r.number("DELULA_MAX_ITEM_AGE_H", cls.max_item_age_h),
+            choice_window_h=r.number("DELULA_CHOICE_WINDOW_H", cls.choice_window_h),
+            exploration=r.number("DELULA_EXPLORATION", cls.exploration, minimum=0, maximum=1),
             breaker_threshold=r.integer("DELULA_BREAKER_THRESHOLD", cls.breaker_threshold, minimum=1),
             breaker_backoff_s=r.number("DELULA_BREAKER_BACKOFF_S", cls.breaker_backoff_s, minimum=0.01),
             breaker_max_backoff_s=r.number("DELULA_BREAKER_MAX_BACKOFF_S", cls.breaker_max_backoff_s, minimum=0.01),
@@ -177,6 +181,11 @@ class Settings:
         if not 0 < self.max_item_age_h <= MAX_ITEM_AGE_LIMIT_H:
             raise ConfigError(f"DELULA_MAX_ITEM_AGE_H must be a positive number of hours, at most "
                               f"{MAX_ITEM_AGE_LIMIT_H:g} (100 years), got {self.max_item_age_h:g}")
+        if not 0 < self.choice_window_h <= MAX_ITEM_AGE_LIMIT_H:
+            raise ConfigError(f"DELULA_CHOICE_WINDOW_H must be a positive number of hours, at most "
+                              f"{MAX_ITEM_AGE_LIMIT_H:g} (100 years), got {self.choice_window_h:g}")
+        if not 0 <= self.exploration <= 1:
+            raise ConfigError(f"DELULA_EXPLORATION must be a share from 0 to 1, got {self.exploration:g}")
         if not 0 < self.alert_hit_rate <= 1:
             raise ConfigError(f"DELULA_ALERT_HIT_RATE must be a share above 0 and at most 1, got {self.alert_hit_rate:g}")
         if not 0 <= self.alert_failure_rate < 1:

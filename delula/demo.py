@@ -230,10 +230,12 @@ def _create_backlog_jobs(rt, recipe_id: int | None, count: int) -> list[int]:
                 raise QueueError(f"recipe {recipe_id} does not exist or is not active")
             targets = [recipe]
         usage = catalog.usage_statistics(s, [r.id for r in targets])
+        observed = backlog.recent_choices(s, rt, [r.id for r in targets])
         rows = []
         for recipe in targets:
             try:
-                rows += backlog.job_rows(recipe, count, usage.get(recipe.id, {}), rng)
+                rows += backlog.job_rows(recipe, count, usage.get(recipe.id, {}), rng,
+                                         observed=observed.get(recipe.id, ()), exploration=rt.settings.exploration)
             except (forms.FormError, forms.SchemaError) as e:
                 raise QueueError(f"recipe {recipe.id} ({recipe.name}): no valid form data: {e}") from None
         return [jobs.add_generation(s, **row, credits_charged=0, now=now).id for row in rows]

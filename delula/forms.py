@@ -5,7 +5,9 @@
 - :func:`validate_choices` — check the choices of an instant claim: any subset of the fields.
 - :func:`matches` — whether form data has every value of some choices.
 - :func:`random_value` — a random valid value for one field (the backlog's fallback).
-- :func:`weighted_form` — form data drawn from usage statistics, falling back to random values.
+- :func:`weighted_form` — form data drawn field by field from usage statistics, falling back to
+  random values (the seed design's backlog draw; backlog jobs now draw whole combinations of
+  recent choices, ``delula.choices``, which falls back to the statistics field by field).
 - :func:`countable` — the part of a user's form data the usage statistics may count.
 
 Free text is never counted and never drawn from the statistics: backlog jobs are drawn from them
@@ -236,7 +238,7 @@ def countable(variables: list[dict], form_data: Mapping) -> dict:
 
 
 def weighted_form(variables: list[dict], stats: Mapping[str, Mapping], rng: random.Random) -> dict:
-    """Form data for a backlog job: per field a value weighted by how often users chose it
+    """Form data drawn field by field: per field a value weighted by how often users chose it
     (only values still valid for the schema), else a random valid value. Always validated.
     Text fields ignore the statistics (rows counted before text was excluded included)."""
     form = {}

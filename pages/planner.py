@@ -11,7 +11,10 @@ to the bar while the button stays disabled. The result draws:
 - the pools' stock over the scored hours per policy, against the demand (attempts per hour);
 - a table of hit rate, generations, work, expired items and mean stock per policy, beside the
   clairvoyant oracle's hit rate and generations;
-- the trade-off of hit rate against generations across service levels.
+- the trade-off of hit rate against generations across service levels;
+- on a trace with choices (the built-in ``choices``), each policy's **choice hit rate** (attempts
+  with choices served an item that has them all ÷ attempts with choices), with the backlog's
+  joint sampler beside the per-field baseline.
 
 Ops also get *Apply*: a policy and a service level for every recipe, or a policy for the selected
 recipes (``backlog.apply_policy``, audited; the callback checks the role again with
@@ -127,7 +130,9 @@ def simulate_all(options: dict, progress=lambda fraction: None) -> dict:
     trace = _trace(options)
     levels = list(TRADEOFF_LEVELS) if TRADEOFF_POLICY in policies.POLICIES else []
     steps = 1 + len(levels)
-    common = dict(days=options["days"], warmup_days=options["warmupDays"], concurrency=options["concurrency"])
+    settings = _job_runtime().settings   # how backlog jobs draw their choices, as the maintenance pass
+    common = dict(days=options["days"], warmup_days=options["warmupDays"], concurrency=options["concurrency"],
+                  exploration=settings.exploration, choice_window_h=settings.choice_window_h)
     report = planner.run(trace, policies=options["policies"], service_level=options["serviceLevel"],
                          progress=lambda f: progress(min(1.0, f / steps)), **common)
     chosen = report["policies"].get(TRADEOFF_POLICY)
@@ -253,6 +258,29 @@ def tradeoff_figure(report: dict | None) -> go.Figure:
     return fig
 
 
+def choice_rows(report: dict | None) -> list[dict]:
+    """``[{"policy", "attempts", "joint", "marginal"}]`` on a trace with choices, else ``[]``."""
+    return [{"policy": name, "attempts": r["choiceAttempts"], "joint": r["choiceHitRate"],
+             "marginal": (r.get("marginal") or {}).get("choiceHitRate")}
+            for name, r in (report or {}).get("policies", {}).items() if "choiceHitRate" in r]
+
+
+def choice_hit_rates(report: dict | None):
+    """The choice hit rates as a sentence per policy, or nothing when the trace has no choices."""
+    rows = choice_rows(report)
+    if not rows:
+        return None
+    items = [html.Li([html.Span(row["policy"], className="fw-semibold"),
+                      f": {row['joint']:.1%} with the backlog's joint draw"
+                      + (f", {row['marginal']:.1%} with per-field draws" if row["marginal"] is not None else ""),
+                      ], id=f"pl-choice-{row['policy']}")
+             for row in rows]
+    return html.Div([
+        html.Div(f"Choice hit rate: of {rows[0]['attempts']:,} attempts that asked for choices, the share "
+                 "served an item with all of them.", className="small fw-semibold mb-1"),
+        html.Ul(items, className="small mb-0")])
+
+
 def summary(report: dict | None):
     if not report:
         return "Nothing simulated yet."
@@ -366,9 +394,10 @@ def layout(**_query):
         _card("Pool level", "items per policy over the scored hours, against demand",
               _graph("pl-pool", pool_figure(None))),
         _card("Results", "per policy, beside the clairvoyant oracle's bound",
-              dag.AgGrid(id="pl-table", columnDefs=COLUMNS, rowData=[], className="ag-theme-alpine",
-                         defaultColDef={"sortable": True, "resizable": True, "flex": 1, "minWidth": 95},
-                         dashGridOptions={"domLayout": "autoHeight"}, style={"height": None})),
+              [dag.AgGrid(id="pl-table", columnDefs=COLUMNS, rowData=[], className="ag-theme-alpine",
+                          defaultColDef={"sortable": True, "resizable": True, "flex": 1, "minWidth": 95},
+                          dashGridOptions={"domLayout": "autoHeight"}, style={"height": None}),
+               html.Div(id="pl-choices", className="mt-3")]),
         _card("Trade-off", f"hit rate against generations, {TRADEOFF_POLICY} at service levels "
                            + ", ".join(f"{v:g}" for v in TRADEOFF_LEVELS),
               _graph("pl-tradeoff", tradeoff_figure(None))),
@@ -422,9 +451,11 @@ def run_simulation(set_progress, n_clicks, source, chosen, service_level, cap, d
 
 
 @callback(Output("pl-pool", "figure"), Output("pl-table", "rowData"), Output("pl-tradeoff", "figure"),
-          Output("pl-summary", "children"), Input("pl-report", "data"), prevent_initial_call=True)
+          Output("pl-summary", "children"), Output("pl-choices", "children"), Input("pl-report", "data"),
+          prevent_initial_call=True)
 def show_report(report):
-    return pool_figure(report), table_rows(report), tradeoff_figure(report), summary(report)
+    return (pool_figure(report), table_rows(report), tradeoff_figure(report), summary(report),
+            choice_hit_rates(report))
 
 
 def parse_level(value) -> float | None:

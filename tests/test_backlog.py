@@ -100,9 +100,12 @@ def test_inactive_recipes_get_nothing(rt):
     assert backlog.status(rt) == []
 
 
-def test_weighted_form_data_follows_the_statistics(rt):
+def test_weighted_form_data_follows_the_statistics(db_url, make_runtime):
+    """Without recent choices (and exploration off), the long-run usage statistics decide."""
     from delula.storage import catalog
 
+    rt = make_runtime(db_url, exploration=0.0)
+    auth.ensure_system_user(rt)
     recipe = _recipe(rt, min_backlog=300, variables=[
         CHOICE, {"id": "loud", "label": "Loud", "type": "toggle", "required": False, "defaultValue": False}])
     with rt.store.begin() as s:

@@ -38,6 +38,9 @@ def test_values_are_parsed():
     ("DELULA_ALERT_HIT_RATE", "0"), ("DELULA_ALERT_HIT_RATE", "1.5"), ("DELULA_ALERT_FAILURE_RATE", "1"),
     ("DELULA_ALERT_FAILURE_RATE", "-0.1"), ("DELULA_ALERT_WEBHOOK_URL", "hooks.slack.com/services/x"),
     ("DELULA_ALERT_WEBHOOK_URL", "ftp://example.com/x"), ("DELULA_ALERT_INTERVAL_S", "0"),
+    ("DELULA_CHOICE_WINDOW_H", "0"), ("DELULA_CHOICE_WINDOW_H", "-24"), ("DELULA_CHOICE_WINDOW_H", "a day"),
+    ("DELULA_CHOICE_WINDOW_H", "1e9"), ("DELULA_EXPLORATION", "1.5"), ("DELULA_EXPLORATION", "-0.1"),
+    ("DELULA_EXPLORATION", "some"), ("DELULA_EXPLORATION", "nan"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -117,3 +120,14 @@ def test_bad_quality_gate_values_name_the_variable(name, value):
         Settings.from_env({name: value})
     with pytest.raises(ConfigError, match="DELULA_MIN_QUALITY"):
         Settings.from_env({}).replace(min_quality=2.0)
+
+
+def test_the_choice_window_and_the_exploration_share():
+    s = Settings.from_env({})
+    assert (s.choice_window_h, s.exploration) == (24, 0.1)
+    s = Settings.from_env({"DELULA_CHOICE_WINDOW_H": "0.5", "DELULA_EXPLORATION": "0"})
+    assert (s.choice_window_h, s.exploration) == (0.5, 0)
+    assert Settings.from_env({"DELULA_EXPLORATION": "1"}).exploration == 1
+    for bad in (dict(exploration=1.01), dict(choice_window_h=0)):
+        with pytest.raises(ConfigError, match="DELULA_EXPLORATION|DELULA_CHOICE_WINDOW_H"):
+            Settings.from_env({}).replace(**bad)

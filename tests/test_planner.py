@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from delula import planner
+from delula import forms, planner
 from delula.planner import oracle, simulation, traces
 
 
@@ -218,3 +220,126 @@ def test_tradeoff_runs_each_level_once_and_reuses_what_is_done():
     assert [p["serviceLevel"] for p in out] == [0.5, 0.98]
     assert out[1]["hitRate"] == done["hitRate"] and out[1]["generations"] == done["generations"]
     assert seen[-1] == 1.0 and seen == sorted(seen)
+
+
+# --- choices ---------------------------------------------------------------------------------------
+
+CAT = '"{""animal"": ""bengal cat"", ""sport"": ""pole vault""}"'
+
+
+def test_read_csv_with_a_choices_column(tmp_path):
+    p = tmp_path / "asked.csv"
+    p.write_text("minute,recipe,attempts,choices\n"
+                 f"0,cats,3,{CAT}\n"
+                 "1,cats,2,\n"                                  # empty: no choices
+                 "2,cats,1,{}\n"                                # an empty object: no choices either
+                 '3,dogs,2,"{""good"": true, ""size"": 2}"\n'
+                 "4,cats,1\n")                                 # the column left out: no choices
+    tr = traces.read_csv(str(p))
+    assert tr.has_choices and tr.recipes == ["cats", "dogs"] and len(tr) == 9
+    minute = (tr.times // 60).astype(int).tolist()
+    asked = dict(zip(range(len(tr)), tr.choices))
+    assert [asked[i] for i in range(len(tr)) if minute[i] == 0] == [{"animal": "bengal cat", "sport": "pole vault"}] * 3
+    assert all(asked[i] is None for i in range(len(tr)) if minute[i] in (1, 2, 4))
+    assert [asked[i] for i in range(len(tr)) if minute[i] == 3] == [{"good": True, "size": 2}] * 2
+    # a recipe known only by its choices: a field per name, of the values seen
+    assert tr.schemas["cats"] == [
+        {"id": "animal", "label": "animal", "type": "dropdown", "required": True,
+         "options": [{"label": "bengal cat", "value": "bengal cat"}]},
+        {"id": "sport", "label": "sport", "type": "dropdown", "required": True,
+         "options": [{"label": "pole vault", "value": "pole vault"}]}]
+    assert [f["type"] for f in tr.schemas["dogs"]] == ["toggle", "dropdown"]
+    for schema in tr.schemas.values():
+        forms.check_schema(schema)
+    # the column present but never filled: a trace without choices
+    p.write_text("minute,recipe,attempts,choices\n0,a,1,\n1,a,2,\n")
+    assert not traces.read_csv(str(p)).has_choices
+
+
+@pytest.mark.parametrize("row, message", [
+    ("0,a,1,{not json}", ":3: choices must be a JSON object"),
+    ('0,a,1,"{""animal"": ""cat"""', ":3: choices must be a JSON object"),
+    ('0,a,1,"[""cat""]"', ":3: choices must be a JSON object"),
+    ("0,a,1,42", ":3: choices must be a JSON object"),
+    ('0,a,1,"{""animal"": [""cat""]}"', ":3: choices must map field names to strings, numbers or booleans"),
+    ('0,a,1,"{""animal"": null}"', ":3: choices must map"),
+    ('0,a,1,"{""speed"": NaN}"', ":3: choices must map"),
+    ('0,a,1,"{"""": 1}"', ":3: choices must map"),
+    ("0,a,1,,extra", "not a CSV"),
+])
+def test_bad_choices_name_the_line(tmp_path, row, message):
+    p = tmp_path / "bad.csv"
+    p.write_text(f"minute,recipe,attempts,choices\n1,a,1,\n{row}\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        traces.read_csv(str(p))
+
+
+def test_a_fourth_column_must_be_choices(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("minute,recipe,attempts,wishes\n0,a,1,\n")
+    with pytest.raises(ValueError, match="header must be exactly 'minute,recipe,attempts' \\(optionally ',choices'\\)"):
+        traces.read_csv(str(p))
+
+
+def test_the_built_in_choices_trace():
+    tr = traces.make("choices", 7, seed=1)
+    assert tr.has_choices and tr.recipes == list(traces.CHOICE_RECIPES) and "choices" in traces.NAMES
+    rate = len(tr) / (7 * 1440)
+    assert rate == pytest.approx(traces.CHOICE_RATE_FACTOR * 4.6 * (5 + 2 * 0.7) / 7, rel=0.06)
+    shares = np.bincount(tr.recipe) / len(tr)
+    assert shares == pytest.approx([0.4, 0.3, 0.2, 0.1], abs=0.02)
+    for name, schema in tr.schemas.items():
+        forms.check_schema(schema)
+    kinds = Counter()
+    for r, asked in zip(tr.recipe.tolist(), tr.choices):
+        schema = tr.schemas[tr.recipes[r]]
+        if asked is None:
+            kinds["none"] += 1
+            continue
+        assert forms.validate_choices(schema, asked) == asked
+        kinds["one" if len(asked) == 1 else "all"] += 1
+    assert kinds["all"] / len(tr) == pytest.approx(0.65, abs=0.02)
+    assert kinds["one"] / len(tr) == pytest.approx(0.20, abs=0.02)
+    # correlated: among attempts for a whole Animal Olympics pair, the cat mostly pole-vaults
+    pairs = Counter(tuple(c.values()) for r, c in zip(tr.recipe.tolist(), tr.choices) if r == 0 and c and len(c) == 2)
+    cat = sum(n for (animal, _), n in pairs.items() if animal == "bengal cat")
+    assert pairs[("bengal cat", "pole vault")] / cat > 0.75
+    again = traces.make("choices", 7, seed=1)
+    assert again.choices == tr.choices and np.array_equal(again.times, tr.times)
+
+
+def test_an_attempt_with_choices_takes_only_an_item_that_has_them():
+    """Half the attempts ask for a value the recipe's schema does not offer: no item ever has it,
+    so they all miss, while the attempts without choices take whatever is oldest."""
+    schema = [{"id": "animal", "label": "Animal", "type": "dropdown", "required": True,
+               "options": [{"label": "Cat", "value": "cat"}, {"label": "Dog", "value": "dog"}]}]
+    times = np.arange(60.0, 2 * 86400.0, 600.0)
+    unicorn = {"animal": "unicorn"}
+    asked = [unicorn if i % 2 else None for i in range(len(times))]
+    tr = traces.Trace("unmet", ["zoo"], times, np.zeros(len(times), dtype=np.int64), choices=asked,
+                      schemas={"zoo": schema})
+    r = simulation.simulate(tr, "static", days_scored=1, warmup_days=1, failure_rate=0.0)
+    scored = int(np.sum(times >= 86400))
+    assert r["attempts"] == scored and r["choiceAttempts"] == scored // 2
+    assert r["choiceHits"] == 0 and r["choiceHitRate"] == 0.0
+    assert r["hits"] == scored - scored // 2          # every attempt without choices is served
+    # asked for a value the schema offers, and nothing explored: every item is made for it
+    asked = [{"animal": "dog"} if i % 2 else None for i in range(len(times))]
+    tr.choices = asked
+    r = simulation.simulate(tr, "static", days_scored=1, warmup_days=1, failure_rate=0.0, exploration=0.0)
+    assert r["choiceHits"] == r["choiceAttempts"] == scored // 2
+
+
+def test_joint_draws_serve_more_choices_than_per_field_draws_on_the_built_in_trace():
+    out = planner.run("choices", ["static", "forecast"], days=1, warmup_days=1, seed=2)
+    for name, r in out["policies"].items():
+        assert {"choiceAttempts", "choiceHits", "choiceHitRate", "marginal"} <= set(r)
+        assert r["choiceHits"] <= r["hits"] <= r["attempts"] and r["choiceAttempts"] < r["attempts"]
+        assert r["marginal"]["choiceAttempts"] == r["choiceAttempts"]
+        assert set(r["marginal"]) == set(planner.MARGINAL_KEYS)
+        assert r["choiceHitRate"] > 1.3 * r["marginal"]["choiceHitRate"], (name, r)
+        assert r["hitRate"] > r["marginal"]["hitRate"]
+    json.dumps(out)
+    # without choices the report is as it was
+    plain = planner.run("steady", "static", days=0.25, warmup_days=0)["policies"]["static"]
+    assert not {"choiceAttempts", "choiceHitRate", "marginal"} & set(plain)

@@ -202,3 +202,42 @@ def test_recorded_history_of_the_selected_recipe_is_replayed(pg_live_app, browse
     rows = grid_rows(browser)
     assert set(rows) == set(policies.POLICIES)
     assert browser.console_errors() == []
+
+
+@pytest.mark.browser
+def test_a_trace_with_choices_shows_the_choice_hit_rates(pg_live_app, browser):
+    browser.sign_in(pg_live_app, path="/planner")
+    browser.wait("#planner-page")
+    select(browser, "#pl-source", "choices")
+    set_input(browser, "#pl-days", "0.25")
+    set_input(browser, "#pl-warmup", "0.25")
+    browser.click(lambda: browser.find("#pl-run"), what="Run")
+    text = browser.wait_text("#pl-choices", "Choice hit rate", timeout=240).text
+    assert "attempts that asked for choices" in text
+    for name in policies.POLICIES:
+        line = browser.find(f"#pl-choice-{name}").text
+        assert line.startswith(name) and "with the backlog's joint draw" in line and "with per-field draws" in line
+    assert "attempts of the choices trace" in browser.find("#pl-summary").text
+    # a trace without choices leaves the section empty
+    select(browser, "#pl-source", "steady")
+    browser.click(lambda: browser.find("#pl-run"), what="Run")
+    browser.wait_for(lambda: "steady" in browser.find("#pl-summary").text, timeout=240, what="the steady run")
+    assert browser.find("#pl-choices").text == ""
+    assert browser.console_errors() == []
+
+
+def test_the_choice_hit_rates_are_drawn_only_for_a_trace_with_choices(world):
+    import importlib
+
+    page = importlib.import_module("pages.planner")   # as the app executed it
+
+    report = {"policies": {"static": {"hitRate": 0.4, "choiceAttempts": 1200, "choiceHits": 300, "choiceHitRate": 0.25,
+                                      "marginal": {"choiceHitRate": 0.15}},
+                           "forecast": {"hitRate": 0.5, "choiceAttempts": 1200, "choiceHits": 384,
+                                        "choiceHitRate": 0.32, "marginal": {"choiceHitRate": 0.2}}}}
+    assert page.choice_rows(report) == [
+        {"policy": "static", "attempts": 1200, "joint": 0.25, "marginal": 0.15},
+        {"policy": "forecast", "attempts": 1200, "joint": 0.32, "marginal": 0.2}]
+    assert "1,200 attempts" in str(page.choice_hit_rates(report))
+    assert page.choice_hit_rates({"policies": {"static": {"hitRate": 0.9}}}) is None
+    assert page.choice_hit_rates(None) is None

@@ -88,6 +88,35 @@ def test_a_bad_csv_exits_2_naming_the_line(tmp_path):
     assert "bad.csv:3: attempts must be a whole number" in proc.stderr
 
 
+def test_a_trace_with_choices_reports_the_choice_hit_rate_beside_the_per_field_baseline(tmp_path):
+    doc = json.loads(_simulate("--trace", "choices", "--policy", "static", "--days", "0.5", "--warmup-days", "0.5",
+                               "--exploration", "0.2", "--json").stdout)
+    result = doc["policies"]["static"]
+    assert set(result) == POLICY_KEYS | {"choiceAttempts", "choiceHits", "choiceHitRate", "sampler", "marginal"}
+    assert result["sampler"] == "joint" and 0 < result["choiceAttempts"] < result["attempts"]
+    assert result["choiceHitRate"] == result["choiceHits"] / result["choiceAttempts"]
+    assert result["marginal"]["choiceAttempts"] == result["choiceAttempts"]
+    assert result["choiceHitRate"] > result["marginal"]["choiceHitRate"]
+    table = _simulate("--trace", "choices", "--policy", "static", "--days", "0.25", "--warmup-days", "0").stdout
+    assert "CHOICE HIT RATE" in table and "MARGINAL" in table
+    # a CSV trace with choices: recipes known only by what was asked of them
+    path = tmp_path / "asked.csv"
+    rows = ["minute,recipe,attempts,choices"] + [
+        f'{m},Animal Olympics,1,"{{""animal"": ""{"bengal cat" if m % 3 else "corgi"}""}}"' for m in range(0, 1440, 4)]
+    path.write_text("\n".join(rows) + "\n")
+    doc = json.loads(_simulate("--trace", str(path), "--policy", "static", "--days", "0.5", "--warmup-days", "0.5",
+                               "--json").stdout)
+    assert doc["trace"] == "asked" and doc["policies"]["static"]["choiceAttempts"] == 180
+
+
+def test_bad_choices_in_a_csv_exit_2_naming_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text('minute,recipe,attempts,choices\n0,a,1,"{""animal"": ""cat""}"\n1,a,1,{cat}\n')
+    proc = _simulate("--trace", str(path), expect=2)
+    assert "bad.csv:3: choices must be a JSON object" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_recorded_demand_replays_from_the_database(pg_url, make_runtime):
     """Misses recorded by real claims come back as the replay's attempts (the command reads the
     last days up to the real clock, so the claims happen in the last hours)."""

@@ -1,12 +1,14 @@
 """Demand planner: replay a demand trace against the backlog policies and a clairvoyant bound.
 
 - :mod:`.traces` builds demand traces (built-in ``steady``, ``diurnal``, ``burst``, ``launch``,
-  or a CSV ``minute,recipe,attempts``);
+  ``choices``, or a CSV ``minute,recipe,attempts[,choices]``);
 - :mod:`.simulation` is a discrete-event model of pools, the job queue and the maintenance pass,
   calling the same :mod:`delula.policies` functions as production;
 - :mod:`.oracle` is the clairvoyant upper bound on the hit rate.
 
-:func:`run` ties them together and returns a JSON-serialisable report.
+:func:`run` ties them together and returns a JSON-serialisable report. On a trace with choices
+each policy runs twice: with the maintenance pass's joint sampler (its result) and with the
+per-field baseline (its ``"marginal"`` figures beside).
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from .oracle import brute_force, max_served
 from .simulation import simulate
 from .traces import Trace, make, read_csv
 
+MARGINAL_KEYS = ("hits", "hitRate", "choiceAttempts", "choiceHits", "choiceHitRate", "generations", "work",
+                 "expired", "meanStock")
+
 __all__ = ["run", "tradeoff", "simulate", "make", "read_csv", "Trace", "brute_force", "max_served",
            "traces", "simulation"]
 
@@ -28,7 +33,10 @@ def run(trace: str | Trace = "diurnal", policies: Iterable[str] = ("static", "re
     """Simulate each policy on ``trace`` (a built-in name, a CSV path or a :class:`Trace`;
     ``warmup_days`` then ``days`` scored) and the oracle; the ``--json`` document of
     ``python -m delula simulate``, plus ``demandSeries``: ``[hour, attempts]`` per scored hour.
-    ``policies`` is a list of names, one name, or ``"all"``."""
+    ``policies`` is a list of names, one name, or ``"all"``. On a trace with choices each
+    policy's result has ``choiceAttempts``, ``choiceHits`` and ``choiceHitRate`` (the joint
+    sampler's) and ``marginal``: the same policy's :data:`MARGINAL_KEYS` with the per-field
+    sampler."""
     from delula.policies import POLICIES
 
     if isinstance(policies, str):
@@ -39,13 +47,19 @@ def run(trace: str | Trace = "diurnal", policies: Iterable[str] = ("static", "re
             raise ValueError(f"unknown backlog policy {name!r}; one of {', '.join(POLICIES)} or all")
     tr = trace if isinstance(trace, Trace) else traces.make(trace, days + warmup_days, seed)
     out: dict = {"trace": tr.name, "days": days, "policies": {}}
-    k = len(names)
-    for j, name in enumerate(names):
+    samplers = ("joint", "marginal") if tr.has_choices else ("joint",)
+    runs = [(name, sampler) for name in names for sampler in samplers]
+    k = len(runs)
+    for j, (name, sampler) in enumerate(runs):
         sub = None
         if progress is not None:
             sub = (lambda f, j=j: progress((j + f) / (k + 0.05)))
-        out["policies"][name] = simulate(tr, name, days_scored=days, warmup_days=warmup_days,
-                                         seed=seed, progress=sub, **sim_options)
+        result = simulate(tr, name, days_scored=days, warmup_days=warmup_days, seed=seed, progress=sub,
+                          choice_sampler=sampler, series=sampler == "joint", **sim_options)
+        if sampler == "joint":
+            out["policies"][name] = result
+        else:
+            out["policies"][name]["marginal"] = {key: result[key] for key in MARGINAL_KEYS}
     out["oracle"] = _oracle.oracle(tr, days_scored=days, warmup_days=warmup_days, **sim_options)
     out["demandSeries"] = demand_series(tr, days, warmup_days)
     if progress is not None:

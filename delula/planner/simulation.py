@@ -14,6 +14,16 @@ minutes) of backlog jobs completed in the last day (the recipe's own, else all r
 completion) is never handed out: it is removed as expired at the next attempt or pass. The
 oldest item is taken first.
 
+Choices. On a trace with choices (``trace.has_choices``), every backlog job is given form data
+when it is ordered, drawn from the choices its recipe's attempts asked for over the last
+``choice_window_h`` hours (misses included) by ``choice_sampler``: ``"joint"``, what the
+maintenance pass does (``delula.choices.draw_forms``, with an ``exploration`` share drawn from the
+recipe's schema), or ``"marginal"``, the per-field baseline (``delula.choices.marginal_forms``).
+An attempt with choices is a hit only if an item has them all (``forms.matches``; the oldest such
+item is taken), and the result adds ``choiceAttempts``, ``choiceHits`` and ``choiceHitRate``
+(matched ÷ attempts with choices). An attempt without choices takes the oldest item, as before.
+A miss's fallback job is the same demand and is not counted again as an observation.
+
 Events (attempts from the trace, job completions, maintenance passes) are taken in time order
 from the sorted trace and a heap; nothing ticks per second. Only the last ``days_scored`` days
 (after ``warmup_days``) are scored.
@@ -21,6 +31,7 @@ from the sorted trace and a heap; nothing ticks per second. Only the last ``days
 from __future__ import annotations
 
 import heapq
+import json
 import random
 from bisect import bisect_left, insort
 from collections import deque
@@ -28,7 +39,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from delula import forecast, policies
+from delula import choices as choice_forms
+from delula import forecast, forms, policies
+from delula.config import Settings
 
 from .traces import Trace
 
@@ -37,6 +50,7 @@ RATE_WINDOW_S = 3600.0
 LEAD_WINDOW_S = DAY
 
 _USER, _BACKLOG = 0, 1
+SAMPLERS = ("joint", "marginal")
 
 
 def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: float,
@@ -44,8 +58,16 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
              failure_rate: float = 0.05, max_age_h: float = 72.0, fallback_rate: float = 1.0,
              maintenance_interval_s: float = 60.0, minimum: int = 3, max_backlog: int = 30,
              service_level: float = 0.98, seed: int = 1,
-             progress: Callable[[float], None] | None = None, series: bool = True) -> dict:
+             progress: Callable[[float], None] | None = None, series: bool = True,
+             choice_sampler: str = "joint", exploration: float = Settings.exploration,
+             choice_window_h: float = Settings.choice_window_h) -> dict:
     """Run ``trace`` under ``policy`` and score the last ``days_scored`` days (see module doc)."""
+    if choice_sampler not in SAMPLERS:
+        raise ValueError(f"unknown choice sampler {choice_sampler!r}; one of {', '.join(SAMPLERS)}")
+    if not 0 <= exploration <= 1:
+        raise ValueError(f"exploration must be a share from 0 to 1, got {exploration!r}")
+    if not choice_window_h > 0:
+        raise ValueError(f"choice_window_h must be positive, got {choice_window_h!r}")
     if policy not in policies.POLICIES:
         raise ValueError(f"unknown backlog policy {policy!r}; one of {', '.join(policies.POLICIES)}")
     if concurrency < 1:
@@ -67,7 +89,7 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
     recs = trace.recipe.tolist()
     n_att = len(times)
 
-    pools: list[list[float]] = [[] for _ in range(n)]   # heaps of item completion times
+    pools: list[deque] = [deque() for _ in range(n)]    # (completion time, form data), oldest first
     in_flight = [0] * n
     recent: list[deque] = [deque() for _ in range(n)]   # attempt times, last hour
     leads: list[deque] = [deque() for _ in range(n)]    # (completion time, lead min), last day
@@ -90,6 +112,43 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
     integral = 0.0
     attempts = hits = generations = work = expired = 0
     misses = [0] * n
+
+    with_choices = trace.has_choices
+    asked = trace.choices if with_choices else None
+    schemas = [(trace.schemas or {}).get(name) or [] for name in trace.recipes]
+    form_rng = random.Random(f"{seed}:forms")     # its own stream: the run's other draws stay as without choices
+    window = float(choice_window_h) * 3600.0
+    seen_at: list[deque] = [deque() for _ in range(n)]   # (attempt time, key) of choices, last window
+    seen_n: list[dict] = [{} for _ in range(n)]          # key -> attempts that asked for it in the window
+    seen_of: dict[str, dict] = {}                         # key -> the choices
+    keys: dict[int, str] = {}                             # id of a trace's choices dict -> key
+    choice_attempts = choice_hits = 0
+
+    def observe(r: int, t: float, c: dict) -> None:
+        key = keys.get(id(c))
+        if key is None:
+            key = keys[id(c)] = json.dumps(c, sort_keys=True)
+            seen_of.setdefault(key, c)
+        seen_at[r].append((t, key))
+        seen_n[r][key] = seen_n[r].get(key, 0) + 1
+
+    def observations(r: int, t: float) -> list[tuple[dict, int]]:
+        dq, counts = seen_at[r], seen_n[r]
+        cutoff = t - window
+        while dq and dq[0][0] < cutoff:
+            key = dq.popleft()[1]
+            counts[key] -= 1
+            if not counts[key]:
+                del counts[key]
+        return [(seen_of[k], c) for k, c in counts.items()]
+
+    def draw(r: int, t: float, count: int) -> list:
+        if not with_choices:
+            return [None] * count
+        seen = observations(r, t)
+        if choice_sampler == "marginal":
+            return choice_forms.marginal_forms(schemas[r], seen, count, form_rng)
+        return choice_forms.draw_forms(schemas[r], seen, count, exploration=exploration, rng=form_rng)
     samples: list[list[float]] = []                     # [hour, stock at it, attempts and hits in the hour before]
     hour_mark = [0, 0]
     next_sample = score_start
@@ -115,8 +174,8 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
         nonlocal stock, expired
         pool = pools[r]
         cutoff = t - max_age
-        while pool and pool[0] <= cutoff:
-            heapq.heappop(pool)
+        while pool and pool[0][0] <= cutoff:
+            pool.popleft()
             stock -= 1
             if t >= score_start:
                 expired += 1
@@ -174,8 +233,9 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
                   for r in range(n)]
         ctx = policies.PassContext(run_time_min=mean_run_time(t), **ctx_base)
         for r, order in enumerate(policies.plan(policy, states, ctx)):
-            for _ in range(order.jobs):
-                backlog_q.append((_BACKLOG, r, t))
+            if order.jobs > 0:
+                for form in draw(r, t, order.jobs):
+                    backlog_q.append((_BACKLOG, r, t, form))
             in_flight[r] += order.jobs
         start_jobs(t)
 
@@ -200,13 +260,13 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             running -= 1
             run_times.append((t, (t - began) / 60.0))
             run_sum += (t - began) / 60.0
-            kind, r, created = job
+            kind, r, created, form = job
             if failure_rate and rnd() < failure_rate:
                 (user_q if kind == _USER else backlog_q).appendleft(job)
             elif kind == _BACKLOG:
                 in_flight[r] -= 1
                 advance(t)
-                heapq.heappush(pools[r], t)   # aged from completion, as DELULA_MAX_ITEM_AGE_H
+                pools[r].append((t, form))   # completions come in time order; aged from completion
                 stock += 1
                 lead = (t - created) / 60.0
                 leads[r].append((t, lead))
@@ -218,22 +278,33 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             start_jobs(t)
         elif t == ta and ta <= next_tick:
             r = recs[i]
+            wants = asked[i] if with_choices else None
             i += 1
             recent[r].append(t)
             hourly[r, int(t // 3600.0)] += 1
             advance(t)
             purge(r, t)
             scored = t >= score_start
-            if pools[r]:
-                heapq.heappop(pools[r])
+            pool = pools[r]
+            if wants:
+                observe(r, t, wants)
+                taken = next((k for k, item in enumerate(pool) if forms.matches(item[1], wants)), None)
+                if scored:
+                    choice_attempts += 1
+            else:
+                taken = 0 if pool else None
+            if taken is not None:
+                del pool[taken]
                 stock -= 1
                 if scored:
                     hits += 1
+                    if wants:
+                        choice_hits += 1
             else:
                 if scored:
                     misses[r] += 1
                 if fallback_rate >= 1.0 or rnd() < fallback_rate:
-                    user_q.append((_USER, r, t))
+                    user_q.append((_USER, r, t, wants))
                     start_jobs(t)
             if scored:
                 attempts += 1
@@ -263,6 +334,10 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
         "stockItemHours": integral / 3600.0,
         "missesByRecipe": {trace.recipes[r]: misses[r] for r in range(n)},
     }
+    if with_choices:
+        result.update(choiceAttempts=choice_attempts, choiceHits=choice_hits,
+                      choiceHitRate=choice_hits / choice_attempts if choice_attempts else 0.0,
+                      sampler=choice_sampler)
     if series:
         result["series"] = samples
     return result

@@ -1,8 +1,12 @@
-"""Recipes and their usage statistics (``recipe_usage_options``).
+"""Recipes, their usage statistics (``recipe_usage_options``) and their recent choices.
 
 The statistics are bounded: at most :data:`MAX_VALUES_PER_FIELD` distinct values are kept per
 (recipe, field); a value beyond that is not added (the values already kept go on counting). What
 may be counted at all (never free text) is the domain's rule, ``forms.countable``.
+
+:func:`recent_choices` reads what was asked for lately, as it was stored: users' own generations'
+form data and the choices of instant attempts that were demand (hits and misses); the domain
+(``delula.choices``) strips text and what the schema no longer allows.
 """
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import literal, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .db import insert_unique, is_postgres
-from .models import Recipe, RecipeUsageOption
+from .jobs import users_own
+from .models import DEMAND_OUTCOMES, ClaimEvent, Generation, Recipe, RecipeUsageOption
 
 MAX_VALUES_PER_FIELD = 50
 
@@ -102,6 +107,31 @@ def usage_statistics(s: Session, recipe_ids: Iterable[int]) -> dict[int, dict[st
     for row in s.scalars(q):
         out[row.recipe_id][row.variable_id][decode_value(row.value)] = row.count
     return {k: dict(v) for k, v in out.items()}
+
+
+def recent_choices(s: Session, recipe_ids: Iterable[int], since: datetime, limit: int) -> dict[int, list[dict]]:
+    """``{recipe_id: [choices, newest first]}`` asked for at or after ``since``, for many recipes
+    in one statement: the form data of users' own generations (``ix_generations_user_jobs``,
+    newest first) and the ``choices`` of instant attempts with a demand outcome
+    (``DEMAND_OUTCOMES``: misses included), each source bounded by its newest ``limit`` rows."""
+    ids = sorted(set(recipe_ids))
+    if not ids or limit <= 0:
+        return {}
+    made = (select(Generation.recipe_id.label("recipe_id"), Generation.form_data.label("choices"),
+                   Generation.created_at.label("at"), literal(0).label("src"))
+            .where(users_own(), Generation.created_at >= since, Generation.recipe_id.in_(ids))
+            .order_by(Generation.created_at.desc()).limit(limit).subquery())
+    asked = (select(ClaimEvent.recipe_id.label("recipe_id"), ClaimEvent.choices.label("choices"),
+                    ClaimEvent.created_at.label("at"), literal(1).label("src"))
+             .where(ClaimEvent.recipe_id.in_(ids), ClaimEvent.created_at >= since,
+                    ClaimEvent.outcome.in_(DEMAND_OUTCOMES), ClaimEvent.choices.is_not(None))
+             .order_by(ClaimEvent.created_at.desc()).limit(limit).subquery())
+    both = union_all(select(made), select(asked)).subquery()
+    out: dict[int, list[dict]] = defaultdict(list)
+    for recipe_id, choices, _at, _src in s.execute(select(both).order_by(both.c.at.desc(), both.c.src)):
+        if isinstance(choices, dict):
+            out[recipe_id].append(choices)
+    return dict(out)
 
 
 def encode_value(value) -> str:
