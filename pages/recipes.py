@@ -220,7 +220,7 @@ def _valid_choice(variables: list[dict], field: str, value) -> bool:
 def ready_text(n: int) -> str:
     """The Generate form's offer when items with its choices wait in the pool."""
     more = "+" if n >= READY_SHOWN else ""
-    return f"{n}{more} ready with these choices — get one now instead of waiting."
+    return f"{n}{more} ready with these choices —"
 
 
 def submit_view(status: int, body: dict, username: str) -> dict:
@@ -322,7 +322,7 @@ def _generate_modal():
             html.Div(id="recipes-generate-intro"),
             html.Div(id="recipes-generate-form"),
             dbc.Alert([html.Span(id="recipes-ready-text"),
-                       dbc.Button("⚡ Get one now", id="recipes-ready-claim", color="success", size="sm",
+                       dbc.Button("⚡ get one now", id="recipes-ready-claim", color="success", size="sm",
                                   className="ms-2", n_clicks=0)],
                       id="recipes-ready", color="success", className="d-flex align-items-center", is_open=False),
             html.Div(id="recipes-generate-result"),

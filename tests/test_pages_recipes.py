@@ -611,3 +611,18 @@ def test_queue_retry_and_cancel_are_ops_only_with_confirmation(dash_app):
     assert result[2] == "success" and generations.get_generation(rt, queued).status == "cancelled"
     assert user(dash_app, "maya").credits == 40  # refunded
     assert missing[2] == "danger" and "does not exist" in missing[1]
+
+
+def test_the_generate_forms_choices_are_its_values_defaults_included_text_left_out(sqlite_app):
+    recipes_page = page("recipes")
+    variables = [
+        {"id": "animal", "type": "dropdown", "label": "Animal", "options": [{"value": "cat"}, {"value": "owl"}]},
+        {"id": "speed", "type": "slider", "label": "Speed", "min": 1, "max": 5, "step": 1, "defaultValue": 3},
+        {"id": "loud", "type": "toggle", "label": "Loud", "defaultValue": False},
+        {"id": "caption", "type": "text", "label": "Caption", "maxLength": 5},
+    ]
+    assert recipes_page.chosen(variables, {"animal": "1", "caption": "mine"}) == {
+        "animal": "owl", "speed": 3, "loud": False}
+    assert recipes_page.chosen(variables, {"animal": "", "speed": 9.0, "loud": True}) == {"loud": True}
+    assert recipes_page.ready_text(2) == "2 ready with these choices —"
+    assert recipes_page.ready_text(recipes_page.READY_SHOWN).startswith(f"{recipes_page.READY_SHOWN}+ ready")
