@@ -6,6 +6,7 @@
 - :func:`random_value` — a random valid value for one field (the backlog's fallback).
 - :func:`weighted_form` — form data drawn from usage statistics, falling back to random values.
 - :func:`countable` — the part of a user's form data the usage statistics may count.
+- :func:`counted_fields` — the fields whose values may be counted and shown (every one but text).
 
 Free text is never counted and never drawn from the statistics: backlog jobs are drawn from them
 and handed, prompt included, to whoever claims them, so one user's text would reach a stranger.
@@ -209,11 +210,16 @@ def weighted_choice(counts: Mapping, rng: random.Random):
     return items[-1][0]
 
 
-def countable(variables: list[dict], form_data: Mapping) -> dict:
-    """The values of ``form_data`` the usage statistics may count: those of choice, slider and
+def counted_fields(variables: list[dict]) -> list[str]:
+    """The ids of the fields whose values may be counted and shown to staff: choice, slider and
     toggle fields, never free text."""
-    types = {f["id"]: f["type"] for f in variables}
-    return {k: v for k, v in form_data.items() if types.get(k) in COUNTED_TYPES}
+    return [f["id"] for f in variables if f.get("type") in COUNTED_TYPES]
+
+
+def countable(variables: list[dict], form_data: Mapping) -> dict:
+    """The values of ``form_data`` the usage statistics may count (:func:`counted_fields`)."""
+    counted = set(counted_fields(variables))
+    return {k: v for k, v in form_data.items() if k in counted}
 
 
 def weighted_form(variables: list[dict], stats: Mapping[str, Mapping], rng: random.Random) -> dict:
