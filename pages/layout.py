@@ -28,8 +28,8 @@ from delula.clock import isoformat
 from . import account, login
 from .access import AccessDenied, SessionUser, current_user, no_access
 
-NAV = (("Overview", "/", "exact"), ("Recipes", "/recipes", "partial"), ("Queue", "/queue", "partial"),
-       ("Planner", "/planner", "partial"), ("Maintenance", "/maintenance", "partial"))
+NAV = (("Overview", "/", "exact"), ("Recipes", "/recipes", "partial"), ("Content", "/content", "partial"),
+       ("Queue", "/queue", "partial"), ("Planner", "/planner", "partial"), ("Maintenance", "/maintenance", "partial"))
 OPS_NAV = (("Audit", "/audit", "partial"),)   # shown to ops only
 
 # Dash's own routes (endpoint names are the rule paths, see dash.Dash._add_url).

@@ -1,5 +1,6 @@
 """The Content page's data (``delula.content`` over ``storage.content``) on SQLite and PostgreSQL:
-each aggregate's numbers exactly, the time ranges, the recipe filter, and free text never shown.
+each aggregate's numbers exactly, the time ranges, the recipe filter, and free text never shown;
+the page's figures and its callback.
 
 The content is :func:`tests.support.content.seed_content`: in the last hour four Cat Olympics
 claims (waits 60, 120, 180, 600 s; two asked for diving and got it, one asked for curling and was
@@ -170,3 +171,80 @@ def test_the_top_is_bounded(rt):
     assert snap["kpis"]["rejected"] == sum(range(1, 31))
     assert len(snap["waste"]["recipes"]) == content.TOP and snap["waste"]["recipes"][0]["recipeId"] == ids[-1]
     assert len(snap["waste"]["reasons"]) == content.TOP
+
+
+# --- the page ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def content_page(world):
+    import importlib
+
+    rt = world[0]
+    seed_content(rt)
+    return world, importlib.import_module("pages.content")
+
+
+def test_the_figures_draw_the_snapshot(content_page):
+    (rt, *_), page = content_page
+    snap = content.snapshot(rt, "24h")
+    claimed = page.claimed_figure(snap)
+    by_recipe = {t["name"]: t for t in claimed["data"]}
+    assert set(by_recipe) == {"Cat Olympics", "Retro Product Ad"}
+    assert by_recipe["Cat Olympics"]["y"][0] == "Cat Olympics · Cat: Tabby" and by_recipe["Cat Olympics"]["x"][0] == 4
+    assert by_recipe["Retro Product Ad"]["text"] == ["100 %", "100 %"]
+    assert claimed["layout"]["yaxis"]["categoryarray"][-1] == "Cat Olympics · Cat: Tabby"   # drawn on top
+    missed = {t["name"]: t["x"] for t in page.missed_figure(snap)["data"]}
+    assert missed == {"no item ready": [2, 1], "handed another item": [1, 0]}
+    pool = page.pool_figure(snap)
+    assert pool["layout"]["xaxis"]["title"]["text"].startswith("minutes")
+    assert [t["x"] for t in pool["data"]] == [[2.5, 1.0], [537 / 60, 87 / 60]]
+    assert pool["data"][0]["y"] == ["Cat Olympics (4)", "Retro Product Ad (2)"]
+    waste = {t["name"]: t["x"] for t in page.waste_figure(snap)["data"]}
+    assert waste == {"expired": [0, 2], "rejected": [3, 0]}
+    reasons = {t["name"]: t["y"] for t in page.reasons_figure(snap)["data"]}
+    assert reasons == {"expired": ["Cat Olympics · not claimed in time"],
+                       "rejected": ["Tiny Chef · too dark", "Tiny Chef · watermark detected"]}
+    one = content.snapshot(rt, "24h", RETRO)
+    assert page.claimed_figure(one)["data"][0]["y"] == ["Decade: 1980s", "Jingle: off"]
+
+
+def test_empty_charts_say_what_would_be_there(content_page):
+    (rt, *_), page = content_page
+    snap = content.snapshot(rt, "1h", 7)   # Skate Trick Replay: nothing at all
+    for gid, build in page.BUILDERS.items():
+        fig = build(snap)
+        assert fig["data"] == [] and "last hour" in fig["layout"]["annotations"][0]["text"], gid
+
+
+def _texts(node) -> list:
+    """Every text and number in a Dash component tree as JSON (a callback's answer)."""
+    if isinstance(node, (str, int, float)) and not isinstance(node, bool):
+        return [node]
+    if isinstance(node, list):
+        return [t for n in node for t in _texts(n)]
+    if isinstance(node, dict):
+        return _texts(node.get("props", {}).get("children")) if "props" in node else []
+    return []
+
+
+def test_the_callback_answers_staff(content_page):
+    from tests.support.dash import callback_body, signed_in
+
+    (rt, dash_app, *_), _ = content_page
+    body = callback_body(dash_app, "ct-kpis.children", inputs=[
+        {"id": "ct-range", "property": "value", "value": "7d"}, {"id": "ct-interval", "property": "n_intervals"},
+        {"id": "ct-recipe", "property": "value", "value": None}],
+        state=[{"id": "page-visibility", "property": "data", "value": "visible"}])
+    body["inputs"] = [body["inputs"][1], body["inputs"][0], body["inputs"][2]]   # the callback's order
+    r = signed_in(dash_app, "product").post("/_dash-update-component", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    answer = r.get_json()["response"]
+    assert _texts(answer["ct-kpis"]["children"])[:3] == ["Claims", 7, "of 11 attempts that reached the pool, last 7 days"]
+    assert {t["name"] for t in answer["ct-claimed"]["figure"]["data"]} == {"Cat Olympics", "Retro Product Ad",
+                                                                           "Tiny Chef"}
+    assert SECRET not in r.get_data(as_text=True)
+    # a hand-made range falls back to the default
+    body["inputs"][1]["value"] = "forever"
+    r = signed_in(dash_app, "ops").post("/_dash-update-component", json=body)
+    assert r.status_code == 200
+    assert _texts(r.get_json()["response"]["ct-kpis"]["children"])[2].endswith("last 24 hours")
