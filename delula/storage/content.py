@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Float, Integer, Text, case, cast, func, literal, or_, select, true, tuple_
+from sqlalchemy import Float, Integer, String, Text, case, cast, func, literal, or_, select, text, true, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session
 
@@ -51,6 +51,22 @@ def _members(s: Session, document):
     return each, each.c.key, value
 
 
+def _without_jit(s: Session) -> None:
+    """No JIT compilation for the rest of this transaction (PostgreSQL). The planner guesses a
+    hundred members per document taken apart, so a day's form values look costly enough to
+    compile, inline and optimise: that took longer than the query itself (1.9 of 5.6 s for 30
+    days of a million claims, ``bench/content.py``)."""
+    if is_postgres(s):
+        s.execute(text("SET LOCAL jit = off"))
+
+
+def _allowed(recipe_id, key, allowed: Sequence[Pair]):
+    """Whether ``(recipe_id, key)`` is one of the ``allowed`` pairs, as one hashed lookup per
+    row: ``'<recipe id>:<field>'`` in a list (a row-value ``IN`` list is expanded into an OR per
+    pair on PostgreSQL, which the JIT then spends seconds compiling)."""
+    return (cast(recipe_id, String) + ":" + key).in_(sorted({f"{r}:{f}" for r, f in allowed}))
+
+
 def _claims(since: datetime, until: datetime, recipe_id: int | None, outcomes: Sequence[str]) -> list:
     where = [ClaimEvent.created_at >= since, ClaimEvent.created_at < until, ClaimEvent.outcome.in_(outcomes)]
     if recipe_id is not None:
@@ -64,11 +80,12 @@ def claimed_values(s: Session, since: datetime, until: datetime, allowed: Sequen
     out by instant claims in the window, most claimed first, only the ``allowed`` fields."""
     if not allowed:
         return []
+    _without_jit(s)
     each, key, value = _members(s, Generation.form_data)
     n = func.count().label("n")
     q = (select(Generation.recipe_id, key.label("field"), value.label("value"), n)
          .select_from(ClaimEvent).join(Generation, Generation.id == ClaimEvent.generation_id).join(each, true())
-         .where(*_claims(since, until, recipe_id, ("claimed",)), tuple_(Generation.recipe_id, key).in_(list(allowed)))
+         .where(*_claims(since, until, recipe_id, ("claimed",)), _allowed(Generation.recipe_id, key, allowed))
          .group_by(Generation.recipe_id, key, value)
          .order_by(n.desc(), Generation.recipe_id, key, value).limit(limit))
     return [(int(r), f, v, int(c)) for r, f, v, c in s.execute(q)]
@@ -83,6 +100,7 @@ def missed_values(s: Session, since: datetime, until: datetime, allowed: Sequenc
     ``fell_back`` the misses that were handed another item."""
     if not allowed:
         return []
+    _without_jit(s)
     each, key, value = _members(s, ClaimEvent.choices)
     miss = ClaimEvent.matched.is_(False)
     missed = func.sum(case((miss, 1), else_=0)).label("missed")
@@ -91,7 +109,7 @@ def missed_values(s: Session, since: datetime, until: datetime, allowed: Sequenc
     q = (select(ClaimEvent.recipe_id, key.label("field"), value.label("value"), asked, missed, fell_back)
          .select_from(ClaimEvent).join(each, true())
          .where(*_claims(since, until, recipe_id, DEMAND_OUTCOMES), ClaimEvent.matched.is_not(None),
-                tuple_(ClaimEvent.recipe_id, key).in_(list(allowed)))
+                _allowed(ClaimEvent.recipe_id, key, allowed))
          .group_by(ClaimEvent.recipe_id, key, value)
          .having(func.sum(case((miss, 1), else_=0)) > 0)
          .order_by(missed.desc(), asked.desc(), ClaimEvent.recipe_id, key, value).limit(limit))
@@ -123,6 +141,7 @@ def pool_times(s: Session, since: datetime, until: datetime, fractions: Sequence
     where = [*_claims(since, until, recipe_id, ("claimed",)), Generation.completed_at.is_not(None)]
     joined = (ClaimEvent.__table__.join(Generation.__table__, Generation.id == ClaimEvent.generation_id))
     if is_postgres(s):
+        _without_jit(s)
         wanted = cast([float(f) for f in fractions], ARRAY(Float))
         total = func.grouping(Generation.recipe_id).label("total")
         n = func.count().label("n")
