@@ -122,11 +122,13 @@ def seed(url: str, args) -> None:
     if args.hot:
         common.seed_generations(url, HOT_ITEMS_PER_SECOND * int(args.seconds), recipes=1, owner="system_backlog",
                                 spread="1 day")
-    if args.choices:  # 30 combinations of two fields, one per item in turn: about one in 30 matches
+    if args.choices:  # 30 combinations of two fields, one per item by a hash of its id: about one in 30 matches
         common.execute(url, "UPDATE recipes SET variables = %(v)s::jsonb", params={"v": json.dumps(CHOICE_FIELDS)})
-        common.execute(url, """UPDATE generations SET form_data = jsonb_build_object(
-                                   'animal', 'a' || mod(id, 6), 'sport', 's' || mod(id / 6, 5), 'speed', 3)
-                                WHERE user_id = 'system_backlog'""")
+        common.execute(url, """UPDATE generations g SET form_data = jsonb_build_object(
+                                   'animal', 'a' || mod(h.v, 6), 'sport', 's' || mod(h.v / 6, 5), 'speed', 3)
+                                FROM (SELECT id, mod(abs(hashtext(id::text)), 30) AS v FROM generations
+                                      WHERE user_id = 'system_backlog') h
+                                WHERE g.id = h.id""")
     if args.http:  # an API token per user: tok-<n>
         common.execute(url, f"""INSERT INTO api_tokens (token_hash, user_id, created_at)
                                 SELECT encode(sha256(('tok-' || i)::bytea), 'hex'), 'u' || i, now()

@@ -9,6 +9,7 @@
   random values (the seed design's backlog draw; backlog jobs now draw whole combinations of
   recent choices, ``delula.choices``, which falls back to the statistics field by field).
 - :func:`countable` — the part of a user's form data the usage statistics may count.
+- :func:`counted_fields` — the fields whose values may be counted and shown (every one but text).
 
 Free text is never counted and never drawn from the statistics: backlog jobs are drawn from them
 and handed, prompt included, to whoever claims them, so one user's text would reach a stranger.
@@ -230,11 +231,16 @@ def weighted_choice(counts: Mapping, rng: random.Random):
     return items[-1][0]
 
 
-def countable(variables: list[dict], form_data: Mapping) -> dict:
-    """The values of ``form_data`` the usage statistics may count: those of choice, slider and
+def counted_fields(variables: list[dict]) -> list[str]:
+    """The ids of the fields whose values may be counted and shown to staff: choice, slider and
     toggle fields, never free text."""
-    types = {f["id"]: f["type"] for f in variables}
-    return {k: v for k, v in form_data.items() if types.get(k) in COUNTED_TYPES}
+    return [f["id"] for f in variables if f.get("type") in COUNTED_TYPES]
+
+
+def countable(variables: list[dict], form_data: Mapping) -> dict:
+    """The values of ``form_data`` the usage statistics may count (:func:`counted_fields`)."""
+    counted = set(counted_fields(variables))
+    return {k: v for k, v in form_data.items() if k in counted}
 
 
 def weighted_form(variables: list[dict], stats: Mapping[str, Mapping], rng: random.Random) -> dict:

@@ -7,7 +7,8 @@ page for everyone else. The gate answers Dash's data requests from a signed-out 
 for a page to ``/login``.
 
 Shared helpers for pages: :func:`page_header`, :func:`empty_state`, :func:`local_time` (rendered
-in the viewer's time zone by ``assets/delula.js``), :func:`status_badge`, :func:`kpi_tile`.
+in the viewer's time zone by ``assets/delula.js``), :func:`status_badge`, :func:`kpi_tile`;
+for charts :func:`chart_layout`, :func:`empty_figure` and :func:`percent`.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from delula.clock import isoformat
 from . import account, login
 from .access import AccessDenied, SessionUser, current_user, no_access
 
-NAV = (("Overview", "/", "exact"), ("Recipes", "/recipes", "partial"), ("Queue", "/queue", "partial"),
-       ("Planner", "/planner", "partial"), ("Maintenance", "/maintenance", "partial"))
+NAV = (("Overview", "/", "exact"), ("Recipes", "/recipes", "partial"), ("Content", "/content", "partial"),
+       ("Queue", "/queue", "partial"), ("Planner", "/planner", "partial"), ("Maintenance", "/maintenance", "partial"))
 OPS_NAV = (("Audit", "/audit", "partial"),)   # shown to ops only
 
 # Dash's own routes (endpoint names are the rule paths, see dash.Dash._add_url).
@@ -237,3 +238,47 @@ def duration_text(seconds: float | None) -> str:
         return f"{m} min {s} s" if s else f"{m} min"
     h, m = divmod(int(round(seconds)) // 60, 60)
     return f"{h} h {m} min" if m else f"{h} h"
+
+
+# --- charts: plotly figures as plain dicts, one look on every page -----------------------------------
+
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+GRID = "#eef0f3"
+
+
+def chart_layout(**extra) -> dict:
+    """A figure's layout in the dashboard's style; ``extra`` overrides it (a dict merged into the
+    base's dict of the same name, e.g. ``xaxis``)."""
+    base = {
+        "height": 300, "margin": {"l": 48, "r": 16, "t": 30, "b": 36},
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"family": FONT, "size": 12, "color": "#374151"},
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11},
+                   "traceorder": "normal"},
+        "xaxis": {"gridcolor": GRID, "zeroline": False, "automargin": True},
+        "yaxis": {"gridcolor": GRID, "zeroline": False, "rangemode": "tozero", "automargin": True},
+        "hoverlabel": {"font": {"family": FONT}},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+def empty_figure(message: str, hint: str | None = None) -> dict:
+    """A chart with nothing to draw says so, in the middle of where the chart would be."""
+    text = f"<b>{message}</b>" + (f"<br><span style='color:#6b7280'>{hint}</span>" if hint else "")
+    return {"data": [], "layout": chart_layout(
+        xaxis={"visible": False}, yaxis={"visible": False}, margin={"l": 16, "r": 16, "t": 16, "b": 16},
+        annotations=[{"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
+                      "font": {"size": 13, "color": "#374151"}}])}
+
+
+def percent(value: float | None) -> str:
+    """A share as ``25 %`` (``2.5 %`` below ten, ``—`` for none)."""
+    if value is None:
+        return "—"
+    pct = value * 100
+    return f"{pct:.0f} %" if pct >= 10 or pct == 0 else f"{pct:.1f} %"

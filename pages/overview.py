@@ -16,14 +16,13 @@ from dash import ClientsideFunction, Input, Output, State, callback, clientside_
 
 from delula import overview, runtime
 from delula import recipes as recipe_domain
-from pages.layout import kpi_tile, local_time, page_header
+from pages.layout import chart_layout as _layout
+from pages.layout import empty_figure, kpi_tile, local_time, page_header, percent
 
 dash.register_page(__name__, path="/", name="Overview", title="Overview · Delula backlog", order=0)
 
 REFRESH_MS = 10_000
 GRAPHS = ("ov-backlog", "ov-queue", "ov-claims", "ov-instant", "ov-failures", "ov-processing", "ov-hit-rate")
-FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-GRID = "#eef0f3"
 COLORS = {
     "completed": "#4f46e5", "inFlight": "#c7d2fe", "below": "#dc3545", "belowInFlight": "#f5c2c7",
     "target": "#111827", "minimum": "#dc3545",
@@ -41,25 +40,6 @@ OUTCOME_LABELS = {"claimed": "claimed", "no_backlog": "no backlog", "race": "rac
 
 # --- figures (pure functions of a snapshot) ----------------------------------------------------------
 
-def _layout(**extra) -> dict:
-    base = {
-        "height": 300, "margin": {"l": 48, "r": 16, "t": 30, "b": 36},
-        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
-        "font": {"family": FONT, "size": 12, "color": "#374151"},
-        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11},
-                   "traceorder": "normal"},
-        "xaxis": {"gridcolor": GRID, "zeroline": False, "automargin": True},
-        "yaxis": {"gridcolor": GRID, "zeroline": False, "rangemode": "tozero", "automargin": True},
-        "hoverlabel": {"font": {"family": FONT}},
-    }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return base
-
-
 def _time_layout(snap: dict, *, yaxis_title: str, peak: float | None = None, **extra) -> dict:
     """A chart over the snapshot's time range; ``peak`` (the largest count drawn) keeps a count
     axis on whole numbers."""
@@ -74,15 +54,6 @@ def _time_layout(snap: dict, *, yaxis_title: str, peak: float | None = None, **e
 def _peak(*series: list) -> float:
     """The largest stacked value of bar series drawn on one axis."""
     return max((sum(v or 0 for v in values) for values in zip(*series)), default=0)
-
-
-def empty_figure(message: str, hint: str | None = None) -> dict:
-    """A chart with nothing to draw says so, in the middle of where the chart would be."""
-    text = f"<b>{message}</b>" + (f"<br><span style='color:#6b7280'>{hint}</span>" if hint else "")
-    return {"data": [], "layout": _layout(
-        xaxis={"visible": False}, yaxis={"visible": False}, margin={"l": 16, "r": 16, "t": 16, "b": 16},
-        annotations=[{"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
-                      "font": {"size": 13, "color": "#374151"}}])}
 
 
 def _bucket_words(snap: dict) -> str:
@@ -257,13 +228,6 @@ def build_figures(snap: dict) -> dict:
 
 
 # --- tiles and banner ---------------------------------------------------------------------------------
-
-def percent(value: float | None) -> str:
-    if value is None:
-        return "—"
-    pct = value * 100
-    return f"{pct:.0f} %" if pct >= 10 or pct == 0 else f"{pct:.1f} %"
-
 
 def kpi_tiles(snap: dict, *, max_concurrent: int | None = None) -> list:
     k, label = snap["kpis"], snap["range"]["label"]

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from delula import auth, demo, forms, generations
 from delula.storage.models import ApiToken
-from tests.support.dash import signed_in
+from tests.support.dash import callback_body, signed_in
 from tests.support.db import db_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("/", "/recipes", "/queue", "/maintenance", "/audit", "/generations/1", "/account")
+PAGES = ("/", "/recipes", "/content", "/queue", "/maintenance", "/audit", "/generations/1", "/account")
 SQL_META = ["'; DROP TABLE users; --", "\" OR 1=1 --", "%' OR '%'='", "\\'; SELECT pg_sleep(5); --",
             "1; DELETE FROM generations", "$$ || $$", "\x00"]
 
@@ -89,6 +89,38 @@ def test_staff_actions_are_checked_in_the_callback_itself(world):
     r = signed_in(dash_app, "ops").post("/_dash-update-component", json=body)
     assert r.status_code == 200, r.get_data(as_text=True)[:300]
     assert generations.get_generation(rt, job).status == "pending"
+
+
+def test_the_content_page_is_for_product_and_ops(world):
+    """``/content``: signed out, to the sign-in; role user, the "no access" page and its
+    callbacks refused; product and ops get the page and its data. Nothing changes."""
+    rt, dash_app, _, _ = world
+    route = callback_body(dash_app, "_pages_content.children", inputs=[
+        {"id": "_pages_location", "property": "pathname", "value": "/content"},
+        {"id": "_pages_location", "property": "search", "value": ""}], state=[])
+    data = callback_body(dash_app, "ct-kpis.children", inputs=[
+        {"id": "ct-interval", "property": "n_intervals"}, {"id": "ct-range", "property": "value", "value": "1h"},
+        {"id": "ct-recipe", "property": "value", "value": None}],
+        state=[{"id": "page-visibility", "property": "data", "value": "visible"}])
+    before = db_snapshot(rt)
+    anonymous = dash_app.server.test_client()
+    r = anonymous.get("/content")
+    assert r.status_code == 302 and r.headers["Location"] == "/login?next=/content"
+    for body in (route, data):
+        assert anonymous.post("/_dash-update-component", json=body).status_code == 401
+    user = signed_in(dash_app, "user")
+    layout = user.get("/_dash-layout").get_data(as_text=True)
+    assert "No access" in layout and "_pages_content" not in layout
+    for body in (route, data):
+        r = user.post("/_dash-update-component", json=body)
+        assert r.status_code == 403 and "product and ops" in r.get_json()["message"]
+    for role in ("product", "ops"):
+        staff = signed_in(dash_app, role)
+        page = staff.post("/_dash-update-component", json=route)
+        assert page.status_code == 200 and '"content-page"' in page.get_data(as_text=True), role
+        r = staff.post("/_dash-update-component", json=data)
+        assert r.status_code == 200 and r.get_json()["response"]["ct-claimed"]["figure"], role
+    assert db_snapshot(rt) == before
 
 
 def test_a_malformed_callback_request_is_400_not_500(world):

@@ -19,7 +19,7 @@ import pytest
 from tests.support.db import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("claims", "dashboard", "maintenance", "bulk")
+SCRIPTS = ("claims", "dashboard", "maintenance", "bulk", "content")
 
 pytestmark = pytest.mark.postgres
 
@@ -110,6 +110,16 @@ def test_dashboard_explains_every_statement(pg_admin):
     assert set(out["pagesMs"]) == {"overview-1h", "overview-24h", "overview-7d", "recipes", "queue", "maintenance"}
     assert out["statementsExplained"] > 0
     assert isinstance(out["seqScansOfGenerations"], list)  # tiny tables: a seq scan may be right here
+    assert not _exists(pg_admin, name)
+
+
+def test_content_explains_every_statement(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_content"
+    out = _run("content", "--database-url", pg_admin, "--db-name", name, "--claims", "2000", "--recipes", "5",
+               "--users", "20", "--repeat", "1")
+    assert set(out["dataMs"]) == set(out["pageMs"]) == {"1h", "24h", "7d", "30d"}
+    assert 1990 <= out["inRange"]["30d"]["claimed"] <= 2000 and out["inRange"]["30d"]["rows"] > 0   # the oldest at the edge
+    assert out["statementsExplained"] > 0 and isinstance(out["seqScansOfGenerations"], list)
     assert not _exists(pg_admin, name)
 
 
