@@ -77,7 +77,7 @@ SCHEMA_TTL_S = 30.0   # a recipe's fields, as claims validate choices against th
 class Ask:
     """What a claim asks for beyond the recipe. ``choices``: a subset of its form data (``None``
     or empty: none); ``count``: how many items (``None``: one, answered as a single claim);
-    ``all``: all of them or none."""
+    ``all``: all of them or none (without ``count`` a single claim, which is that already)."""
     choices: dict | None = None
     match: Match = Match.EXACT
     count: int | None = None
@@ -96,8 +96,6 @@ class Ask:
         asks the same)."""
         if self.count is not None and (type(self.count) is not int or not 1 <= self.count <= MAX_COUNT):
             return {"count": f"must be a whole number from 1 to {MAX_COUNT}"}
-        if self.all and self.count is None:
-            return {"all": "needs count"}
         return None
 
     def want(self, choices: dict | None) -> pool.Want:
@@ -164,7 +162,10 @@ def response(result: ClaimResult) -> tuple[int, dict]:
         return 403, {"message": FORBIDDEN_MESSAGE}
     if o is Outcome.KEY_REUSED:
         return 422, {"message": KEY_REUSED_MESSAGE}
-    return 400, {"message": "Invalid request", "errors": result.errors or {}}
+    errors = result.errors or {}
+    # choices the recipe refuses are form data it refuses, answered as POST /api/generate answers them
+    message = "Invalid form data" if any(k.startswith("formData.") for k in errors) else "Invalid request"
+    return 400, {"message": message, "errors": errors}
 
 
 def _replayed(outcome: Outcome, body: dict) -> ClaimResult:

@@ -460,7 +460,7 @@ _INSTANT_ONLY = [
     ("count-float", J, b'{"recipeId": 1, "count": 2.0}', 400),
     ("count-true", J, b'{"recipeId": 1, "count": true}', 400),
     ("all-string", J, b'{"recipeId": 1, "count": 2, "all": "yes"}', 400),
-    ("all-without-count", J, b'{"recipeId": 1, "all": true}', 400),
+    ("all-null", J, b'{"recipeId": 1, "count": 2, "all": null}', 400),
 ]
 _GENERATE_ONLY = [
     ("formData-array", J, b'{"recipeId": 1, "formData": []}', 400),

@@ -253,3 +253,34 @@ def test_schemathesis_run_passes_with_its_default_checks_and_phases(pg_rt, tmp_p
     assert report["operations"]["total"] == report["operations"]["tested"] == operations
     assert {phase: result["status"] for phase, result in report["phases"].items()} == {
         "examples": "success", "coverage": "success", "fuzzing": "success", "stateful": "success"}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_schemathesis_covers_the_instant_claims_choices_and_batches(pg_rt):
+    """Issue 15: the generated instant claims use each new field (formData, match, count, all),
+    and every answer -- single, batch, miss with the choices given back -- fits the document."""
+    rt = pg_rt
+    demo.seed(rt)
+    for recipe_id in range(1, 8):
+        add_pool_items(rt, recipe_id, 6)
+    _, token = auth.create_user(rt, "fuzzer", role="ops", credits=1_000_000)
+    used: Counter = Counter()
+    statuses: Counter = Counter()
+    with serve(make_app(rt)) as base:
+        schema = schemathesis.openapi.from_url(f"{base}/api/openapi.json")
+        operation = next(r.ok() for r in schema.get_all_operations() if r.ok().path == "/api/generate/instant")
+
+        @settings(max_examples=120, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=_strategy(operation, GenerationMode.POSITIVE))
+        def run(case):
+            if isinstance(case.body, dict):
+                used.update(k for k in ("formData", "match", "count", "all") if k in case.body)
+            response = case.call(base_url=base, headers=bearer(token))
+            statuses[response.status_code] += 1
+            case.validate_response(response, checks=CHECKS + [valid_bodies_are_refused_only_for_data])
+
+        run()
+    assert set(used) == {"formData", "match", "count", "all"}, used
+    assert not [s for s in statuses if s >= 500], statuses

@@ -140,7 +140,7 @@ def test_choices_invalid_for_the_recipe_are_400_and_change_nothing(rt, choices, 
 
     result = _claim(rt, recipe, user, choices=choices)
 
-    assert result.response() == (400, {"message": "Invalid request", "errors": errors})
+    assert result.response() == (400, {"message": "Invalid form data", "errors": errors})
     assert _credits(rt, user.id) == 10
     assert [e.outcome for e in _events(rt)] == ["invalid"]
     with rt.store.begin() as s:
@@ -272,7 +272,6 @@ def test_a_batch_the_user_cannot_pay_for_in_full_is_refused_whole(rt):
 @pytest.mark.parametrize("ask, errors", [
     (dict(count=0), {"count": "must be a whole number from 1 to 10"}),
     (dict(count=11), {"count": "must be a whole number from 1 to 10"}),
-    (dict(all=True), {"all": "needs count"}),
 ])
 def test_a_malformed_batch_is_refused(rt, ask, errors):
     recipe = _recipe(rt)
@@ -451,3 +450,11 @@ def test_migrations_0018_and_0017_go_down_and_up(rt):
     user, _ = auth.create_user(rt, "up", credits=5)
     _pool(rt, recipe.id, CAT_VAULT)
     assert _claim(rt, recipe, user, choices={"animal": "bengal cat"}).body["matched"] is True
+
+
+def test_all_without_count_is_a_single_claim(rt):
+    recipe = _recipe(rt)
+    [item] = _pool(rt, recipe.id, CAT_VAULT)
+    user, _ = auth.create_user(rt, "solo", credits=10)
+    body = _claim(rt, recipe, user, all=True).body
+    assert set(body) == {"generation", "creditsCharged", "creditsRemaining"} and body["generation"]["id"] == item

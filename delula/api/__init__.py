@@ -315,7 +315,7 @@ def openapi_document() -> dict:
            200: Reply("Claimed and charged: one generation, or with count a list of them",
                       bodies.Charged | bodies.ChargedBatch),
            400: Reply("Invalid body or Idempotency-Key, formData not valid for the recipe (errors.formData.<field>), "
-                      "all without count, an unknown targetUserId (errors.targetUserId: \"no such user\"), or "
+                      "an unknown targetUserId (errors.targetUserId: \"no such user\"), or "
                       "insufficient credits (for every item asked with all)",
                       bodies.InvalidRequest | bodies.InsufficientCredits),
            403: _error("targetUserId names an account the caller may not act for (ops: any account; product "
