@@ -2,8 +2,9 @@
 
     python bench/claims.py --database-url postgresql://postgres@127.0.0.1/postgres --clients 8 --seconds 10
     python bench/claims.py ... --http            # through gunicorn app:server (2 workers x 4 threads)
-    python bench/claims.py ... --hot --seconds 60  # every client on one recipe; claims/s per 10 s,
-                                                   # then pgbench calling the claim function likewise
+    python bench/claims.py ... --hot --seconds 60  # 10 s spread over every recipe, then every client on
+                                                   # one recipe (claims/s per 10 s, hotOverSpread), then
+                                                   # pgbench calling the claim function likewise
     python bench/claims.py ... --choices         # plain claims, claims with choices, plain again
 
 Seeds a pool (50 recipes x 2,000 items), 300,000 claimed history rows and 10,000 users, then runs
@@ -13,8 +14,12 @@ raw-socket client per thread, cheap enough not to starve the server of the two c
 workers', the database backends' and the client processes' CPU per request and the workers' peak
 RSS are printed too).
 Before and after our run, ``pgbench`` runs the equivalent raw transaction (claim with FOR UPDATE
-SKIP LOCKED + credit update + ledger insert) on the same data with the same number of clients;
-``ratio`` is ours over the mean of the two raw runs. With ``--choices`` every pool item has one
+SKIP LOCKED + credit update + ledger insert) with the same number of clients, twice over: on the
+project's own schema and data, and on a lean copy of them (a second database: the three tables
+the transaction touches with the same columns and rows, only their primary keys and the pool's
+partial index, no foreign key or trigger). ``ratio`` is ours over the mean of the two raw runs on
+our schema, ``ratioLean`` ours over the lean ones (the denominator the targets are set against),
+``rawOverLean`` what the schema alone costs the database. With ``--choices`` every pool item has one
 of 30 combinations of two fields and three runs follow one another: plain claims, claims asking
 for a random combination (exact), plain again; ``choicesOverPlain`` is the middle run's rate
 over the mean of the other two. Finally the invariants are checked on the whole database: no
@@ -60,7 +65,8 @@ END;
 # --hot: the claim function itself from pgbench's clients (no Python in the way: a higher rate,
 # so more dead index entries a second), for the decay of the database side alone
 FUNCTION_SCRIPT = """\\set u random(1, {users})
-SELECT o_outcome FROM delula_instant_claim(1, 'u' || :u, 'u' || :u, '{{"isInstant": true}}'::jsonb, now(), 0, NULL, now() - interval '72 hours', NULL, false, 1, false);
+\\set r {recipe}
+SELECT o_outcome FROM delula_instant_claim(:r, 'u' || :u, 'u' || :u, '{{"isInstant": true}}'::jsonb, now(), 0, NULL, now() - interval '72 hours', NULL, false, 1, false);
 """
 
 
@@ -95,6 +101,9 @@ def parse_args(argv=None):
     p.add_argument("--naive", action="store_true",
                    help="a naive schema first: a plain (recipe_id, status, created_at) index instead of the partial "
                         "pool index, and default autovacuum/fillfactor (shows what they are for)")
+    p.add_argument("--amplification", action="store_true",
+                   help="only the claim function, after taking away one index, key or trigger after "
+                        "another: server CPU per call and calls/s from pgbench for each")
     p.add_argument("--db-name", default="delula_bench_claims", help="the benchmark database (dropped and created)")
     p.add_argument("--keep", action="store_true", help="keep the benchmark database")
     return p.parse_args(argv)
@@ -135,6 +144,48 @@ def seed(url: str, args) -> None:
                                 FROM generate_series(1, {args.users}) i""")
     common.execute(url, "VACUUM ANALYZE")
     log(f"seeded in {time.perf_counter() - t0:.1f} s")
+
+
+# --- the lean denominator ----------------------------------------------------------------------------
+
+# what the raw claim transaction needs and nothing more: the three tables it touches, with the
+# project's columns (so rows are as wide and the data the same), their primary keys and the pool's
+# partial index; no other index, no foreign key, no check, no trigger
+LEAN_TABLES = ("users", "generations", "credit_transactions")
+LEAN_INDEXES = ("""CREATE INDEX lean_pool ON generations (recipe_id, created_at, id)
+                   WHERE user_id = 'system_backlog' AND status = 'completed'""",)
+
+
+def lean_copy(url: str, lean_url: str) -> None:
+    """Create the lean schema on ``lean_url`` and copy the three tables' rows from ``url`` into it,
+    with the storage parameters (fillfactor, autovacuum) of the project's tables."""
+    t0 = time.perf_counter()
+    src = common.psycopg.connect(common.libpq_url(url), autocommit=True)
+    dst = common.psycopg.connect(common.libpq_url(lean_url), autocommit=True)
+    with src, dst:
+        for table in LEAN_TABLES:
+            columns = src.execute("""SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+                                       FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0
+                                        AND NOT a.attisdropped ORDER BY a.attnum""", (table,)).fetchall()
+            options = src.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()[0]
+            ddl = ", ".join(f'"{name}" {kind}{" NOT NULL" if notnull else ""}' for name, kind, notnull in columns)
+            with_ = f" WITH ({', '.join(options)})" if options else ""
+            dst.execute(f"CREATE TABLE {table} ({ddl}, PRIMARY KEY (id)){with_}")
+            names = ", ".join(f'"{c[0]}"' for c in columns)
+            with src.cursor().copy(f"COPY {table} ({names}) TO STDOUT (FORMAT BINARY)") as out, \
+                    dst.cursor().copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as into:
+                for block in out:
+                    into.write(block)
+        # the ledger's ids continue from the copied ones, as the project's serial does
+        dst.execute("CREATE SEQUENCE credit_transactions_id_seq OWNED BY credit_transactions.id")
+        dst.execute("SELECT setval('credit_transactions_id_seq', (SELECT coalesce(max(id), 0) + 1 "
+                    "FROM credit_transactions), false)")
+        dst.execute("ALTER TABLE credit_transactions ALTER COLUMN id SET DEFAULT "
+                    "nextval('credit_transactions_id_seq')")
+        for statement in LEAN_INDEXES:
+            dst.execute(statement)
+        dst.execute("VACUUM ANALYZE")
+    log(f"lean schema copied in {time.perf_counter() - t0:.1f} s")
 
 
 # --- our claims, in process --------------------------------------------------------------------------
@@ -419,22 +470,25 @@ def pgbench_binary() -> str | None:
     return str(candidates[-1]) if candidates else None
 
 
-def run_pgbench(url: str, args) -> dict | None:
-    """The raw claim transaction (not with --hot), or with --hot the claim function, per 10 s."""
+def run_pgbench(url: str, args, script: str | None = None) -> dict | None:
+    """The raw claim transaction (not with --hot), or with --hot the claim function, per 10 s;
+    or ``script``."""
     binary = pgbench_binary()
     if binary is None or args.no_raw:
         return None
+    if script is None:
+        script = (FUNCTION_SCRIPT.format(users=args.users, recipe=1) if args.hot
+                  else RAW_SCRIPT.format(users=args.users, recipe=f"random(1, {args.recipes})"))
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(FUNCTION_SCRIPT.format(users=args.users) if args.hot
-                else RAW_SCRIPT.format(users=args.users, recipe=f"random(1, {args.recipes})"))
-        script = f.name
+        f.write(script)
+        path = f.name
     try:
         cmd = [binary, "-n", "-c", str(args.clients), "-j", str(min(args.clients, 2)), "-T", str(int(args.seconds)),
-               "-f", script, "-P", "10" if args.hot else str(max(1, int(args.seconds))),
+               "-f", path, "-P", "10" if args.hot else str(max(1, int(args.seconds))),
                common.libpq_url(url)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
     finally:
-        os.unlink(script)
+        os.unlink(path)
     text = proc.stdout + proc.stderr
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", text)
     lat = re.search(r"latency average = ([\d.]+) ms", text)
@@ -447,6 +501,79 @@ def run_pgbench(url: str, args) -> dict | None:
         result["claimsPerSecondBy10s"] = progress
         result["lastOverFirst"] = round(progress[-1] / progress[0], 3) if progress[0] else None
     return result
+
+
+# --- --amplification: what each index, key and trigger costs a claim --------------------------------
+
+# taken away one after another (each step keeps the ones before it away); after each, the claim
+# function runs from one connection (its server process's CPU per call) and then from pgbench's
+# clients (calls/s)
+AMPLIFICATION_STEPS = (
+    ("as migrated", None),
+    ("trigger generations_pool_arrived", "DROP TRIGGER generations_pool_arrived ON generations"),
+    ("foreign key generations.user_id", "ALTER TABLE generations DROP CONSTRAINT fk_generations_user_id_users"),
+    ("foreign key generations.recipe_id", "ALTER TABLE generations DROP CONSTRAINT fk_generations_recipe_id_recipes"),
+    ("foreign key credit_transactions.user_id",
+     "ALTER TABLE credit_transactions DROP CONSTRAINT fk_credit_transactions_user_id_users"),
+)
+
+
+def generation_indexes(url: str) -> list[str]:
+    """The secondary indexes on ``generations`` but the pool's, largest first."""
+    with common.psycopg.connect(common.libpq_url(url), autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                WHERE i.indrelid = 'generations'::regclass AND NOT i.indisprimary
+                  AND c.relname <> 'ix_generations_pool'
+                ORDER BY pg_relation_size(c.oid) DESC, c.relname""")]
+
+
+def ledger_and_event_indexes(url: str) -> list[str]:
+    with common.psycopg.connect(common.libpq_url(url), autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                WHERE i.indrelid IN ('claim_events'::regclass, 'credit_transactions'::regclass)
+                  AND NOT i.indisprimary ORDER BY c.relname""")]
+
+
+# one connection's claims, timed by its server process's CPU (steadier than a rate on a busy
+# machine: what other processes do costs this one little CPU)
+SERIAL_CALLS = 2000
+
+
+def backend_cpu_per_call(url: str, args, calls: int = SERIAL_CALLS) -> float:
+    """Microseconds of CPU the server process spends on one claim function call, over ``calls``
+    calls from one connection (recipes and users at random, as pgbench's)."""
+    rnd = random.Random(7)
+    with common.psycopg.connect(common.libpq_url(url), autocommit=True) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        claim = ("SELECT o_outcome FROM delula_instant_claim(%s, %s, %s, '{\"isInstant\": true}'::jsonb, now(), 0, "
+                 "NULL, now() - interval '72 hours', NULL, false, 1, false)")
+        for _ in range(50):  # plans cached, caches warm
+            user = f"u{rnd.randint(1, args.users)}"
+            conn.execute(claim, (rnd.randint(1, args.recipes), user, user), prepare=True)
+        before = cpu_seconds([pid])
+        for _ in range(calls):
+            user = f"u{rnd.randint(1, args.users)}"
+            conn.execute(claim, (rnd.randint(1, args.recipes), user, user), prepare=True)
+        return round((cpu_seconds([pid]) - before) * 1e6 / calls, 1)
+
+
+def amplification(url: str, args) -> list[dict]:
+    steps = [*AMPLIFICATION_STEPS,
+             *((f"index {name}", f"DROP INDEX {name}") for name in generation_indexes(url)),
+             *((f"index {name}", f"DROP INDEX {name}") for name in ledger_and_event_indexes(url))]
+    rows = []
+    for label, statement in steps:
+        if statement:
+            common.execute(url, statement)
+        common.execute(url, "VACUUM ANALYZE generations, users, credit_transactions, claim_events, recipes")
+        cpu = backend_cpu_per_call(url, args)
+        run = run_pgbench(url, args, script=FUNCTION_SCRIPT.format(users=args.users, recipe=f"random(1, {args.recipes})"))
+        row = {"without": label, "callsPerSecond": run["claimsPerSecond"], "serverCpuUsPerCall": cpu}
+        log(f"{label:>55}: {row['callsPerSecond']:8.1f} calls/s, {cpu} µs of server CPU a call")
+        rows.append(row)
+    return rows
 
 
 # --- invariants ------------------------------------------------------------------------------------------
@@ -475,15 +602,31 @@ def invariants(url: str) -> dict:
     return found
 
 
+def _mean_rate(*runs) -> float | None:
+    rates = [r["claimsPerSecond"] for r in runs if r]
+    return round(sum(rates) / len(rates), 1) if rates else None
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     mode = "http" if args.http else "in-process"
     log(f"claims benchmark: {mode}, {args.clients} clients, {args.seconds:g} s{' (hot recipe)' if args.hot else ''}")
-    with common.throwaway_database(args.database_url, args.db_name, keep=args.keep) as url:
+    with common.throwaway_database(args.database_url, args.db_name, keep=args.keep) as url, \
+            common.throwaway_database(args.database_url, f"{args.db_name}_lean", keep=args.keep) as lean_url:
         seed(url, args)
+        if args.amplification:
+            result = {"benchmark": "claims", "mode": "amplification", "clients": args.clients,
+                      "seconds": args.seconds, "cores": os.cpu_count(), "steps": amplification(url, args)}
+            common.emit(result)
+            return result
+        lean = not args.hot and not args.no_raw and pgbench_binary() is not None
+        if lean:
+            lean_copy(url, lean_url)
         raw_before = None if args.hot else run_pgbench(url, args)
+        lean_before = run_pgbench(lean_url, args) if lean else None
         if raw_before:
-            log(f"pgbench (before): {raw_before['claimsPerSecond']} tx/s")
+            log(f"pgbench (before): {raw_before['claimsPerSecond']} tx/s, "
+                f"lean schema {lean_before['claimsPerSecond']} tx/s")
         if args.http:
             with Gunicorn(url) as server:
                 cpu_before = server.cpu_seconds()
@@ -513,17 +656,28 @@ def main(argv=None) -> dict:
                     "choicesOverPlain": round(runs[1]["claimsPerSecond"] / plain, 3) if plain else None,
                     "p99OverPlain": round(runs[1]["latencyMs"]["p99"] / max(runs[0]["latencyMs"]["p99"],
                                                                              runs[2]["latencyMs"]["p99"]), 3)}
+        elif args.hot:  # the same clients spread over every recipe first, then all on recipe 1
+            spread_args = argparse.Namespace(**{**vars(args), "hot": False, "seconds": min(args.seconds, 10.0)})
+            samples, start_at, deadline = run_clients(_claim_worker, url, spread_args)
+            spread = summarise(samples, start_at, deadline, "claimed", False)
+            log(f"spread over {args.recipes} recipes: {spread['claimsPerSecond']} claims/s")
+            samples, start_at, deadline = run_clients(_claim_worker, url, args)
+            ours = summarise(samples, start_at, deadline, "claimed", True)
+            ours["spread"] = spread
+            ours["hotOverSpread"] = (round(ours["claimsPerSecond"] / spread["claimsPerSecond"], 3)
+                                     if spread["claimsPerSecond"] else None)
         else:
             samples, start_at, deadline = run_clients(_claim_worker, url, args)
-            ours = summarise(samples, start_at, deadline, "claimed", args.hot)
+            ours = summarise(samples, start_at, deadline, "claimed", False)
         log(f"ours: {ours['claimsPerSecond']} claims/s, p99 {ours['latencyMs']['p99']} ms")
         raw_after = None if args.hot else run_pgbench(url, args)
+        lean_after = run_pgbench(lean_url, args) if lean else None
         function = run_pgbench(url, args) if args.hot else None   # on the same recipe, after ours
         if function:  # an emptied pool answers fast: its windows would not measure claims
             function["hotItemsLeft"] = common.scalar(url, """SELECT count(*) FROM generations
                 WHERE recipe_id = 1 AND user_id = 'system_backlog' AND status = 'completed'""")
-        raws = [r["claimsPerSecond"] for r in (raw_before, raw_after) if r]
-        raw_mean = sum(raws) / len(raws) if raws else None
+        raw_mean = _mean_rate(raw_before, raw_after)
+        lean_mean = _mean_rate(lean_before, lean_after)
         result = {
             "benchmark": "claims", "mode": mode, "hot": args.hot, "naive": args.naive, "choices": args.choices,
             "clients": args.clients, "seconds": args.seconds, "cores": os.cpu_count(),
@@ -532,7 +686,10 @@ def main(argv=None) -> dict:
             "ours": ours,
             "raw": {"before": raw_before, "after": raw_after, "meanClaimsPerSecond": raw_mean},
             **({"function": function} if args.hot else {}),
+            "lean": {"before": lean_before, "after": lean_after, "meanClaimsPerSecond": lean_mean},
             "ratio": round(ours["claimsPerSecond"] / raw_mean, 3) if raw_mean else None,
+            "ratioLean": round(ours["claimsPerSecond"] / lean_mean, 3) if lean_mean else None,
+            "rawOverLean": round(raw_mean / lean_mean, 3) if raw_mean and lean_mean else None,
             "invariants": invariants(url),
         }
     common.emit(result)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from .db import insert_unique, is_postgres
 from .jobs import users_own
-from .models import DEMAND_OUTCOMES, ClaimEvent, Generation, Recipe, RecipeUsageOption
+from .models import DEMAND_OUTCOMES, ClaimEvent, Generation, Recipe, RecipeUsage, RecipeUsageOption
 
 MAX_VALUES_PER_FIELD = 50
 
@@ -30,7 +30,7 @@ MAX_VALUES_PER_FIELD = 50
 def add_recipe(s: Session, *, name: str, slug: str, description: str, credit_cost: int, model_id: str,
                variables: list, min_backlog: int | None, is_active: bool, now: datetime) -> Recipe:
     recipe = Recipe(name=name, slug=slug, description=description, credit_cost=credit_cost, model_id=model_id,
-                    variables=variables, min_backlog=min_backlog, is_active=is_active, usage_count=0,
+                    variables=variables, min_backlog=min_backlog, is_active=is_active, usage_base=0,
                     created_at=now)
     return insert_unique(s, recipe, f"a recipe with slug {slug!r} already exists")
 
@@ -70,7 +70,11 @@ def update_recipe(s: Session, recipe_id: int, **values) -> bool:
 
 
 def bump_usage_count(s: Session, recipe_id: int, by: int = 1) -> None:
-    s.execute(update(Recipe).where(Recipe.id == recipe_id).values(usage_count=Recipe.usage_count + by))
+    """Add ``by`` to the recipe's usage, in its first row of ``recipe_usage`` (the claim function
+    on PostgreSQL spreads its own over more rows; ``Recipe.usage_count`` sums them all)."""
+    stmt = (pg_insert if is_postgres(s) else sqlite_insert)(RecipeUsage).values(recipe_id=recipe_id, slot=0, n=by)
+    s.execute(stmt.on_conflict_do_update(index_elements=[RecipeUsage.recipe_id, RecipeUsage.slot],
+                                         set_={"n": RecipeUsage.n + stmt.excluded.n}))
 
 
 def record_choices(s: Session, recipe_id: int, form_data: dict, weight: int = 1) -> None:
