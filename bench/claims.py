@@ -2,6 +2,7 @@
 
     python bench/claims.py --database-url postgresql://postgres@127.0.0.1/postgres --clients 8 --seconds 10
     python bench/claims.py ... --http            # through gunicorn app:server (2 workers x 4 threads)
+    python bench/claims.py ... --http --wrk --server granian   # wrk drives it; granian serves it
     python bench/claims.py ... --hot --seconds 60  # 10 s spread over every recipe, then every client on
                                                    # one recipe (claims/s per 10 s, hotOverSpread), then
                                                    # pgbench calling the claim function likewise
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import common
@@ -89,7 +91,11 @@ def parse_args(argv=None):
                    help="a PostgreSQL server to create the benchmark database on")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--http", action="store_true", help="through the real API served by gunicorn")
+    p.add_argument("--http", action="store_true", help="through the real API served by gunicorn (or --server)")
+    p.add_argument("--server", choices=sorted(SERVERS), default="gunicorn",
+                   help="the WSGI server for --http, 2 workers x 4 threads")
+    p.add_argument("--wrk", action="store_true",
+                   help="with --http: wrk drives the load (an outside process), not the script's own clients")
     p.add_argument("--hot", action="store_true", help="every client on recipe 1; claims/s per 10 s window")
     p.add_argument("--recipes", type=int, default=50)
     p.add_argument("--items", type=int, default=2000, help="pool items per recipe")
@@ -101,6 +107,9 @@ def parse_args(argv=None):
     p.add_argument("--naive", action="store_true",
                    help="a naive schema first: a plain (recipe_id, status, created_at) index instead of the partial "
                         "pool index, and default autovacuum/fillfactor (shows what they are for)")
+    p.add_argument("--layers", action="store_true",
+                   help="one thread, serially: CPU per claim here and in the database at the domain call, then "
+                        "through the whole Flask app as WSGI")
     p.add_argument("--amplification", action="store_true",
                    help="only the claim function, after taking away one index, key or trigger after "
                         "another: server CPU per call and calls/s from pgbench for each")
@@ -138,7 +147,7 @@ def seed(url: str, args) -> None:
                                 FROM (SELECT id, mod(abs(hashtext(id::text)), 30) AS v FROM generations
                                       WHERE user_id = 'system_backlog') h
                                 WHERE g.id = h.id""")
-    if args.http:  # an API token per user: tok-<n>
+    if args.http or args.layers:  # an API token per user: tok-<n>
         common.execute(url, f"""INSERT INTO api_tokens (token_hash, user_id, created_at)
                                 SELECT encode(sha256(('tok-' || i)::bytea), 'hex'), 'u' || i, now()
                                 FROM generate_series(1, {args.users}) i""")
@@ -400,18 +409,27 @@ def database_cpu_seconds(url: str) -> float | None:
     return cpu_seconds(pids) if pids and Path(f"/proc/{pids[0]}").exists() else None
 
 
-class Gunicorn:
-    """``gunicorn app:server`` with 2 workers x 4 threads on a free port, scheduler off."""
+# the WSGI servers compared, each with 2 worker processes of 4 request threads on ``port``
+SERVERS = {
+    "gunicorn": lambda port: ["gunicorn", "app:server", "-w", "2", "--threads", "4",
+                              "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+    "granian": lambda port: ["granian", "--interface", "wsgi", "app:server", "--workers", "2",
+                             "--blocking-threads", "4", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-ws", "--log-level", "warning"],
+}
 
-    def __init__(self, url: str):
+
+class WebServer:
+    """``app:server`` under one of :data:`SERVERS` on a free port, scheduler off."""
+
+    def __init__(self, url: str, kind: str = "gunicorn"):
         self.port = common.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DELULA_DATABASE_URL": url, "DELULA_SCHEDULER": "off",
                "DELULA_INSTANT_COOLDOWN_S": "0", "DELULA_ADMIN_PASSWORD": "bench-admin-password",
                "DELULA_SECRET_KEY": "bench-secret"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "app:server", "-w", "2", "--threads", "4",
-             "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"],
+            [sys.executable, "-m", *SERVERS[kind](self.port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.peak_rss: dict[int, int] = {}
         self._stop = threading.Event()
@@ -458,6 +476,135 @@ class Gunicorn:
         workers = {pid: rss for pid, rss in self.peak_rss.items() if pid != self.proc.pid}
         return {"peakWorkerRssMB": round(max(workers.values(), default=0) / 2**20, 1),
                 "peakMasterRssMB": round(self.peak_rss.get(self.proc.pid, 0) / 2**20, 1)}
+
+
+# --- --layers: what each layer of the API path costs a claim ----------------------------------------
+
+LAYER_CALLS = 2000
+
+
+def _backend_pids(url: str) -> list[int]:
+    with common.psycopg.connect(common.libpq_url(url), autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                           "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")]
+
+
+def layers(url: str, args) -> list[dict]:
+    """One thread claims ``LAYER_CALLS`` times at each layer, with a pool of one connection: the
+    domain call (SQLAlchemy, the one statement, the result into the claim's answer), then the
+    whole Flask app called as WSGI (routing, Flask's and Dash's hooks, the body parsed and
+    validated, the answer as JSON, the headers). CPU microseconds per claim of this process and
+    of the database's server process; the difference between rows is the layer's own cost."""
+    import io
+
+    os.environ.update({"DELULA_ADMIN_PASSWORD": "bench-admin-password", "DELULA_SECRET_KEY": "bench-secret"})
+    from delula import claims
+
+    import app as web
+
+    rt = _runtime(url, pool_size=1)
+    server = web.create_app(rt, start_scheduler=False).server
+    rnd = random.Random(3)
+
+    def domain():
+        u = rnd.randint(1, args.users)
+        _, result = claims.instant_claim_with_token(rt, f"tok-{u}", recipe_id=rnd.randint(1, args.recipes))
+        return result.status_code
+
+    def wsgi():
+        body = b'{"recipeId": %d}' % rnd.randint(1, args.recipes)
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/generate/instant", "QUERY_STRING": "",
+                   "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+                   "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": True,
+                   "wsgi.run_once": False, "wsgi.version": (1, 0), "CONTENT_TYPE": "application/json",
+                   "CONTENT_LENGTH": str(len(body)), "HTTP_HOST": "127.0.0.1",
+                   "HTTP_AUTHORIZATION": f"Bearer tok-{rnd.randint(1, args.users)}"}
+        status = []
+        b"".join(server(environ, lambda s, h, exc=None: status.append(s)))
+        return int(status[0].split()[0])
+
+    rows = []
+    for label, call in (("domain: claims.instant_claim_with_token", domain), ("wsgi: the Flask app", wsgi)):
+        for _ in range(100):
+            assert call() == 200
+        db0 = {pid: cpu_seconds([pid]) for pid in _backend_pids(url)}
+        ours0, wall0 = time.process_time(), time.perf_counter()
+        statuses = Counter(call() for _ in range(LAYER_CALLS))
+        wall = time.perf_counter() - wall0
+        ours = time.process_time() - ours0
+        # the backends serving the calls (one connection, or a new one if the pool replaced it)
+        db = sum(cpu_seconds([pid]) - db0.get(pid, 0.0) for pid in _backend_pids(url))
+        row = {"layer": label, "cpuUsPerClaim": round(ours * 1e6 / LAYER_CALLS, 1),
+               "databaseCpuUsPerClaim": round(db * 1e6 / LAYER_CALLS, 1),
+               "wallUsPerClaim": round(wall * 1e6 / LAYER_CALLS, 1), "statuses": dict(statuses)}
+        log(f"{label:>45}: {row['cpuUsPerClaim']} µs CPU here, {row['databaseCpuUsPerClaim']} µs in the database")
+        rows.append(row)
+    return rows
+
+
+# --- wrk: the load from outside -------------------------------------------------------------------------
+
+# a random user's token and a random recipe per request; every thread counts its answers by status
+WRK_SCRIPT = """\
+local threads, next_id = {}, 0
+function setup(thread)
+  next_id = next_id + 1
+  thread:set("id", next_id)
+  table.insert(threads, thread)
+end
+function init(args)
+  statuses = {}
+  math.randomseed(os.time() * 100 + id)
+end
+function request()
+  return wrk.format("POST", "/api/generate/instant",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer tok-" .. math.random(1, %(users)d)},
+    '{"recipeId": ' .. math.random(1, %(recipes)d) .. '}')
+end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local all = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do all[status] = (all[status] or 0) + n end
+  end
+  for status, n in pairs(all) do io.write(string.format("status %%d %%d\\n", status, n)) end
+  for _, p in ipairs({50, 95, 99}) do io.write(string.format("p%%d %%d\\n", p, latency:percentile(p))) end
+  io.write(string.format("max %%d\\nseconds %%f\\n", latency.max, summary.duration / 1e6))
+end
+"""
+
+
+def run_wrk(base: str, args) -> dict:
+    """``wrk`` with ``--clients`` connections over two threads for ``--seconds`` against the claim."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise SystemExit("--wrk needs wrk on PATH (Debian: apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % {"users": args.users, "recipes": 1 if args.hot else args.recipes})
+        path = f.name
+    try:
+        proc = subprocess.run([binary, "-t", str(min(2, args.clients)), "-c", str(args.clients),
+                               "-d", f"{int(args.seconds)}s", "--timeout", "10s", "-s", path, base],
+                              capture_output=True, text=True, timeout=args.seconds + 60)
+    finally:
+        os.unlink(path)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    statuses = {m[0]: int(m[1]) for m in re.findall(r"^status (\d+) (\d+)$", proc.stdout, re.M)}
+    figures = {m[0]: float(m[1]) for m in re.findall(r"^(p\d+|max|seconds) ([\d.]+)$", proc.stdout, re.M)}
+    seconds = figures["seconds"]
+    return {
+        "attempts": sum(statuses.values()),
+        "claims": statuses.get("200", 0),
+        "claimsPerSecond": round(statuses.get("200", 0) / seconds, 1),
+        # wrk's latency of every answer (nearly all are claims: the pool and the credits last)
+        "latencyMs": {k: round(figures[k] / 1000, 2) for k in ("p50", "p95", "p99", "max")},
+        "outcomes": dict(sorted(statuses.items())),
+        "loadGenerator": "wrk",
+    }
 
 
 # --- pgbench --------------------------------------------------------------------------------------------
@@ -614,6 +761,11 @@ def main(argv=None) -> dict:
     with common.throwaway_database(args.database_url, args.db_name, keep=args.keep) as url, \
             common.throwaway_database(args.database_url, f"{args.db_name}_lean", keep=args.keep) as lean_url:
         seed(url, args)
+        if args.layers:
+            result = {"benchmark": "claims", "mode": "layers", "calls": LAYER_CALLS, "cores": os.cpu_count(),
+                      "layers": layers(url, args)}
+            common.emit(result)
+            return result
         if args.amplification:
             result = {"benchmark": "claims", "mode": "amplification", "clients": args.clients,
                       "seconds": args.seconds, "cores": os.cpu_count(), "steps": amplification(url, args)}
@@ -628,22 +780,27 @@ def main(argv=None) -> dict:
             log(f"pgbench (before): {raw_before['claimsPerSecond']} tx/s, "
                 f"lean schema {lean_before['claimsPerSecond']} tx/s")
         if args.http:
-            with Gunicorn(url) as server:
+            with WebServer(url, args.server) as server:
                 cpu_before = server.cpu_seconds()
                 clients_before = children_cpu_seconds()
-                samples, start_at, deadline = run_clients(_http_worker, server.base, args)
+                if args.wrk:
+                    ours = run_wrk(server.base, args)
+                else:
+                    samples, start_at, deadline = run_clients(_http_worker, server.base, args)
+                    ours = summarise(samples, start_at, deadline, "200", args.hot)
                 client_cpu = children_cpu_seconds() - clients_before  # the client processes, joined
                 per_worker = [t - cpu_before.get(pid, 0.0) for pid, t in server.cpu_seconds().items()]
                 cpu = sum(per_worker)
                 db_cpu = database_cpu_seconds(url)  # the pool's backends: all started for this run
                 memory = server.memory()
-            ours = summarise(samples, start_at, deadline, "200", args.hot)
-            ours["fiveHundreds"] = sum(1 for s in samples if s[2].startswith("5"))
-            ours["workerCpuMsPerRequest"] = round(cpu * 1000 / len(samples), 2) if samples else None
+            requests_n = ours["attempts"]
+            ours["server"] = args.server
+            ours["fiveHundreds"] = sum(n for status, n in ours["outcomes"].items() if status.startswith("5"))
+            ours["workerCpuMsPerRequest"] = round(cpu * 1000 / requests_n, 2) if requests_n else None
             # how evenly the keep-alive connections spread over the workers (shares of their CPU)
             ours["workerCpuShares"] = sorted((round(t / cpu, 2) for t in per_worker), reverse=True) if cpu else []
-            ours["databaseCpuMsPerRequest"] = round(db_cpu * 1000 / len(samples), 2) if samples and db_cpu else None
-            ours["clientCpuMsPerRequest"] = round(client_cpu * 1000 / len(samples), 2) if samples else None
+            ours["databaseCpuMsPerRequest"] = round(db_cpu * 1000 / requests_n, 2) if requests_n and db_cpu else None
+            ours["clientCpuMsPerRequest"] = round(client_cpu * 1000 / requests_n, 2) if requests_n else None
             ours.update(memory)
         elif args.choices:   # plain, with choices, plain: the ratio is against the mean of the two plain runs
             runs = []

@@ -91,14 +91,66 @@ def test_claims_with_choices_runs_plain_choices_plain_and_keeps_every_invariant(
 
 
 def test_claims_hot_reports_the_rate_per_window_ours_and_the_functions(pg_admin):
-    if shutil.which("pgbench") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
-        skip_or_fail("needs pgbench")
+    _needs_pgbench()
     name = f"delula_t{os.getpid()}_bench_hot"
     out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "2",
                "--hot", "--recipes", "2", "--items", "50", "--history", "200", "--users", "20")
     assert out["hot"] is True and out["ours"]["claimsPerSecondBy10s"] and out["ours"]["lastOverFirst"]
+    assert out["ours"]["spread"]["claims"] > 0 and out["ours"]["hotOverSpread"] > 0
     assert out["function"]["claimsPerSecond"] > 0 and out["raw"]["meanClaimsPerSecond"] is None
     assert out["function"]["hotItemsLeft"] > 0       # the windows measured claims, not an emptied pool
+    assert out["invariants"]["violations"] == 0, out["invariants"]
+    assert not _exists(pg_admin, name)
+
+
+def _needs_pgbench():
+    if shutil.which("pgbench") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
+        skip_or_fail("needs pgbench")
+
+
+def test_claims_measures_raw_on_our_schema_and_on_the_lean_one(pg_admin):
+    _needs_pgbench()
+    name = f"delula_t{os.getpid()}_bench_lean"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "1",
+               "--recipes", "3", "--items", "4000", "--history", "500", "--users", "50")
+    assert out["raw"]["meanClaimsPerSecond"] > 0 and out["lean"]["meanClaimsPerSecond"] > 0
+    assert out["ratio"] > 0 and out["ratioLean"] > 0 and out["rawOverLean"] > 0
+    assert out["invariants"]["violations"] == 0, out["invariants"]
+    assert not _exists(pg_admin, name) and not _exists(pg_admin, f"{name}_lean")
+
+
+def test_claims_amplification_takes_one_index_key_or_trigger_away_after_another(pg_admin):
+    _needs_pgbench()
+    name = f"delula_t{os.getpid()}_bench_amp"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "1",
+               "--recipes", "2", "--items", "2500", "--history", "200", "--users", "20", "--amplification")
+    steps = [s["without"] for s in out["steps"]]
+    assert steps[0] == "as migrated" and "trigger generations_pool_arrived" in steps
+    assert "index ix_generations_created_at" in steps and "index ix_generations_pool" not in steps
+    assert all(s["callsPerSecond"] > 0 and s["serverCpuUsPerCall"] is not None for s in out["steps"])
+    assert not _exists(pg_admin, name)
+
+
+def test_claims_layers_cost_the_domain_call_and_the_whole_flask_app(pg_admin):
+    name = f"delula_t{os.getpid()}_bench_layers"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--recipes", "2", "--items", "2500",
+               "--history", "100", "--users", "20", "--no-raw", "--layers")
+    assert [row["layer"].split(":")[0] for row in out["layers"]] == ["domain", "wsgi"]
+    assert all(row["statuses"] == {"200": out["calls"]} and row["cpuUsPerClaim"] > 0 for row in out["layers"])
+    assert not _exists(pg_admin, name)
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+def test_claims_through_each_server_driven_by_wrk(pg_admin, server):
+    if shutil.which("wrk") is None:
+        skip_or_fail("needs wrk (Debian package wrk)")
+    name = f"delula_t{os.getpid()}_bench_wrk_{server}"
+    out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "1",
+               "--recipes", "2", "--items", "2000", "--history", "100", "--users", "20", "--no-raw", "--http",
+               "--wrk", "--server", server)
+    assert out["ours"]["server"] == server and out["ours"]["loadGenerator"] == "wrk"
+    assert out["ours"]["claims"] > 0 and out["ours"]["fiveHundreds"] == 0
+    assert set(out["ours"]["latencyMs"]) == {"p50", "p95", "p99", "max"}
     assert out["invariants"]["violations"] == 0, out["invariants"]
     assert not _exists(pg_admin, name)
 
