@@ -1,12 +1,13 @@
-"""Load through the production server: gunicorn ``app:server`` in its own processes (several
-workers, each with its own connection pool) against PostgreSQL, 64 client threads over HTTP.
+"""Load through the production servers: gunicorn and granian serving ``app:server`` in their own
+processes (several workers, each with its own connection pool) against PostgreSQL, 64 client
+threads over HTTP. Every test runs under each server.
 
 ``test_load.py`` runs the same numbers through a threaded server inside the test process, with
 credits as the limit (150 affordable < 200 items). Here the **pool** is the limit (260
 affordable > 200 items), so the last items are fought over by several processes at once, and a
 fifth of the attempts are client retries that repeat an ``Idempotency-Key`` (often at the same
 moment as the first send). Every invariant is checked on the data afterwards; the figures go
-to ``test-artifacts/load_gunicorn.json`` (and ``docs/reliability.md``), nothing here asserts a
+to ``test-artifacts/load_<server>.json`` (and ``docs/reliability.md``), nothing here asserts a
 timing.
 """
 from __future__ import annotations
@@ -41,11 +42,22 @@ WORKERS, WORKER_THREADS = 3, 8
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-@pytest.fixture(scope="module")
-def served(pg_admin, pg_template, tmp_path_factory):
+# the servers, each with WORKERS processes of WORKER_THREADS request threads
+SERVERS = {
+    "gunicorn": lambda port: ["gunicorn", "app:server", "-w", str(WORKERS), "--threads", str(WORKER_THREADS),
+                              "-b", f"127.0.0.1:{port}", "--timeout", "120"],
+    "granian": lambda port: ["granian", "--interface", "wsgi", "app:server", "--workers", str(WORKERS),
+                             "--blocking-threads", str(WORKER_THREADS), "--host", "127.0.0.1", "--port", str(port),
+                             "--no-ws"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def served(request, pg_admin, pg_template, tmp_path_factory):
     """A database of its own with a recipe, 200 pool items and 50 users on a budget, served by
-    gunicorn (scheduler off, no cooldown). Yields ``(base_url, runtime, world)``."""
-    name = f"{pg_template}_gunicorn_load"
+    gunicorn or granian (scheduler off, no cooldown). Yields ``(base_url, runtime, world)``."""
+    kind = request.param
+    name = f"{pg_template}_{kind}_load"
     admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin_exec(pg_admin, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     url = database_url(pg_admin, name)
@@ -65,9 +77,8 @@ def served(pg_admin, pg_template, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "DELULA_DATABASE_URL": url, "DELULA_SCHEDULER": "off", "DELULA_INSTANT_COOLDOWN_S": "0",
            "PYTHONPATH": str(ROOT)}
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "app:server", "-w", str(WORKERS),
-                               "--threads", str(WORKER_THREADS), "-b", f"127.0.0.1:{port}", "--timeout", "120"],
+    log = tmp_path_factory.mktemp(kind) / f"{kind}.log"
+    server = subprocess.Popen([sys.executable, "-m", *SERVERS[kind](port)],
                               cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
@@ -78,8 +89,8 @@ def served(pg_admin, pg_template, tmp_path_factory):
             return None
 
     try:
-        wait_for(up, timeout=90, what="gunicorn")
-        yield base, rt, dict(recipe=recipe, pool_ids=pool_ids, users=users, url=url, log=log)
+        wait_for(up, timeout=90, what=kind)
+        yield base, rt, dict(recipe=recipe, pool_ids=pool_ids, users=users, url=url, log=log, server=kind)
     finally:
         server.terminate()
         try:
@@ -91,7 +102,7 @@ def served(pg_admin, pg_template, tmp_path_factory):
         admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_64_threads_1000_attempts_through_gunicorn_workers(served):
+def test_64_threads_1000_attempts_through_the_server_workers(served):
     base, rt, w = served
     recipe, pool_ids, users = w["recipe"], w["pool_ids"], w["users"]
     # 800 single sends and 100 keys sent twice (the second often while the first is running)
@@ -149,7 +160,7 @@ def test_64_threads_1000_attempts_through_gunicorn_workers(served):
 
     all_ms = [ms for *_, ms in results]
     ok_ms = [ms for _, _, status, _, ms in results if status == 200]
-    figures = {"server": f"gunicorn app:server -w {WORKERS} --threads {WORKER_THREADS}", "threads": THREADS,
+    figures = {"server": " ".join(SERVERS[w["server"]]("PORT")), "threads": THREADS,
                "attempts": ATTEMPTS, "repeatedKeys": KEYS, "pool": POOL, "affordable": AFFORDABLE,
                "statuses": {str(k): v for k, v in sorted(statuses.items())},
                "outcomes": dict(sorted(outcomes.items())),
@@ -158,12 +169,12 @@ def test_64_threads_1000_attempts_through_gunicorn_workers(served):
                "latencyMs": {"p50": round(percentile(all_ms, 50), 1), "p99": round(percentile(all_ms, 99), 1),
                              "claimedP50": round(percentile(ok_ms, 50), 1)}}
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "load_gunicorn.json").write_text(json.dumps(figures, indent=2))
-    print("gunicorn load test:", json.dumps(figures))
+    (ARTIFACTS / f"load_{w['server']}.json").write_text(json.dumps(figures, indent=2))
+    print(f"{w['server']} load test:", json.dumps(figures))
 
 
 def _log_summary(log: Path, lines: int = 25) -> str:
-    """The server log without the frames of its tracebacks: gunicorn's own lines and each
+    """The server log without the frames of its tracebacks: the server's own lines and each
     exception's message, short enough to survive pytest's truncation of a failure message."""
     kept = [ln for ln in log.read_text().splitlines()
             if ln.strip() and not ln.startswith(" ") and not ln.startswith("Traceback")]
@@ -171,7 +182,7 @@ def _log_summary(log: Path, lines: int = 25) -> str:
 
 
 def test_the_server_processes_honour_revocation_and_cookie_flags(served):
-    """Across processes: a token revoked with the CLI is refused by every gunicorn worker at
+    """Across processes: a token revoked with the CLI is refused by every server worker at
     once (no token cache), and the session cookie the server sets is HttpOnly and SameSite."""
     base, rt, w = served
     user, token, _ = w["users"][0]
