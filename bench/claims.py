@@ -356,6 +356,38 @@ def run_clients(target, endpoint, args) -> tuple[list, float, float]:
     return samples, start_at, deadline
 
 
+class LockWaits:
+    """Samples the benchmark database's sessions every 20 ms while it runs: the share of the
+    sessions running a statement that wait for a lock another transaction holds (claims queuing
+    on a shared row show here whatever the machine's speed)."""
+
+    def __init__(self, url: str):
+        self.url, self.samples, self.waiting = url, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        with common.psycopg.connect(common.libpq_url(self.url), autocommit=True) as conn:
+            while not self._stop.wait(0.02):
+                active, waiting = conn.execute(
+                    """SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity
+                        WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'""").fetchone()
+                self.samples += active
+                self.waiting += waiting
+
+    @property
+    def share(self) -> float | None:
+        return round(self.waiting / self.samples, 3) if self.samples else None
+
+
 def summarise(samples, start_at, deadline, ok: str, hot: bool) -> dict:
     done = [s for s in samples if s[2] == ok]
     elapsed = deadline - start_at
@@ -815,11 +847,17 @@ def main(argv=None) -> dict:
                                                                              runs[2]["latencyMs"]["p99"]), 3)}
         elif args.hot:  # the same clients spread over every recipe first, then all on recipe 1
             spread_args = argparse.Namespace(**{**vars(args), "hot": False, "seconds": min(args.seconds, 10.0)})
-            samples, start_at, deadline = run_clients(_claim_worker, url, spread_args)
+            with LockWaits(url) as waits:
+                samples, start_at, deadline = run_clients(_claim_worker, url, spread_args)
             spread = summarise(samples, start_at, deadline, "claimed", False)
-            log(f"spread over {args.recipes} recipes: {spread['claimsPerSecond']} claims/s")
-            samples, start_at, deadline = run_clients(_claim_worker, url, args)
+            spread["lockWaitShare"] = waits.share
+            log(f"spread over {args.recipes} recipes: {spread['claimsPerSecond']} claims/s, "
+                f"{waits.share} of active sessions waiting for a lock")
+            with LockWaits(url) as waits:
+                samples, start_at, deadline = run_clients(_claim_worker, url, args)
             ours = summarise(samples, start_at, deadline, "claimed", True)
+            ours["lockWaitShare"] = waits.share
+            log(f"hot: {waits.share} of active sessions waiting for a lock")
             ours["spread"] = spread
             ours["hotOverSpread"] = (round(ours["claimsPerSecond"] / spread["claimsPerSecond"], 3)
                                      if spread["claimsPerSecond"] else None)

@@ -70,8 +70,8 @@ def update_recipe(s: Session, recipe_id: int, **values) -> bool:
 
 
 def bump_usage_count(s: Session, recipe_id: int, by: int = 1) -> None:
-    """Add ``by`` to the recipe's usage, in its first row of ``recipe_usage`` (the claim function
-    on PostgreSQL spreads its own over more rows; ``Recipe.usage_count`` sums them all)."""
+    """Add ``by`` to the recipe's usage, in its row 0 of ``recipe_usage`` (the claim function on
+    PostgreSQL adds its own to a row per server process; ``Recipe.usage_count`` sums them all)."""
     stmt = (pg_insert if is_postgres(s) else sqlite_insert)(RecipeUsage).values(recipe_id=recipe_id, slot=0, n=by)
     s.execute(stmt.on_conflict_do_update(index_elements=[RecipeUsage.recipe_id, RecipeUsage.slot],
                                          set_={"n": RecipeUsage.n + stmt.excluded.n}))

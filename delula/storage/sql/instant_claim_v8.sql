@@ -2,9 +2,10 @@
 -- Version 7 ended every claim with an update of the recipe's row (usage_count and pool_head), so
 -- the claims of one hot recipe queued on that row's lock, each until the one before it committed.
 -- Now nothing a claim does waits on a row another claim of the recipe holds:
--- - usage goes to one of the recipe's rows in recipe_usage (storage.models.RecipeUsage): the first
---   that no other transaction holds (FOR UPDATE SKIP LOCKED), or a new one when every one is held.
---   A recipe's usage is the sum of its rows, so there are never more rows than concurrent claims.
+-- - usage goes to one of the recipe's rows in recipe_usage (storage.models.RecipeUsage): the row of
+--   the server process running the claim (1 + its pid mod 64), which another claim holds only if
+--   its process shares the slot. A recipe's usage is the sum of its rows: at most 65 (slot 0 is
+--   where storage.catalog.bump_usage_count adds the usage of users' own generations).
 -- - the head moves only when the recipe's row is free (FOR NO KEY UPDATE SKIP LOCKED) and no item
 --   arrived since the claim read it; a claim that finds the row held leaves the head where it is.
 --   The head stays a lower bound (it may only lag), so the scan stays oldest first and starts past
@@ -136,16 +137,10 @@ BEGIN
                     SELECT p_user_id, -v_cost, o_balance + v_cost::bigint * (v_taken - i.n), 'instant_claim', i.id, p_now,
                            p_actor_id
                       FROM unnest(v_ids) WITH ORDINALITY AS i (id, n) ORDER BY i.n;
-                    UPDATE recipe_usage u SET n = u.n + v_taken
-                     WHERE (u.recipe_id, u.slot) = (SELECT x.recipe_id, x.slot FROM recipe_usage x
-                                                     WHERE x.recipe_id = p_recipe_id
-                                                     ORDER BY x.slot LIMIT 1 FOR UPDATE SKIP LOCKED);
-                    IF NOT FOUND THEN  -- every row of the recipe is held: one more
-                        INSERT INTO recipe_usage AS u (recipe_id, slot, n)
-                        SELECT p_recipe_id, coalesce(max(x.slot), -1) + 1, v_taken
-                          FROM recipe_usage x WHERE x.recipe_id = p_recipe_id
-                        ON CONFLICT (recipe_id, slot) DO UPDATE SET n = u.n + excluded.n;
-                    END IF;
+                    -- this server process's own usage row of the recipe (one of 64)
+                    INSERT INTO recipe_usage AS u (recipe_id, slot, n)
+                    VALUES (p_recipe_id, 1 + pg_backend_pid() % 64, v_taken)
+                    ON CONFLICT (recipe_id, slot) DO UPDATE SET n = u.n + excluded.n;
                     -- the new head, when the recipe's row is free and no item arrived since v_head was
                     -- read: the oldest item left, uncommitted claims of others included
                     PERFORM 1 FROM recipes r WHERE r.id = p_recipe_id AND r.pool_arrivals = v_arrivals
