@@ -5,14 +5,14 @@ Revises: 0018
 Create Date: 2026-12-07
 
 The claim function's version 7 ended every claim with an update of the recipe's row (its usage
-count and its pool head), so the claims of one recipe waited for each other there: with eight clients on
-one recipe, 73 – 78 % of the sessions running a statement were waiting for that lock
-and the rate fell to 0.38 – 0.73 of the rate spread over fifty recipes
-(``python bench/claims.py --hot``); with version 8, 0.0 % and 0.94 – 0.99. Version 8 (``storage/sql/instant_claim_v8.sql``) adds usage
-to its server process's own row of the new table ``recipe_usage`` (one of 64 per recipe), and
-moves the head only when the recipe's row is free. ``recipes.usage_count`` keeps what was
-counted before (``Recipe.usage_base``); ``Recipe.usage_count`` is that plus the recipe's rows.
-The downgrade folds the rows back into the column and puts version 7 back.
+count and its pool head), so the claims of one recipe waited for each other there: with eight
+clients on one recipe, 73 – 78 % of the sessions running a statement were waiting for that lock
+and the rate fell to 0.38 – 0.73 of the rate spread over fifty recipes (``python bench/claims.py
+--hot``); with version 8, 0.0 % and 0.94 – 0.99. Version 8 (``storage/sql/instant_claim_v8.sql``)
+adds usage to its server process's own row of the new table ``recipe_usage`` (one of 64 per
+recipe), and moves the head only when the recipe's row is free. ``recipes.usage_count`` keeps
+what was counted before (``Recipe.usage_base``); ``Recipe.usage_count`` is that plus the
+recipe's rows. The downgrade folds the rows back into the column and puts version 7 back.
 """
 from pathlib import Path
 
