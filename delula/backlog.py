@@ -75,7 +75,7 @@ def _rows(s, rt) -> tuple[list, list[dict], list[policies.Order]]:
     """Active recipes, their status rows and the policy's orders; a fixed handful of queries
     whatever the number of recipes (the forecast's hourly history is read once an hour)."""
     settings, now = rt.settings, rt.now()
-    recipes = catalog.list_recipes(s, active_only=True)
+    recipes = catalog.active_recipe_rows(s)
     counts = stats.backlog_counts(s)
     attempts = stats.attempts_since(s, now - DEMAND_WINDOW)
     lead_per_recipe, lead_overall = stats.backlog_lead_times(s, now - LEAD_TIME_WINDOW)
@@ -196,7 +196,7 @@ def record_sample(rt) -> dict:
         live = stats.status_counts(s)
         counts = stats.backlog_counts(s)   # the pool's levels only: no policy is asked
         levels = [(counts.get(r.id, _NONE), _minimum(r, rt.settings))
-                  for r in catalog.list_recipes(s, active_only=True)]
+                  for r in catalog.active_recipe_rows(s)]
         sample = dict(pending=live[JobStatus.PENDING], processing=live[JobStatus.PROCESSING],
                       backlog=sum(c["completed"] for c, _ in levels),
                       backlog_in_flight=sum(c["inFlight"] for c, _ in levels),

@@ -93,16 +93,25 @@ def profile(counts: np.ndarray, first_how: int) -> Profile:
 
 def hourly_matrix(rows, recipe_ids, start: datetime, hours: int) -> np.ndarray:
     """``counts[r, h]``: the attempts of ``recipe_ids[r]`` in hour ``h`` since ``start``, from
-    ``(hour, recipe_id, attempts)`` rows (``storage.demand.hourly``): the live pass's input to :func:`profile`."""
-    import pandas as pd
-
-    frame = pd.DataFrame(list(rows), columns=["hour", "recipe", "attempts"])
-    index = pd.date_range(start, periods=hours, freq="h")
-    if frame.empty:
-        return np.zeros((len(recipe_ids), hours))
-    table = (frame.pivot_table(index="recipe", columns="hour", values="attempts", aggfunc="sum")
-             .reindex(index=list(recipe_ids), columns=index, fill_value=0).fillna(0))
-    return table.to_numpy(dtype=float)
+    ``(hour, recipe_id, attempts)`` rows (``storage.demand.hourly``): the live pass's input to
+    :func:`profile`. Rows of several parts of one hour and recipe are added; a row outside the
+    hours, off the hour or of another recipe is left out."""
+    n = len(recipe_ids)
+    index = {rid: i for i, rid in enumerate(recipe_ids)}
+    cells, values = [], []
+    for at, rid, attempts in rows:
+        i = index.get(rid)
+        if i is None:
+            continue
+        offset = (at - start).total_seconds()
+        h = int(offset // 3600)
+        if offset != h * 3600 or not 0 <= h < hours:
+            continue
+        cells.append(i * hours + h)
+        values.append(attempts)
+    if not values:
+        return np.zeros((n, hours))
+    return np.bincount(cells, weights=np.asarray(values, dtype=float), minlength=n * hours).reshape(n, hours)
 
 
 def rates(p: Profile, last_hour_per_min: np.ndarray, minute_of_hour: float, buckets: int,

@@ -185,7 +185,8 @@ def _share(amount: float, weight: Sequence[float], room: Sequence[float]) -> lis
         for i in full:
             left -= room[i] - out[i]
             out[i] = float(room[i])
-        open_ = [i for i in open_ if i not in full]
+        filled = set(full)
+        open_ = [i for i in open_ if i not in filled]
     return out
 
 

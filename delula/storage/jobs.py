@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import String, and_, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -46,13 +46,66 @@ def add_generation(s: Session, *, user_id: str, recipe_id: int, form_data: dict,
 
 
 def add_generations(s: Session, rows: list[dict], now: datetime) -> int:
-    """Bulk insert of many pending generations in one statement; returns how many."""
+    """Bulk insert of many pending generations in one statement; returns how many.
+
+    On PostgreSQL, rows that all name the same columns go as one ``INSERT … SELECT`` from one
+    JSON document (:func:`_insert_from_json`), in their order: one statement whatever their
+    number, so the statement-level pool trigger runs once (an ``executemany`` ran it per row)."""
     if not rows:
         return 0
     defaults = dict(status=JobStatus.PENDING, attempts=0, poll_count=0, refunded=False, credits_charged=0,
                     created_at=now, updated_at=now)
-    s.execute(insert(Generation), [{**defaults, **row} for row in rows])
+    full = [{**defaults, **row} for row in rows]
+    if not (is_postgres(s) and _insert_from_json(s, full)):
+        s.execute(insert(Generation), full)
     return len(rows)
+
+
+def _json_default(value):
+    """An aware datetime as ISO 8601 (PostgreSQL casts it back) for :func:`_insert_from_json`;
+    ``TypeError`` for anything else JSON does not carry (a naive datetime too: the ORM's
+    statement then refuses it as it always has)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _insert_from_json(s: Session, rows: list[dict]) -> bool:
+    """Insert ``rows`` (ORM attribute names, every row the same ones) as one statement over
+    ``jsonb_array_elements`` of one parameter, in their order; ``False`` (nothing done) when
+    the rows differ in their keys or hold a value JSON does not carry (the caller then uses the
+    ORM's ``executemany``)."""
+    keys = rows[0].keys()
+    attrs = Generation.__mapper__.column_attrs
+    if any(row.keys() != keys for row in rows) or any(k not in attrs for k in keys):
+        return False
+    keys = list(keys)
+    try:
+        doc = json.dumps([[row[k] for k in keys] for row in rows], default=_json_default, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    dialect = s.get_bind().dialect
+    columns = [attrs[k].columns[0] for k in keys]
+    names = [dialect.identifier_preparer.quote(c.name) for c in columns]
+    picks = ", ".join(_pick(i, c, dialect) for i, c in enumerate(columns))
+    s.execute(text(f"INSERT INTO generations ({', '.join(names)}) "
+                   f"SELECT {picks} FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n) "
+                   "ORDER BY r.n"), {"rows": doc})
+    return True
+
+
+def _pick(i: int, column, dialect) -> str:
+    """Element ``i`` of a row ``r.v`` for ``column``: a JSON column takes it as it is (JSON null
+    for None, as the ORM stores it); a string its text, which the insert's own assignment
+    checks against the column's length as a bound value would be (an explicit cast to
+    ``varchar(n)`` would cut it short); any other its text cast to the column's type (SQL NULL
+    for None)."""
+    impl = column.type.dialect_impl(dialect)
+    if isinstance(impl, JSONB):
+        return f"r.v -> {i}"
+    if isinstance(impl, String):
+        return f"r.v ->> {i}"
+    return f"CAST(r.v ->> {i} AS {column.type.compile(dialect)})"
 
 
 def get_generation(s: Session, generation_id: int) -> Generation | None:
