@@ -27,8 +27,10 @@ and for the demo's prefill alike.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import random
+from contextlib import contextmanager
 from datetime import timedelta
 
 from . import audit as _audit
@@ -154,7 +156,7 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
     rng = rng or random.Random()
     now = rt.now()
     created: dict[int, int] = {}
-    with rt.store.begin() as s:
+    with _collector_paused(), rt.store.begin() as s:
         jobs.lock_backlog_pass(s)  # count only after any concurrent pass has committed
         expired = jobs.expire_stale(s, now=now, max_age_h=rt.settings.max_item_age_h)  # before counting
         recipes, rows, orders = _rows(s, rt)
@@ -188,6 +190,21 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
     if expired:
         log.info("backlog: %d pool item(s) older than %g h expired", expired, rt.settings.max_item_age_h)
     return {"created": created, "createdTotal": total, "cleanedUp": cleaned, "expired": expired, "recipes": rows}
+
+
+@contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off for the block, back on after if it was on. A pass
+    over thousands of recipes allocates a few hundred thousand small dicts and lists, none of
+    them in a cycle, and the collector walked the whole heap several times over meanwhile
+    (0.5 s of a 10,000-recipe pass); refcounting frees them all the same."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def record_sample(rt) -> dict:

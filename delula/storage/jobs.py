@@ -72,40 +72,48 @@ def _json_default(value):
 
 def _insert_from_json(s: Session, rows: list[dict]) -> bool:
     """Insert ``rows`` (ORM attribute names, every row the same ones) as one statement over
-    ``jsonb_array_elements`` of one parameter, in their order; ``False`` (nothing done) when
-    the rows differ in their keys or hold a value JSON does not carry (the caller then uses the
-    ORM's ``executemany``)."""
+    ``jsonb_array_elements`` of one parameter, in their order; a column whose value is the same
+    in every row is bound once beside it. ``False`` (nothing done) when the rows differ in their
+    keys or hold a value JSON does not carry (the caller then uses the ORM's ``executemany``)."""
     keys = rows[0].keys()
     attrs = Generation.__mapper__.column_attrs
     if any(row.keys() != keys for row in rows) or any(k not in attrs for k in keys):
         return False
-    keys = list(keys)
+    first = rows[0]
+    same = [k for k in keys if all(row[k] == first[k] and type(row[k]) is type(first[k]) for row in rows)]
+    varying = [k for k in keys if k not in same]
     try:
-        doc = json.dumps([[row[k] for k in keys] for row in rows], default=_json_default, allow_nan=False)
+        doc = json.dumps([[row[k] for k in varying] for row in rows], default=_json_default, allow_nan=False)
+        params = {f"c{j}": json.dumps(first[k], default=_json_default, allow_nan=False) for j, k in enumerate(same)}
     except (TypeError, ValueError):
         return False
     dialect = s.get_bind().dialect
-    columns = [attrs[k].columns[0] for k in keys]
-    names = [dialect.identifier_preparer.quote(c.name) for c in columns]
-    picks = ", ".join(_pick(i, c, dialect) for i, c in enumerate(columns))
-    s.execute(text(f"INSERT INTO generations ({', '.join(names)}) "
-                   f"SELECT {picks} FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n) "
-                   "ORDER BY r.n"), {"rows": doc})
+    names, picks = [], []
+    for j, k in enumerate(same):
+        names.append(attrs[k].columns[0])
+        picks.append(_pick(f"CAST(:c{j} AS jsonb)", attrs[k].columns[0], dialect))
+    for i, k in enumerate(varying):
+        names.append(attrs[k].columns[0])
+        picks.append(_pick(f"r.v -> {i}", attrs[k].columns[0], dialect))
+    quoted = ", ".join(dialect.identifier_preparer.quote(c.name) for c in names)
+    s.execute(text(f"INSERT INTO generations ({quoted}) SELECT {', '.join(picks)} "
+                   "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n) ORDER BY r.n"),
+              {"rows": doc, **params})
     return True
 
 
-def _pick(i: int, column, dialect) -> str:
-    """Element ``i`` of a row ``r.v`` for ``column``: a JSON column takes it as it is (JSON null
-    for None, as the ORM stores it); a string its text, which the insert's own assignment
-    checks against the column's length as a bound value would be (an explicit cast to
-    ``varchar(n)`` would cut it short); any other its text cast to the column's type (SQL NULL
-    for None)."""
+def _pick(element: str, column, dialect) -> str:
+    """A JSON ``element`` (an SQL expression of type jsonb) as ``column``'s value: a JSON column
+    takes it as it is (JSON null for None, as the ORM stores it); a string its text, which the
+    insert's own assignment checks against the column's length as a bound value would be (an
+    explicit cast to ``varchar(n)`` would cut it short); any other its text cast to the
+    column's type (SQL NULL for None)."""
     impl = column.type.dialect_impl(dialect)
     if isinstance(impl, JSONB):
-        return f"r.v -> {i}"
+        return element
     if isinstance(impl, String):
-        return f"r.v ->> {i}"
-    return f"CAST(r.v ->> {i} AS {column.type.compile(dialect)})"
+        return f"({element}) #>> '{{}}'"
+    return f"CAST(({element}) #>> '{{}}' AS {column.type.compile(dialect)})"
 
 
 def get_generation(s: Session, generation_id: int) -> Generation | None:
