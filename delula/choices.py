@@ -37,36 +37,63 @@ from . import forms
 Observation = tuple[Mapping, float]
 
 
-def usable(variables: list[dict], observations: Iterable[Observation]) -> list[tuple[dict, float]]:
+def usable(variables: list[dict], observations: Iterable[Observation], *,
+           memo: dict | None = None) -> list[tuple[dict, float]]:
     """``[(choices, weight)]``: each observation with its text fields and the fields the schema no
     longer has left out (``forms.countable``), identical combinations merged (their weights
     added, in the order first seen). Dropped: an observation left empty, one with a value the
-    schema does not allow (``forms.validate_choices``), one whose weight is not positive."""
-    counted = set(forms.countable(variables, dict.fromkeys(f["id"] for f in variables)))
-    allowed: dict[tuple, bool] = {}     # (field, type, value) -> whether the schema allows it
+    schema does not allow (``forms.validate_choices``), one whose weight is not positive.
+
+    ``memo``: a dict the caller keeps between calls for the same ``variables`` (the simulator,
+    one per recipe), in which what the schema makes of each choices dict seen — held, so never
+    mistaken for another — and of each value is kept; the observations' dicts must not change
+    between calls. The result is the same with or without it."""
+    if memo is None:
+        memo = {}
+    counted = memo.get("counted")
+    if counted is None:
+        counted = memo["counted"] = set(forms.countable(variables, dict.fromkeys(f["id"] for f in variables)))
+    allowed: dict[tuple, bool] = memo.setdefault("allowed", {})   # (field, type, value) -> allowed
+    parsed: dict[int, tuple] = memo.setdefault("parsed", {})      # id(choices) -> (choices, key, combination)
     merged: dict[tuple, list] = {}
-    refused: set[tuple] = set()
     for choices, weight in observations:
-        if not isinstance(choices, Mapping) or not isinstance(weight, (int, float)) or not weight > 0:
+        if not isinstance(weight, (int, float)) or not weight > 0:
             continue
-        # the type keeps true apart from 1; the ids are distinct, so values are never compared
-        key = tuple(sorted([(k, type(v), v) for k, v in choices.items() if k in counted]))
-        try:
-            entry = merged.get(key)
-            if entry is None and key and key not in refused:
-                for fid, kind, value in key:
-                    if (fid, kind, value) not in allowed:
-                        allowed[fid, kind, value] = _allowed(variables, fid, value)
-                if all(allowed[part] for part in key):
-                    merged[key] = [{fid: value for fid, _, value in key}, 0]
-                else:
-                    refused.add(key)
-                entry = merged.get(key)
-        except TypeError:   # an unhashable value (a list, an object): no counted field allows it
+        seen = parsed.get(id(choices))
+        if seen is not None and seen[0] is choices:
+            key, combination = seen[1], seen[2]
+        else:
+            if not isinstance(choices, Mapping):
+                continue
+            # the type keeps true apart from 1; the ids are distinct, so values are never compared
+            key = tuple(sorted([(k, type(v), v) for k, v in choices.items() if k in counted]))
+            try:
+                combination = _combination(variables, key, allowed)
+            except TypeError:   # an unhashable value (a list, an object): no counted field allows it
+                continue
+            parsed[id(choices)] = (choices, key, combination)
+        if combination is None:
             continue
-        if entry is not None:
-            entry[1] += weight
+        entry = merged.get(key)
+        if entry is None:
+            entry = merged[key] = [combination, 0]
+        entry[1] += weight
     return [(choices, float(weight)) for choices, weight in merged.values()]
+
+
+def _combination(variables: list[dict], key: tuple, allowed: dict) -> dict | None:
+    """The choices of ``key`` (``(field, type, value)`` parts, sorted) as a dict, or ``None``
+    when it is empty or the schema refuses one of its values; ``TypeError`` for an unhashable
+    value. ``allowed`` keeps each part's verdict."""
+    hash(key)
+    if not key:
+        return None
+    for part in key:
+        if part not in allowed:
+            allowed[part] = _allowed(variables, part[0], part[2])
+    if all(allowed[part] for part in key):
+        return {fid: value for fid, _, value in key}
+    return None
 
 
 def marginals(observations: Iterable[tuple[Mapping, float]]) -> dict[str, dict]:
@@ -120,14 +147,16 @@ def _allowed(variables: list[dict], fid: str, value) -> bool:
 
 
 def draw_forms(variables: list[dict], observations: Iterable[Observation], count: int, *,
-               exploration: float, rng: random.Random, usage: Mapping[str, Mapping] | None = None) -> list[dict]:
+               exploration: float, rng: random.Random, usage: Mapping[str, Mapping] | None = None,
+               memo: dict | None = None) -> list[dict]:
     """``count`` valid forms for backlog jobs of a recipe with schema ``variables``, drawn from
     the recent ``observations`` (see the module doc): with probability ``exploration`` (0 to 1)
     from the schema alone, else one observed combination by weight with the fields it leaves
     open from the observations' per-field counts, else ``usage`` (``{field: {value: count}}``,
     the long-run statistics), else a random valid value. Text fields always take the author's
-    value. Raises :class:`forms.FormError` or :class:`forms.SchemaError` when no valid form fits."""
-    seen = usable(variables, observations)
+    value. Raises :class:`forms.FormError` or :class:`forms.SchemaError` when no valid form fits.
+    ``memo``: as :func:`usable` takes it (the same forms with or without)."""
+    seen = usable(variables, observations, memo=memo)
     combos = _Draw([c for c, _ in seen], [w for _, w in seen])
     open_fields = _field_draws(variables, marginals(seen), usage or {})
     out = []
@@ -150,8 +179,9 @@ def draw_forms(variables: list[dict], observations: Iterable[Observation], count
 
 
 def marginal_forms(variables: list[dict], observations: Iterable[Observation], count: int,
-                   rng: random.Random) -> list[dict]:
+                   rng: random.Random, *, memo: dict | None = None) -> list[dict]:
     """The baseline: ``count`` forms of ``forms.weighted_form`` (each field on its own, weighted
-    by how often it was chosen) fed with the per-field counts of the same observations."""
-    stats = marginals(usable(variables, observations))
+    by how often it was chosen) fed with the per-field counts of the same observations
+    (``memo`` as :func:`usable` takes it)."""
+    stats = marginals(usable(variables, observations, memo=memo))
     return [forms.weighted_form(variables, stats, rng) for _ in range(count)]

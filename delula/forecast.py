@@ -25,6 +25,7 @@ as its attempts are recorded.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -93,16 +94,25 @@ def profile(counts: np.ndarray, first_how: int) -> Profile:
 
 def hourly_matrix(rows, recipe_ids, start: datetime, hours: int) -> np.ndarray:
     """``counts[r, h]``: the attempts of ``recipe_ids[r]`` in hour ``h`` since ``start``, from
-    ``(hour, recipe_id, attempts)`` rows (``storage.demand.hourly``): the live pass's input to :func:`profile`."""
-    import pandas as pd
-
-    frame = pd.DataFrame(list(rows), columns=["hour", "recipe", "attempts"])
-    index = pd.date_range(start, periods=hours, freq="h")
-    if frame.empty:
-        return np.zeros((len(recipe_ids), hours))
-    table = (frame.pivot_table(index="recipe", columns="hour", values="attempts", aggfunc="sum")
-             .reindex(index=list(recipe_ids), columns=index, fill_value=0).fillna(0))
-    return table.to_numpy(dtype=float)
+    ``(hour, recipe_id, attempts)`` rows (``storage.demand.hourly``): the live pass's input to
+    :func:`profile`. Rows of several parts of one hour and recipe are added; a row outside the
+    hours, off the hour or of another recipe is left out."""
+    n = len(recipe_ids)
+    index = {rid: i for i, rid in enumerate(recipe_ids)}
+    cells, values = [], []
+    for at, rid, attempts in rows:
+        i = index.get(rid)
+        if i is None:
+            continue
+        offset = (at - start).total_seconds()
+        h = int(offset // 3600)
+        if offset != h * 3600 or not 0 <= h < hours:
+            continue
+        cells.append(i * hours + h)
+        values.append(attempts)
+    if not values:
+        return np.zeros((n, hours))
+    return np.bincount(cells, weights=np.asarray(values, dtype=float), minlength=n * hours).reshape(n, hours)
 
 
 def rates(p: Profile, last_hour_per_min: np.ndarray, minute_of_hour: float, buckets: int,
@@ -123,8 +133,48 @@ def rates(p: Profile, last_hour_per_min: np.ndarray, minute_of_hour: float, buck
     return np.maximum(planned, floor)
 
 
-def ahead(p: Profile, last_hour_per_min, minute_of_hour: float) -> list[tuple[float, ...]]:
+class Ahead(Sequence):
+    """One recipe's forecast, row ``row`` of the matrix :func:`ahead` computed for all recipes at
+    once: a read-only sequence of floats equal to the tuple of that row (``==``, ``hash``), read
+    lazily, so a pass over thousands of recipes never makes a Python float per bucket; the policy
+    (``policies.forecast``) takes the rows of one matrix as the matrix itself."""
+
+    __slots__ = ("matrix", "row")
+
+    def __init__(self, matrix: np.ndarray, row: int):
+        self.matrix = matrix
+        self.row = row
+
+    def __len__(self) -> int:
+        return self.matrix.shape[1]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self.matrix[self.row, i].tolist())
+        return float(self.matrix[self.row, i])
+
+    def __iter__(self):
+        return iter(self.matrix[self.row].tolist())
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self.matrix[self.row], dtype=dtype)
+
+    def __eq__(self, other):
+        if isinstance(other, (tuple, Ahead)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Ahead({tuple(self)!r})"
+
+
+def ahead(p: Profile, last_hour_per_min, minute_of_hour: float) -> list[Ahead]:
     """Each recipe's forecast attempts/min per :data:`BUCKET_MIN` bucket over the next
-    :data:`HORIZON_MIN` (:func:`rates`), as ``RecipeState.forecast`` takes it."""
+    :data:`HORIZON_MIN` (:func:`rates`), as ``RecipeState.forecast`` takes it (an :class:`Ahead`
+    per recipe, equal to the tuple of its row)."""
     f = rates(p, last_hour_per_min, minute_of_hour, int(HORIZON_MIN // BUCKET_MIN), BUCKET_MIN)
-    return [tuple(row) for row in f.tolist()]
+    f.setflags(write=False)
+    return [Ahead(f, i) for i in range(f.shape[0])]

@@ -127,12 +127,7 @@ def forecast(states: Sequence[RecipeState], ctx: PassContext) -> list[Order]:
     n_buckets = max(1, int(HORIZON_MIN // bucket))
     throughput = THROUGHPUT_MARGIN * ctx.concurrency / max(ctx.run_time_min, 1e-6)   # items/min
     recent = np.array([st.rate_per_min for st in states], dtype=float)
-    lam = np.zeros((n, n_buckets))
-    for i, st in enumerate(states):
-        f = np.asarray(st.forecast[:n_buckets], dtype=float)
-        lam[i, :len(f)] = f
-        if 0 < len(f) < n_buckets:
-            lam[i, len(f):] = f[-1]
+    lam = _rates(states, n_buckets)
     now_rate = np.maximum(lam[:, 0], recent)
     lam[:, 0] = now_rate
     cover = [poisson_quantile(now_rate[i] * (ctx.interval_min + st.lead_time_min), ctx.service_level)
@@ -168,6 +163,28 @@ def forecast(states: Sequence[RecipeState], ctx: PassContext) -> list[Order]:
     return [Order(t, j, "forecast") for t, j in zip(targets, jobs)]
 
 
+def _rates(states: Sequence[RecipeState], n_buckets: int) -> np.ndarray:
+    """``(len(states), n_buckets)`` forecast rates: each state's forecast, its last bucket
+    repeated when it is shorter, zeros without one. Rows of one ``forecast.ahead`` matrix, in
+    order and long enough, are sliced from it at once (the same numbers)."""
+    n = len(states)
+    first = states[0].forecast
+    if (isinstance(first, _forecast.Ahead) and first.matrix.shape[1] >= n_buckets
+            and all(type(st.forecast) is _forecast.Ahead and st.forecast.matrix is first.matrix
+                    for st in states)):
+        rows = [st.forecast.row for st in states]
+        if rows == list(range(first.matrix.shape[0])):
+            return np.array(first.matrix[:, :n_buckets], dtype=float)
+        return np.array(first.matrix[rows, :n_buckets], dtype=float)
+    lam = np.zeros((n, n_buckets))
+    for i, st in enumerate(states):
+        f = np.asarray(st.forecast[:n_buckets], dtype=float)
+        lam[i, :len(f)] = f
+        if 0 < len(f) < n_buckets:
+            lam[i, len(f):] = f[-1]
+    return lam
+
+
 def _share(amount: float, weight: Sequence[float], room: Sequence[float]) -> list[float]:
     """``amount`` split in proportion to ``weight``, each share at most its ``room``; what a
     full share cannot take goes to the others (water-filling)."""
@@ -185,7 +202,8 @@ def _share(amount: float, weight: Sequence[float], room: Sequence[float]) -> lis
         for i in full:
             left -= room[i] - out[i]
             out[i] = float(room[i])
-        open_ = [i for i in open_ if i not in full]
+        filled = set(full)
+        open_ = [i for i in open_ if i not in filled]
     return out
 
 

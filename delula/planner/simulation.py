@@ -123,6 +123,7 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
     seen_of: dict[str, dict] = {}                         # key -> the choices
     keys: dict[int, str] = {}                             # id of a trace's choices dict -> key
     choice_attempts = choice_hits = 0
+    memos: list[dict] = [{} for _ in range(n)]           # per recipe, what choices.usable made of its choices
 
     def observe(r: int, t: float, c: dict) -> None:
         key = keys.get(id(c))
@@ -147,8 +148,9 @@ def simulate(trace: Trace, policy: str, *, days_scored: float, warmup_days: floa
             return [None] * count
         seen = observations(r, t)
         if choice_sampler == "marginal":
-            return choice_forms.marginal_forms(schemas[r], seen, count, form_rng)
-        return choice_forms.draw_forms(schemas[r], seen, count, exploration=exploration, rng=form_rng)
+            return choice_forms.marginal_forms(schemas[r], seen, count, form_rng, memo=memos[r])
+        return choice_forms.draw_forms(schemas[r], seen, count, exploration=exploration, rng=form_rng,
+                                       memo=memos[r])
     samples: list[list[float]] = []                     # [hour, stock at it, attempts and hits in the hour before]
     hour_mark = [0, 0]
     next_sample = score_start

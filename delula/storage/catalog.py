@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from .db import insert_unique, is_postgres
+from .db import in_ids, insert_unique, is_postgres
 from .jobs import users_own
 from .models import DEMAND_OUTCOMES, ClaimEvent, Generation, Recipe, RecipeUsage, RecipeUsageOption
 
@@ -48,6 +48,15 @@ def list_recipes(s: Session, *, active_only: bool = True) -> list[Recipe]:
     if active_only:
         q = q.where(Recipe.is_active.is_(True))
     return list(s.scalars(q))
+
+
+def active_recipe_rows(s: Session) -> list:
+    """The active recipes as rows (``id``, ``name``, ``variables``, ``min_backlog``,
+    ``backlog_policy``), by id: what a maintenance pass reads of them, without building an
+    ORM object per recipe."""
+    q = (select(Recipe.id, Recipe.name, Recipe.variables, Recipe.min_backlog, Recipe.backlog_policy)
+         .where(Recipe.is_active.is_(True)).order_by(Recipe.id))
+    return list(s.execute(q))
 
 
 def set_min_backlog(s: Session, recipe_id: int, value: int | None) -> bool:
@@ -107,9 +116,11 @@ def usage_statistics(s: Session, recipe_ids: Iterable[int]) -> dict[int, dict[st
     out: dict[int, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     if not ids:
         return {}
-    q = select(RecipeUsageOption).where(RecipeUsageOption.recipe_id.in_(ids), RecipeUsageOption.count > 0)
-    for row in s.scalars(q):
-        out[row.recipe_id][row.variable_id][decode_value(row.value)] = row.count
+    q = (select(RecipeUsageOption.recipe_id, RecipeUsageOption.variable_id, RecipeUsageOption.value,
+                RecipeUsageOption.count)
+         .where(in_ids(s, RecipeUsageOption.recipe_id, ids), RecipeUsageOption.count > 0))
+    for recipe_id, variable_id, value, count in s.execute(q):
+        out[recipe_id][variable_id][decode_value(value)] = count
     return {k: dict(v) for k, v in out.items()}
 
 
@@ -123,11 +134,11 @@ def recent_choices(s: Session, recipe_ids: Iterable[int], since: datetime, limit
         return {}
     made = (select(Generation.recipe_id.label("recipe_id"), Generation.form_data.label("choices"),
                    Generation.created_at.label("at"), literal(0).label("src"))
-            .where(users_own(), Generation.created_at >= since, Generation.recipe_id.in_(ids))
+            .where(users_own(), Generation.created_at >= since, in_ids(s, Generation.recipe_id, ids))
             .order_by(Generation.created_at.desc()).limit(limit).subquery())
     asked = (select(ClaimEvent.recipe_id.label("recipe_id"), ClaimEvent.choices.label("choices"),
                     ClaimEvent.created_at.label("at"), literal(1).label("src"))
-             .where(ClaimEvent.recipe_id.in_(ids), ClaimEvent.created_at >= since,
+             .where(in_ids(s, ClaimEvent.recipe_id, ids), ClaimEvent.created_at >= since,
                     ClaimEvent.outcome.in_(DEMAND_OUTCOMES), ClaimEvent.choices.is_not(None))
              .order_by(ClaimEvent.created_at.desc()).limit(limit).subquery())
     both = union_all(select(made), select(asked)).subquery()

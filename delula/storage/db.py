@@ -33,6 +33,18 @@ def is_postgres(s: Session) -> bool:
     return s.get_bind().dialect.name == "postgresql"
 
 
+def in_ids(s: Session, column, ids: list[int]):
+    """``column IN ids`` as one array parameter on PostgreSQL (``= ANY(:ids)``: one bind value
+    however many ids, where an expanding ``IN`` binds and renders one parameter per id), a
+    plain ``IN`` on SQLite."""
+    if is_postgres(s):
+        from sqlalchemy import BigInteger, any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+    return column.in_(list(ids))
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached (down, restarting, network). Callers answer 503."""
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import String, and_, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -46,13 +46,74 @@ def add_generation(s: Session, *, user_id: str, recipe_id: int, form_data: dict,
 
 
 def add_generations(s: Session, rows: list[dict], now: datetime) -> int:
-    """Bulk insert of many pending generations in one statement; returns how many."""
+    """Bulk insert of many pending generations in one statement; returns how many.
+
+    On PostgreSQL, rows that all name the same columns go as one ``INSERT … SELECT`` from one
+    JSON document (:func:`_insert_from_json`), in their order: one statement whatever their
+    number, so the statement-level pool trigger runs once (an ``executemany`` ran it per row)."""
     if not rows:
         return 0
     defaults = dict(status=JobStatus.PENDING, attempts=0, poll_count=0, refunded=False, credits_charged=0,
                     created_at=now, updated_at=now)
-    s.execute(insert(Generation), [{**defaults, **row} for row in rows])
+    full = [{**defaults, **row} for row in rows]
+    if not (is_postgres(s) and _insert_from_json(s, full)):
+        s.execute(insert(Generation), full)
     return len(rows)
+
+
+def _json_default(value):
+    """An aware datetime as ISO 8601 (PostgreSQL casts it back) for :func:`_insert_from_json`;
+    ``TypeError`` for anything else JSON does not carry (a naive datetime too: the ORM's
+    statement then refuses it as it always has)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _insert_from_json(s: Session, rows: list[dict]) -> bool:
+    """Insert ``rows`` (ORM attribute names, every row the same ones) as one statement over
+    ``jsonb_array_elements`` of one parameter, in their order; a column whose value is the same
+    in every row is bound once beside it. ``False`` (nothing done) when the rows differ in their
+    keys or hold a value JSON does not carry (the caller then uses the ORM's ``executemany``)."""
+    keys = rows[0].keys()
+    attrs = Generation.__mapper__.column_attrs
+    if any(row.keys() != keys for row in rows) or any(k not in attrs for k in keys):
+        return False
+    first = rows[0]
+    same = [k for k in keys if all(row[k] == first[k] and type(row[k]) is type(first[k]) for row in rows)]
+    varying = [k for k in keys if k not in same]
+    try:
+        doc = json.dumps([[row[k] for k in varying] for row in rows], default=_json_default, allow_nan=False)
+        params = {f"c{j}": json.dumps(first[k], default=_json_default, allow_nan=False) for j, k in enumerate(same)}
+    except (TypeError, ValueError):
+        return False
+    dialect = s.get_bind().dialect
+    names, picks = [], []
+    for j, k in enumerate(same):
+        names.append(attrs[k].columns[0])
+        picks.append(_pick(f"CAST(:c{j} AS jsonb)", attrs[k].columns[0], dialect))
+    for i, k in enumerate(varying):
+        names.append(attrs[k].columns[0])
+        picks.append(_pick(f"r.v -> {i}", attrs[k].columns[0], dialect))
+    quoted = ", ".join(dialect.identifier_preparer.quote(c.name) for c in names)
+    s.execute(text(f"INSERT INTO generations ({quoted}) SELECT {', '.join(picks)} "
+                   "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n) ORDER BY r.n"),
+              {"rows": doc, **params})
+    return True
+
+
+def _pick(element: str, column, dialect) -> str:
+    """A JSON ``element`` (an SQL expression of type jsonb) as ``column``'s value: a JSON column
+    takes it as it is (JSON null for None, as the ORM stores it); a string its text, which the
+    insert's own assignment checks against the column's length as a bound value would be (an
+    explicit cast to ``varchar(n)`` would cut it short); any other its text cast to the
+    column's type (SQL NULL for None)."""
+    impl = column.type.dialect_impl(dialect)
+    if isinstance(impl, JSONB):
+        return element
+    if isinstance(impl, String):
+        return f"({element}) #>> '{{}}'"
+    return f"CAST(({element}) #>> '{{}}' AS {column.type.compile(dialect)})"
 
 
 def get_generation(s: Session, generation_id: int) -> Generation | None:
