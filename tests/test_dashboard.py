@@ -716,3 +716,25 @@ def test_migration_0019_merges_whole_seconds_into_buckets_and_goes_back(db_url, 
         assert s.execute(text("SELECT count(*) FROM stat_counts")).scalar() == 5
     storage.upgrade(rt.store)
     assert storage.current_revision(rt.store) == head
+
+
+def test_the_maintenance_tables_show_a_page_of_recipes_at_a_time(seeded, dash_app, pages):
+    """Hundreds of recipes are not built as thousands of components: the minimums and the
+    recipes tables show :data:`PAGE_ROWS` at a time, with page links once there is more than one page."""
+    m = pages.maintenance
+    for i in range(m.PAGE_ROWS + 5):
+        recipes.create_recipe(seeded, name=f"Paged {i:02d}", credit_cost=1)
+    everything = backlog.status(seeded)
+    assert len(everything) > m.PAGE_ROWS
+    assert m.page_of(list(range(30)), 9) == (list(range(25, 30)), 2, 2)
+    assert m.page_of([], None) == ([], 1, 1)
+    with signed_in(dash_app, "admin"):
+        table, _, pages_n, page, cls = m.refresh_minimums(0, 1)
+        assert (pages_n, page) == (-(-len(everything) // m.PAGE_ROWS), 1) and "d-none" not in cls
+        assert len(table.children[1].children) == m.PAGE_ROWS
+        second, *_ = m.refresh_minimums(0, 2)
+        shown = _text(second)
+        assert everything[m.PAGE_ROWS]["name"] in shown and everything[0]["name"] not in shown
+        active, active_pages, _, _ = m.refresh_active(0, 2)
+        assert active_pages == 2 and len(active.children[1].children) == len(recipes.list_recipes(
+            seeded, active_only=False)) - m.PAGE_ROWS
