@@ -41,12 +41,14 @@ def with_database(url: str, name: str) -> str:
 
 
 @contextmanager
-def throwaway_database(server_url: str, name: str, *, keep: bool = False):
-    """Create database ``name`` (dropping an old one), yield its SQLAlchemy URL, drop it after."""
+def throwaway_database(server_url: str, name: str, *, keep: bool = False, reuse: bool = False):
+    """Create database ``name`` (dropping an old one), yield its SQLAlchemy URL, drop it after.
+    ``reuse``: the database is there (an earlier run's ``keep``); use it as it is."""
     admin = libpq_url(server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    if not reuse:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = with_database(server_url, name).replace("postgresql://", "postgresql+psycopg://", 1)
     try:
         yield url

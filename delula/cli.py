@@ -44,7 +44,9 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 def format_status(data: dict) -> str:
     """Human text of ``queue_status.status`` for ``queue status``."""
     counts = data["counts"]
-    lines = ["jobs:      " + "  ".join(f"{k} {v}" for k, v in counts.items()) + "  (finished: last 24 h)",
+    above = data.get("countsAbove") or {}
+    lines = ["jobs:      " + "  ".join(f"{k} {v}{'+' if k in above else ''}" for k, v in counts.items())
+             + "  (finished: last 24 h)",
              f"slots:     {data['slots']['inUse']} of {data['slots']['max']} in use"]
     oldest = data["oldestPending"]
     lines.append("oldest:    " + ("no pending job" if oldest is None else

@@ -11,7 +11,8 @@ dashboards costs the database one snapshot per few seconds.
 
 The day and the week read ``stat_counts``, which :func:`roll_up` (a job of ``schedule``) fills
 for every closed hour, and the raw tables only for the hours since: their totals start at the hour
-holding the range's start, and their processing-time percentiles are known to the second.
+holding the range's start, and their processing-time percentiles are read from duration buckets
+(to the second below 16 s, within 12 % above; ``dashboard.DURATION_EDGES``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ HIT_RATE_DAY = timedelta(days=1)       # the hit-rate chart: per hour over the l
 HIT_RATE_TOP = 4                       # recipes drawn beside the total (the most attempted of the day)
 # Processing-time histogram edges in seconds; the last bin holds everything above.
 PROCESSING_EDGES = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 480)
+assert set(PROCESSING_EDGES) <= set(dashboard.DURATION_EDGES)   # the rolled-up histogram bins exactly
 FAILED_CLAIM_OUTCOMES = ("no_backlog", "race", "insufficient_credits", "rate_limited", "invalid")
 
 
@@ -270,29 +272,35 @@ def _counts(s, start: datetime, totals_from: datetime, width: int, recipe_id: in
 
 def _from_counts(series: list, totals: list, edges: list[float]):
     """The range's claim, normal and failure series, its completed, failed and rejected totals, the
-    histogram and percentiles of processing times. Histogram bins have whole-second edges, so
-    whole seconds bin exactly; percentiles are placed within their second."""
+    histogram and percentiles of processing times. Completions are counted per duration bucket
+    (``dashboard.DURATION_EDGES``), whose edges include the histogram's, so the histogram is
+    exact; percentiles are placed within their bucket (within their second below 16 s, within
+    12 % above: see ``DURATION_EDGES``)."""
     claims = [(bucket, key, n) for bucket, metric, key, n in series if metric == "claim"]
     normal = [(bucket, n) for bucket, metric, _, n in series if metric == "normal"]
     failures = [(bucket, key, n) for bucket, metric, key, n in series if metric == "failed"]
     finished = {"completed": 0, "failed": 0, "rejected": 0}
-    seconds: dict[int, int] = {}
+    durations: dict[tuple[int, int | None], int] = {}
     for metric, key, n in totals:
         finished["rejected" if metric == "failed" and key == dashboard.REJECTED_KEY else metric] += n
-        if metric == "completed" and key != "-":
-            seconds[int(key)] = seconds.get(int(key), 0) + n
+        bounds = dashboard.duration_bounds(key) if metric == "completed" else None
+        if bounds is not None:
+            durations[bounds] = durations.get(bounds, 0) + n
     histogram: dict[int, int] = {}
-    for sec, n in seconds.items():
-        i = bisect.bisect_right(edges, sec) - 1   # the bin whose lower edge is the last <= sec
+    for (low, _), n in durations.items():
+        i = bisect.bisect_right(edges, low) - 1   # the bin whose lower edge is the last <= the bucket's
         if i >= 0:
             histogram[i] = histogram.get(i, 0) + n
-    n_processed, percentiles = _percentiles_of_seconds(seconds, (0.5, 0.95))
+    n_processed, percentiles = _percentiles_of_buckets(durations, (0.5, 0.95))
     return claims, normal, failures, finished, histogram, n_processed, percentiles
 
 
-def _percentiles_of_seconds(counts: dict[int, int], fractions) -> tuple[int, list[float | None]]:
-    """Percentiles (ranked like ``percentile_cont``) of durations known to the whole second,
-    each placed evenly within its second."""
+def _percentiles_of_buckets(counts: dict[tuple[int, int | None], int], fractions) -> tuple[int, list[float | None]]:
+    """Percentiles (ranked like ``percentile_cont``) of durations known to their bucket
+    ``(lower, upper)`` seconds, each bucket's durations placed evenly within it (the open last
+    bucket's at its lower edge). The value returned lies in the bucket of the duration at rank
+    ``⌊f·(n-1)⌋``, so it is within one bucket's width of it (12 % from 16 s up, a second below);
+    ``percentile_cont`` lies between that duration and the next."""
     n = sum(counts.values())
     if n == 0:
         return 0, [None for _ in fractions]
@@ -300,9 +308,10 @@ def _percentiles_of_seconds(counts: dict[int, int], fractions) -> tuple[int, lis
     out = []
     for f in fractions:
         rank, seen = f * (n - 1), 0
-        for sec, c in ordered:
+        for (low, high), c in ordered:
             if rank < seen + c:
-                out.append(sec + (rank - seen + 0.5) / c)
+                within = min(1.0, (rank - seen + 0.5) / c)
+                out.append(low + (high - low) * within if high is not None else float(low))
                 break
             seen += c
     return n, out

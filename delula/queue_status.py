@@ -18,26 +18,29 @@ from .storage import stats as store_stats
 STATS_TTL_S = 10.0         # GET /api/queue/stats is cached at most this long (SPEC: <= 30 s)
 NEXT_POLLS_SHOWN = 5
 FINISHED_COUNT_WINDOW = timedelta(hours=24)   # status counts: finished jobs of the last day only
+FINISHED_COUNT_CAP = 10_000                   # ... and up to this many (``countsAbove``: statuses past it)
 
 
 def status(rt) -> dict:
     """The queue at a glance (``queue status --json``)::
 
-        {"counts": {status: n}, "countsSince", "oldestPending": {"id", "recipeId", "ageSeconds", "createdAt"} | None,
+        {"counts": {status: n}, "countsAbove": {status: cap}, "countsSince", "oldestPending": {"id", "recipeId", "ageSeconds", "createdAt"} | None,
          "slots": {"inUse", "max"}, "nextPolls": [{"id", "recipeId", "recipe", "at", "inSeconds", "pollCount",
          "attempts"}], "claimable": {"total", "byRecipe": {recipe_id: n}}, "at"}
     """
     now = rt.now()
     since = now - FINISHED_COUNT_WINDOW
     with rt.store.begin() as s:
-        counts = jobs.count_by_status(s, finished_since=since)
+        counts = jobs.count_by_status(s, finished_since=since, cap=FINISHED_COUNT_CAP)
         oldest = jobs.oldest_pending(s)
         polls = jobs.next_polls(s, NEXT_POLLS_SHOWN)
         backlog = store_stats.backlog_counts(s)
         paused = pauses.read(s)
     claimable = {str(rid): c["completed"] for rid, c in sorted(backlog.items()) if c["completed"]}
+    above = sorted(st for st, n in counts.items() if st not in JobStatus.LIVE and n > FINISHED_COUNT_CAP)
     return {
-        "counts": counts,
+        "counts": {st: min(n, FINISHED_COUNT_CAP) if st in above else n for st, n in counts.items()},
+        "countsAbove": {st: FINISHED_COUNT_CAP for st in above},
         "countsSince": isoformat(since),
         "oldestPending": None if oldest is None else {
             "id": oldest.id, "recipeId": oldest.recipe_id, "createdAt": isoformat(oldest.created_at),

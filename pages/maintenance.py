@@ -33,6 +33,22 @@ dash.register_page(__name__, path="/maintenance", name="Maintenance", title="Mai
 
 REFRESH_MS = 10_000
 RECENT_RUNS = 15
+#: rows per page of the minimums and recipes tables: 200 recipes built as one table were about
+#: 3,000 components and 380 KB per refresh (``bench/dashboard.py``)
+PAGE_ROWS = 25
+
+
+def page_of(rows: list, page: int | None) -> tuple[list, int, int]:
+    """``(the rows of page ``page`` (1-based, clamped), the page shown, how many pages)``."""
+    pages = max(1, -(-len(rows) // PAGE_ROWS))
+    page = min(max(1, int(page or 1)), pages)
+    return rows[(page - 1) * PAGE_ROWS:page * PAGE_ROWS], page, pages
+
+
+def _pager(pager_id: str):
+    """The page links under a paged table (hidden while everything fits on one page)."""
+    return dbc.Pagination(id=pager_id, max_value=1, active_page=1, fully_expanded=False, size="sm",
+                          first_last=True, previous_next=True, className="px-3 pt-2 mb-2 d-none")
 MAINTENANCE_JOB = "backlog-maintenance"
 
 
@@ -321,9 +337,10 @@ def layout(**_query):
         _card("Backlog minimums", "the policy in force sets each target from the minimum, the instant attempts "
                                   "per minute (hits and misses, last hour) against their forecast, and the lead time",
               [html.Div(id="mt-policy-line"), html.Div(id="mt-min-feedback", className="px-3 pt-3"),
-               html.Div(id="mt-minimums")]),
+               html.Div(id="mt-minimums"), _pager("mt-min-pages")]),
         _card("Recipes", "inactive: not offered, not claimable, not refilled; its pool is kept",
-              [html.Div(id="mt-active-feedback", className="px-3 pt-3"), html.Div(id="mt-active")]),
+              [html.Div(id="mt-active-feedback", className="px-3 pt-3"), html.Div(id="mt-active"),
+               _pager("mt-active-pages")]),
         _card("Recent runs", f"the last {RECENT_RUNS}, newest first", html.Div(id="mt-runs")),
     ], id="maintenance-page")
 
@@ -377,14 +394,23 @@ def pause_or_resume(_clicks, _go, picked, version):
             (version or 0) + 1)
 
 
-@callback(Output("mt-minimums", "children"), Output("mt-policy-line", "children"), Input("mt-version", "data"))
-def refresh_minimums(_version):
+def _pager_props(page: int, pages: int) -> tuple[int, int, str]:
+    return pages, page, "px-3 pt-2 mb-2" + ("" if pages > 1 else " d-none")
+
+
+@callback(Output("mt-minimums", "children"), Output("mt-policy-line", "children"),
+          Output("mt-min-pages", "max_value"), Output("mt-min-pages", "active_page"),
+          Output("mt-min-pages", "className"),
+          Input("mt-version", "data"), Input("mt-min-pages", "active_page"))
+def refresh_minimums(_version, page=1):
+    """One page of :data:`PAGE_ROWS` recipes (in ``backlog.status`` order)."""
     rt = runtime.current()
     user = access.current_user()
     overrides = {r.id: r.min_backlog for r in recipes.list_recipes(rt)}
-    return (minimums_table(backlog.status(rt), overrides, rt.settings.min_backlog,
+    rows, page, pages = page_of(backlog.status(rt), page)
+    return (minimums_table(rows, overrides, rt.settings.min_backlog,
                            editable=user is not None and user.is_ops),
-            policy_line(backlog.policy_in_force(rt)))
+            policy_line(backlog.policy_in_force(rt)), *_pager_props(page, pages))
 
 
 @callback(Output("mt-run-result", "children"), Output("mt-version", "data", allow_duplicate=True),
@@ -425,11 +451,14 @@ def save_minimum(_saves, _resets, values, version):
             (version or 0) + 1)
 
 
-@callback(Output("mt-active", "children"), Input("mt-version", "data"))
-def refresh_active(_version):
+@callback(Output("mt-active", "children"), Output("mt-active-pages", "max_value"),
+          Output("mt-active-pages", "active_page"), Output("mt-active-pages", "className"),
+          Input("mt-version", "data"), Input("mt-active-pages", "active_page"))
+def refresh_active(_version, page=1):
+    """One page of :data:`PAGE_ROWS` recipes, active and inactive."""
     user = access.current_user()
-    return active_table(recipes.list_recipes(runtime.current(), active_only=False),
-                        editable=user is not None and user.is_ops)
+    rows, page, pages = page_of(recipes.list_recipes(runtime.current(), active_only=False), page)
+    return active_table(rows, editable=user is not None and user.is_ops), *_pager_props(page, pages)
 
 
 @callback(Output("mt-active-feedback", "children"), Output("mt-version", "data", allow_duplicate=True),

@@ -233,7 +233,8 @@ def count_tiles(summary: dict) -> html.Div:
     tiles = dbc.Row([
         dbc.Col(dcc.Link(dbc.Card(dbc.CardBody([
             html.Div(status.capitalize(), className="text-body-secondary small text-uppercase fw-semibold"),
-            html.Div(f"{counts[status]:,}", className="queue-count-value", id=f"queue-count-{status}"),
+            html.Div(f"{counts[status]:,}" + ("+" if status in (summary.get("countsAbove") or {}) else ""),
+                     className="queue-count-value", id=f"queue-count-{status}"),
             html.Div(STATUS_HINTS[status], className="small text-body-secondary"),
         ]), className=f"queue-count queue-count-{status} shadow-sm h-100"),
             href=f"/queue?status={status}", className="text-decoration-none text-reset"), xs=6, md=4, xl=True)

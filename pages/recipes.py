@@ -32,6 +32,7 @@ dash.register_page(__name__, path="/recipes", name="Recipes", title="Recipes · 
 INSTANT_LOCK_S = 10   # the Instant buttons stay disabled this long after a click (SPEC §8)
 TOP_UP_CREDITS = 10   # per click; DELULA_TOPUP_MAX bounds any one top-up
 REFRESH_MS = 5000     # badges and credits follow claims made elsewhere (API, other tabs)
+CARDS_PER_PAGE = 24   # 200 cards in one layout were 400 KB to open; pages via ?page=N
 ACTING_AS_SHOWN = 50  # test users offered at once: the first by name, or those matching the search
 READY_SHOWN = 20      # the Generate form counts ready items with its choices up to this many
 IMAGE_EXTENSIONS = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -268,6 +269,30 @@ def recipe_card(recipe: dict):
     ], className="h-100 shadow-sm recipes-card", id=f"recipe-card-{rid}")
 
 
+def card_page(active: list, page) -> tuple[list, int, int]:
+    """``(the cards of page ``page`` (1-based, clamped; anything else is page 1), the page, how
+    many pages)`` of :data:`CARDS_PER_PAGE` cards."""
+    pages = max(1, -(-len(active) // CARDS_PER_PAGE))
+    try:
+        page = min(max(1, int(page or 1)), pages)
+    except (TypeError, ValueError):
+        page = 1
+    return active[(page - 1) * CARDS_PER_PAGE:page * CARDS_PER_PAGE], page, pages
+
+
+def card_pager(page: int, pages: int, total: int):
+    """Links to every page of cards (``/recipes?page=N``); nothing when one page holds them all."""
+    if pages <= 1:
+        return None
+    first = (page - 1) * CARDS_PER_PAGE + 1
+    links = [dcc.Link(str(n), href=f"/recipes?page={n}", id={"type": "recipes-page", "page": n},
+                      className="btn btn-sm " + ("btn-primary" if n == page else "btn-outline-secondary"))
+             for n in range(1, pages + 1)]
+    return html.Div([html.Span(f"Recipes {first}-{min(total, first + CARDS_PER_PAGE - 1)} of {total}",
+                               className="text-body-secondary small me-2"), *links],
+                    className="d-flex flex-wrap align-items-center gap-1 mt-4", id="recipes-pages")
+
+
 def _acting_as(users, signed_in) -> list:
     """The "acting as" bar; always rendered (its ids feed the callbacks), disabled without users.
     The selector searches the test users by name on the server (there may be thousands)."""
@@ -342,7 +367,9 @@ def layout(**_query):
     active = recipe_domain.list_with_availability(rt)
     users = auth.test_users(rt, limit=ACTING_AS_SHOWN)
     if active:
-        cards = dbc.Row([dbc.Col(recipe_card(r), xs=12, md=6, xl=4) for r in active], className="g-4")
+        shown, page, pages = card_page(active, _query.get("page"))
+        cards = html.Div([dbc.Row([dbc.Col(recipe_card(r), xs=12, md=6, xl=4) for r in shown], className="g-4"),
+                          card_pager(page, pages, len(active))])
     else:
         cards = empty_state("No active recipes",
                             "Create one with: python -m delula recipes create --name … --credit-cost 2",

@@ -159,9 +159,15 @@ def test_dashboard_explains_every_statement(pg_admin):
     name = f"delula_t{os.getpid()}_bench_dash"
     out = _run("dashboard", "--database-url", pg_admin, "--db-name", name, "--generations", "20000",
                "--events", "5000", "--recipes", "5", "--users", "20", "--repeat", "1")
-    assert set(out["pagesMs"]) == {"overview-1h", "overview-24h", "overview-7d", "recipes", "queue", "maintenance"}
-    assert out["statementsExplained"] > 0
-    assert isinstance(out["seqScansOfGenerations"], list)  # tiny tables: a seq scan may be right here
+    assert {"overview-1h", "overview-24h", "overview-7d", "recipes", "queue", "maintenance-minimums",
+            "open /", "open /recipes", "open /queue", "open /maintenance"} <= set(out["requestsMs"])
+    assert out["failedRequests"] == []          # every callback answered, signed in
+    assert all(r["bytes"] > 0 and r["p95"] >= r["p50"] > 0 for r in out["requestsMs"].values())
+    assert out["rows"]["generations"] == 20000 and out["rows"]["claim_events"] == 5000
+    assert out["rollUp"]["hours"] >= 168 and out["rollUp"]["rows"] == out["rows"]["stat_counts"]
+    assert out["statementsExplained"] > 0 and out["indexesUsed"]
+    # tiny tables: a seq scan may be right here
+    assert isinstance(out["seqScansOfGenerations"], list) and isinstance(out["seqScansOfStatCounts"], list)
     assert not _exists(pg_admin, name)
 
 

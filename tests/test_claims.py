@@ -511,7 +511,7 @@ def test_parallel_claims_of_one_recipe_count_every_use_in_few_rows(pg_rt):
 
 
 def test_migration_0020_goes_down_and_up(rt):
-    """Down to 0018: the usage rows fold into recipes.usage_count and the claim function is
+    """Down to 0019: the usage rows fold into recipes.usage_count and the claim function is
     version 7 again (PostgreSQL); up again: version 8, and usage goes on from the folded count."""
     from delula import storage
     from tests.test_freshness import _migrate_down
@@ -522,7 +522,7 @@ def test_migration_0020_goes_down_and_up(rt):
     assert [claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id).ok for _ in range(2)] == [True, True]
     head = storage.current_revision(rt.store)
 
-    _migrate_down(rt.store, "0018")
+    _migrate_down(rt.store, "0019")
     with rt.store.begin() as s:
         assert s.execute(text("SELECT usage_count FROM recipes WHERE id = :r"), {"r": recipe.id}).scalar() == 2
         if rt.store.is_postgres:

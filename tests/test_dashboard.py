@@ -608,7 +608,9 @@ def test_a_rolled_up_range_matches_the_raw_tables(db_url, make_runtime, range_ke
         sorted(claims), sorted(normal), sorted(failures), (finished["completed"], finished["failed"]),
         histogram, n)
     assert rolled[6] == raw_only[6]
-    assert rolled[6][0] == pytest.approx(p50, abs=1.0) and rolled[6][1] == pytest.approx(p95, abs=1.0)
+    # percentiles from duration buckets: within the bucket's width (12 % from 16 s up, a second below)
+    assert rolled[6][0] == pytest.approx(p50, rel=0.12, abs=1.0)
+    assert rolled[6][1] == pytest.approx(p95, rel=0.12, abs=1.0)
     assert n > (100 if range_key == "7d" else 5) and len(claims) > (50 if range_key == "7d" else 5)
 
 
@@ -648,3 +650,91 @@ def test_the_roll_up_waits_for_closed_hours_and_never_counts_twice(db_url, make_
         rows = {(r.at.hour, r.recipe_id, r.metric, r.key): r.n for r in s.query(StatCount)}
     assert rows == {(11, recipe.id, "claim", "claimed"): 1, (11, 0, "claim", "claimed"): 1,
                     (12, recipe.id, "claim", "claimed"): 1, (12, 0, "claim", "claimed"): 1}
+
+
+# --- completions by duration bucket (migration 0019) --------------------------------------------------
+
+def test_duration_buckets_bound_the_rows_and_the_percentiles_error():
+    """The buckets hold the histogram's edges, are whole seconds below 16 s and at most 1.118×
+    wide above; a percentile read from them stays within 12 % (or a second) of the duration at
+    its rank for times spread like real jobs (seconds to minutes), and a whole-second bucket
+    reads as before."""
+    import random
+
+    from delula.storage import dashboard
+
+    edges = dashboard.DURATION_EDGES
+    assert set(overview.PROCESSING_EDGES) <= set(edges) and len(edges) == 117
+    assert list(edges[:17]) == list(range(17))
+    assert max(b / a for a, b in zip(edges, edges[1:]) if a >= 16) < 1.118
+    rng = random.Random(3)
+    for _ in range(20):
+        times = [min(3000.0, rng.lognormvariate(4.0, 0.9)) for _ in range(rng.randrange(1, 400))]
+        counts: dict = {}
+        for t in times:
+            key = dashboard.duration_key(__import__("bisect").bisect_right(edges, int(t)) - 1)
+            bounds = dashboard.duration_bounds(key)
+            counts[bounds] = counts.get(bounds, 0) + 1
+        n, (p50, p95) = overview._percentiles_of_buckets(counts, (0.5, 0.95))
+        assert n == len(times)
+        for got, f in ((p50, 0.5), (p95, 0.95)):
+            at_rank = sorted(times)[int(f * (len(times) - 1))]
+            assert got == pytest.approx(at_rank, rel=0.12, abs=1.0)
+    assert overview._percentiles_of_buckets({(7, 8): 2}, (0.5,)) == (2, [7.5])
+    assert dashboard.duration_bounds("-") is None and dashboard.duration_bounds("84990") == (84990, None)
+    assert dashboard.duration_bounds("18") == (18, 19)          # a whole second off the grid: its bucket
+
+
+def test_migration_0019_merges_whole_seconds_into_buckets_and_goes_back(db_url, make_runtime):
+    from sqlalchemy import inspect, text
+
+    from delula import storage
+    from delula.storage.models import StatCount
+    from tests.test_storage import _downgrade
+
+    rt = make_runtime(db_url)
+    head = storage.current_revision(rt.store)
+    _downgrade(rt.store, "0018")
+    at = datetime(2026, 3, 10, 11, tzinfo=timezone.utc)
+    old = {"3": 2, "17": 1, "18": 4, "100": 1, "107": 2, "-": 3}
+    with rt.store.begin() as s:
+        assert "ix_stat_counts_recipe_metric_at" not in {i["name"] for i in inspect(s.connection()).get_indexes("stat_counts")}
+        s.execute(StatCount.__table__.insert(), [{"at": at, "recipe_id": 0, "metric": "completed", "key": k, "n": n}
+                                                 for k, n in old.items()]
+                  + [{"at": at, "recipe_id": 0, "metric": "claim", "key": "claimed", "n": 9}])
+    storage.upgrade(rt.store)
+    assert storage.current_revision(rt.store) == head
+    with rt.store.begin() as s:
+        rows = {(r.metric, r.key): r.n for r in s.query(StatCount)}
+        indexes = {i["name"] for i in inspect(s.connection()).get_indexes("stat_counts")}
+    assert rows == {("completed", "3"): 2, ("completed", "17"): 5, ("completed", "99"): 3, ("completed", "-"): 3,
+                    ("claim", "claimed"): 9}
+    assert "ix_stat_counts_recipe_metric_at" in indexes
+    _downgrade(rt.store, "0018")
+    with rt.store.begin() as s:
+        assert "ix_stat_counts_recipe_metric_at" not in {i["name"] for i in inspect(s.connection()).get_indexes("stat_counts")}
+        assert s.execute(text("SELECT count(*) FROM stat_counts")).scalar() == 5
+    storage.upgrade(rt.store)
+    assert storage.current_revision(rt.store) == head
+
+
+def test_the_maintenance_tables_show_a_page_of_recipes_at_a_time(seeded, dash_app, pages):
+    """Hundreds of recipes are not built as thousands of components: the minimums and the
+    recipes tables show :data:`PAGE_ROWS` at a time, with page links once there is more than one page."""
+    m = pages.maintenance
+    for i in range(m.PAGE_ROWS + 5):
+        recipes.create_recipe(seeded, name=f"Paged {i:02d}", credit_cost=1)
+    everything = backlog.status(seeded)
+    assert len(everything) > m.PAGE_ROWS
+    assert m.page_of(list(range(30)), 9) == (list(range(25, 30)), 2, 2)
+    assert m.page_of([], None) == ([], 1, 1)
+    with signed_in(dash_app, "admin"):
+        table, _, pages_n, page, cls = m.refresh_minimums(0, 1)
+        assert (pages_n, page) == (-(-len(everything) // m.PAGE_ROWS), 1) and "d-none" not in cls
+        assert len(table.children[1].children) == m.PAGE_ROWS
+        second, *_ = m.refresh_minimums(0, 2)
+        shown = _text(second)
+        assert everything[m.PAGE_ROWS]["name"] in shown and everything[0]["name"] not in shown
+        active, active_pages, _, _ = m.refresh_active(0, 2)
+        assert active_pages == 2 and len(active.children[1].children) == len(recipes.list_recipes(
+            seeded, active_only=False)) - m.PAGE_ROWS

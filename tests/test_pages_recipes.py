@@ -626,3 +626,17 @@ def test_the_generate_forms_choices_are_its_values_defaults_included_text_left_o
     assert recipes_page.chosen(variables, {"animal": "", "speed": 9.0, "loud": True}) == {"loud": True}
     assert recipes_page.ready_text(2) == "2 ready with these choices —"
     assert recipes_page.ready_text(recipes_page.READY_SHOWN).startswith(f"{recipes_page.READY_SHOWN}+ ready")
+
+
+def test_the_cards_come_a_page_at_a_time():
+    """Hundreds of recipes open as one page of cards and links to the others (``?page=N``)."""
+    from pages import recipes as page
+
+    active = [{"id": i} for i in range(1, 60)]
+    shown, at, pages = page.card_page(active, "2")
+    assert (at, pages) == (2, 3) and [r["id"] for r in shown] == list(range(25, 49))
+    assert page.card_page(active, "junk")[1] == 1 and page.card_page(active, 99)[1] == 3
+    assert page.card_page(active[:5], None) == (active[:5], 1, 1) and page.card_pager(1, 1, 5) is None
+    pager = page.card_pager(3, 3, 59)
+    assert "Recipes 49-59 of 59" in pager.children[0].children
+    assert [link.href for link in pager.children[1:]] == ["/recipes?page=1", "/recipes?page=2", "/recipes?page=3"]

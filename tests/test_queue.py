@@ -612,6 +612,24 @@ def test_status_counts_finished_jobs_of_the_last_day_only(queue_rt, clock):
     assert data["countsSince"] == generations.isoformat(rt.now() - queue_status.FINISHED_COUNT_WINDOW)
 
 
+def test_status_counts_finished_jobs_up_to_a_cap(queue_rt, clock, monkeypatch):
+    """A day of finished jobs is counted up to ``FINISHED_COUNT_CAP`` index entries only: past it
+    the count is the cap and ``countsAbove`` names the status (the page and the CLI add "+")."""
+    rt, fake = queue_rt()
+    recipe = _recipe(rt, name="Many")
+    for _ in range(3):
+        job = _backlog_job(rt, recipe.id)
+        with rt.store.begin() as s:
+            jobs.cancel_job(s, job, error="cancelled by an operator", now=rt.now())
+    monkeypatch.setattr(queue_status, "FINISHED_COUNT_CAP", 2)
+    data = queue_status.status(rt)
+    assert data["counts"]["cancelled"] == 2 and data["countsAbove"] == {"cancelled": 2}
+    assert "cancelled 2+" in cli.format_status(data)
+    monkeypatch.setattr(queue_status, "FINISHED_COUNT_CAP", 3)
+    data = queue_status.status(rt)
+    assert data["counts"]["cancelled"] == 3 and data["countsAbove"] == {}
+
+
 def test_stats_keys_values_and_cache(queue_rt, clock):
     rt, fake = queue_rt(max_concurrent_jobs=10, max_attempts=1)
     recipe = _recipe(rt)

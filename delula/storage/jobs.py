@@ -463,15 +463,21 @@ def _as_utc(value) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def count_by_status(s: Session, finished_since: datetime) -> dict[str, int]:
+def count_by_status(s: Session, finished_since: datetime, cap: int | None = None) -> dict[str, int]:
     """Jobs per status: pending and processing all (their partial indexes are small), the
     finished statuses only those that ended since ``finished_since`` (a bounded range of the
-    ``(status, updated_at)`` index) — never a count over the whole table."""
+    ``(status, updated_at)`` index) — never a count over the whole table. With ``cap``, a
+    finished status is counted up to ``cap + 1`` index entries only (a day of completions
+    was 285,000 at 2 M jobs a week): a count above ``cap`` means "more than ``cap``"."""
     out = {st: 0 for st in JobStatus}
     for st in JobStatus:
-        q = select(func.count()).select_from(Generation).where(Generation.status == st)
-        if st not in JobStatus.LIVE:
-            q = q.where(Generation.updated_at >= finished_since)
+        if st in JobStatus.LIVE:
+            q = select(func.count()).select_from(Generation).where(Generation.status == st)
+        else:
+            ended = select(Generation.id).where(Generation.status == st, Generation.updated_at >= finished_since)
+            if cap is not None:
+                ended = ended.limit(cap + 1)
+            q = select(func.count()).select_from(ended.subquery())
         out[st] = s.scalar(q) or 0
     return out
 

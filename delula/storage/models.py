@@ -357,12 +357,18 @@ class StatCount(Base):
     a day or a week on the overview reads thousands of rows instead of millions.
 
     ``metric``/``key``: ``claim``/outcome, ``failed``/``backlog`` or ``user``, ``normal``/``""``
-    (a user's own job created) per quarter hour starting ``at``; ``completed``/whole seconds
-    from start to completion (``-`` without a start) per hour. ``recipe_id`` 0 holds the sum
-    over every recipe, -1 the claims of no recipe.
+    (a user's own job created) per quarter hour starting ``at``; ``completed``/the lower edge,
+    in whole seconds, of the processing-time bucket (``dashboard.DURATION_EDGES``, migration
+    0019; ``-`` without a start) per hour. ``recipe_id`` 0 holds the sum over every recipe, -1
+    the claims of no recipe. The overview reads one recipe's (or the sums') rows of a metric
+    over a time range through ``ix_stat_counts_recipe_metric_at`` (an index-only scan on
+    PostgreSQL); the primary key, led by ``at``, serves the roll-up's pruning.
     """
 
     __tablename__ = "stat_counts"
+    __table_args__ = (
+        Index("ix_stat_counts_recipe_metric_at", "recipe_id", "metric", "at", postgresql_include=["key", "n"]),
+    )
 
     at: Mapped[datetime] = mapped_column(primary_key=True)
     recipe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

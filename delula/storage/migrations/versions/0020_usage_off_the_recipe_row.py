@@ -1,7 +1,7 @@
 """claims on one recipe no longer queue on its row: usage in recipe_usage, the head moved when free
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-07
 
 The claim function's version 7 ended every claim with an update of the recipe's row (its usage
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0020'
-down_revision = '0018'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
