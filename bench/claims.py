@@ -697,22 +697,15 @@ AMPLIFICATION_STEPS = (
 )
 
 
-def generation_indexes(url: str) -> list[str]:
-    """The secondary indexes on ``generations`` but the pool's, largest first."""
+def secondary_indexes(url: str, tables: tuple[str, ...]) -> list[str]:
+    """The indexes on ``tables`` but their primary keys and the pool's, largest first."""
     with common.psycopg.connect(common.libpq_url(url), autocommit=True) as conn:
         return [r[0] for r in conn.execute(
             """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                WHERE i.indrelid = 'generations'::regclass AND NOT i.indisprimary
+                WHERE i.indrelid = ANY (%s::regclass[]) AND NOT i.indisprimary
                   AND c.relname <> 'ix_generations_pool'
-                ORDER BY pg_relation_size(c.oid) DESC, c.relname""")]
-
-
-def ledger_and_event_indexes(url: str) -> list[str]:
-    with common.psycopg.connect(common.libpq_url(url), autocommit=True) as conn:
-        return [r[0] for r in conn.execute(
-            """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                WHERE i.indrelid IN ('claim_events'::regclass, 'credit_transactions'::regclass)
-                  AND NOT i.indisprimary ORDER BY c.relname""")]
+                ORDER BY array_position(%s::regclass[], i.indrelid::regclass), pg_relation_size(c.oid) DESC,
+                         c.relname""", (list(tables), list(tables)))]
 
 
 # one connection's claims, timed by its server process's CPU (steadier than a rate on a busy
@@ -740,8 +733,8 @@ def backend_cpu_per_call(url: str, args, calls: int = SERIAL_CALLS) -> float:
 
 def amplification(url: str, args) -> list[dict]:
     steps = [*AMPLIFICATION_STEPS,
-             *((f"index {name}", f"DROP INDEX {name}") for name in generation_indexes(url)),
-             *((f"index {name}", f"DROP INDEX {name}") for name in ledger_and_event_indexes(url))]
+             *((f"index {name}", f"DROP INDEX {name}")
+               for name in secondary_indexes(url, ("generations", "claim_events", "credit_transactions")))]
     rows = []
     for label, statement in steps:
         if statement:
