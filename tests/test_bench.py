@@ -127,7 +127,8 @@ def test_claims_amplification_takes_one_index_key_or_trigger_away_after_another(
     steps = [s["without"] for s in out["steps"]]
     assert steps[0] == "as migrated" and "trigger generations_pool_arrived" in steps
     assert "index ix_generations_created_at" in steps and "index ix_generations_pool" not in steps
-    assert all(s["callsPerSecond"] > 0 and s["serverCpuUsPerCall"] is not None for s in out["steps"])
+    assert all(s["callsPerSecond"] > 0 and s["serverCpuUsPerCall"] is not None and s["poolLeft"] > 0
+               for s in out["steps"])
     assert not _exists(pg_admin, name)
 
 
