@@ -107,3 +107,17 @@ def test_a_forecast_row_is_its_tuple_to_the_policy():
         assert policies.plan("forecast", states(rows, order), ctx) == policies.plan("forecast", states(tuples, order), ctx)
     short = [t[:10] for t in tuples]         # shorter forecasts take the slow path, as before
     assert policies.plan("forecast", states(short, range(6)), ctx) == policies.plan("forecast", states(short, range(6)), ctx)
+
+
+def test_the_one_statement_insert_applies_the_models_defaults(rt):
+    """Rows that leave out columns with a Python-side default (priority, form data, metadata)
+    get them as the ORM's insert gives them, not NULL."""
+    user, _ = auth.create_user(rt, "defaults", credits=0)
+    recipe_id = recipes.create_recipe(rt, name="Defaults", credit_cost=1).id
+    rows = [dict(user_id=user.id, recipe_id=recipe_id, status=status) for status in ("failed", "completed")]
+    with rt.store.begin() as s:
+        assert jobs.add_generations(s, rows, rt.now()) == 2
+    with rt.store.begin() as s:
+        stored = [(g.priority, g.form_data, g.meta, g.attempts)
+                  for g in s.query(Generation).filter(Generation.recipe_id == recipe_id)]
+    assert stored == [(0, {}, {}, 0)] * 2

@@ -53,12 +53,23 @@ def add_generations(s: Session, rows: list[dict], now: datetime) -> int:
     number, so the statement-level pool trigger runs once (an ``executemany`` ran it per row)."""
     if not rows:
         return 0
-    defaults = dict(status=JobStatus.PENDING, attempts=0, poll_count=0, refunded=False, credits_charged=0,
-                    created_at=now, updated_at=now)
+    defaults = {**_model_defaults(), **dict(status=JobStatus.PENDING, attempts=0, poll_count=0, refunded=False,
+                                            credits_charged=0, created_at=now, updated_at=now)}
     full = [{**defaults, **row} for row in rows]
     if not (is_postgres(s) and _insert_from_json(s, full)):
         s.execute(insert(Generation), full)
     return len(rows)
+
+
+def _model_defaults() -> dict:
+    """The Python-side column defaults of :class:`Generation` (``priority`` 0, ``form_data``
+    ``{}``, …), which the ORM's insert applies and the one-statement insert must apply itself."""
+    out = {}
+    for attr in Generation.__mapper__.column_attrs:
+        default = attr.columns[0].default
+        if default is not None and (default.is_scalar or default.is_callable):
+            out[attr.key] = default.arg if default.is_scalar else default.arg(None)
+    return out
 
 
 def _json_default(value):
