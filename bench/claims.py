@@ -785,6 +785,15 @@ def invariants(url: str) -> dict:
     return found
 
 
+def _p99_over(run: dict, others: tuple[dict, ...]) -> float | None:
+    """``run``'s p99 over the worst of ``others``; ``None`` when a run claimed nothing (its pool
+    ran dry: seed more ``--items``)."""
+    worst = [o["latencyMs"]["p99"] for o in others]
+    if run["latencyMs"]["p99"] is None or None in worst:
+        return None
+    return round(run["latencyMs"]["p99"] / max(worst), 3)
+
+
 def _mean_rate(*runs) -> float | None:
     rates = [r["claimsPerSecond"] for r in runs if r]
     return round(sum(rates) / len(rates), 1) if rates else None
@@ -847,8 +856,7 @@ def main(argv=None) -> dict:
             plain = (runs[0]["claimsPerSecond"] + runs[2]["claimsPerSecond"]) / 2
             ours = {**runs[1], "plainBefore": runs[0], "plainAfter": runs[2],
                     "choicesOverPlain": round(runs[1]["claimsPerSecond"] / plain, 3) if plain else None,
-                    "p99OverPlain": round(runs[1]["latencyMs"]["p99"] / max(runs[0]["latencyMs"]["p99"],
-                                                                             runs[2]["latencyMs"]["p99"]), 3)}
+                    "p99OverPlain": _p99_over(runs[1], (runs[0], runs[2]))}
         elif args.hot:  # the same clients spread over every recipe first, then all on recipe 1
             spread_args = argparse.Namespace(**{**vars(args), "hot": False, "seconds": min(args.seconds, 10.0)})
             with LockWaits(url) as waits:

@@ -82,7 +82,7 @@ def test_claims_in_process_keeps_every_invariant(pg_admin):
 def test_claims_with_choices_runs_plain_choices_plain_and_keeps_every_invariant(pg_admin):
     name = f"delula_t{os.getpid()}_bench_choices"
     out = _run("claims", "--database-url", pg_admin, "--db-name", name, "--clients", "2", "--seconds", "1",
-               "--recipes", "3", "--items", "300", "--history", "500", "--users", "50", "--no-raw", "--choices")
+               "--recipes", "3", "--items", "3000", "--history", "500", "--users", "50", "--no-raw", "--choices")
     assert out["choices"] is True and out["ours"]["claims"] > 0
     assert out["ours"]["plainBefore"]["claims"] > 0 and out["ours"]["plainAfter"]["claims"] > 0
     assert out["ours"]["choicesOverPlain"] > 0 and set(out["ours"]["outcomes"]) <= {"claimed", "no_backlog", "race"}
