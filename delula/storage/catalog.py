@@ -32,7 +32,9 @@ def add_recipe(s: Session, *, name: str, slug: str, description: str, credit_cos
     recipe = Recipe(name=name, slug=slug, description=description, credit_cost=credit_cost, model_id=model_id,
                     variables=variables, min_backlog=min_backlog, is_active=is_active, usage_base=0,
                     created_at=now)
-    return insert_unique(s, recipe, f"a recipe with slug {slug!r} already exists")
+    recipe = insert_unique(s, recipe, f"a recipe with slug {slug!r} already exists")
+    recipe.usage_count  # noqa: B018 -- loaded now (a sum over recipe_usage), for readers after the session
+    return recipe
 
 
 def get_recipe(s: Session, recipe_id: int) -> Recipe | None:

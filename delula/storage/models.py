@@ -313,7 +313,8 @@ class RecipeUsage(Base):
 
 Recipe.usage_count = column_property(cast(
     Recipe.usage_base + func.coalesce(select(func.sum(RecipeUsage.n)).where(RecipeUsage.recipe_id == Recipe.id)
-                                      .correlate_except(RecipeUsage).scalar_subquery(), 0), BigInteger))
+                                      .correlate_except(RecipeUsage).scalar_subquery(), 0), BigInteger),
+    expire_on_flush=False)   # an edit of the recipe leaves its usage as it was read
 
 
 class ClaimEvent(Base):
