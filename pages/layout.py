@@ -282,3 +282,14 @@ def percent(value: float | None) -> str:
         return "—"
     pct = value * 100
     return f"{pct:.0f} %" if pct >= 10 or pct == 0 else f"{pct:.1f} %"
+
+
+def page_of(rows: list, page, per_page: int) -> tuple[list, int, int]:
+    """``(the rows of page ``page``, the page shown, how many pages)`` of ``per_page`` rows: pages
+    are 1-based and clamped to those there are; a page that is not a number is page 1."""
+    pages = max(1, -(-len(rows) // per_page))
+    try:
+        page = min(max(1, int(page or 1)), pages)
+    except (TypeError, ValueError):
+        page = 1
+    return rows[(page - 1) * per_page:page * per_page], page, pages

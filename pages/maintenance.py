@@ -27,6 +27,7 @@ from delula import backlog, breaker, jobruns, pauses, recipes, runtime, schedule
 from delula.clock import isoformat
 from pages import access
 from pages.layout import duration_text, empty_state, local_time, page_header, status_badge
+from pages.layout import page_of as layout_page_of
 
 dash.register_page(__name__, path="/maintenance", name="Maintenance", title="Maintenance · Delula backlog",
                    order=9)
@@ -39,10 +40,8 @@ PAGE_ROWS = 25
 
 
 def page_of(rows: list, page: int | None) -> tuple[list, int, int]:
-    """``(the rows of page ``page`` (1-based, clamped), the page shown, how many pages)``."""
-    pages = max(1, -(-len(rows) // PAGE_ROWS))
-    page = min(max(1, int(page or 1)), pages)
-    return rows[(page - 1) * PAGE_ROWS:page * PAGE_ROWS], page, pages
+    """A page of :data:`PAGE_ROWS` rows (``layout.page_of``)."""
+    return layout_page_of(rows, page, PAGE_ROWS)
 
 
 def _pager(pager_id: str):

@@ -25,7 +25,7 @@ from dash.exceptions import PreventUpdate
 from delula import auth, claims, forms, generations, runtime
 from delula import recipes as recipe_domain
 from pages import access
-from pages.layout import empty_state, page_header
+from pages.layout import empty_state, page_header, page_of
 
 dash.register_page(__name__, path="/recipes", name="Recipes", title="Recipes · Delula", order=1)
 
@@ -270,14 +270,8 @@ def recipe_card(recipe: dict):
 
 
 def card_page(active: list, page) -> tuple[list, int, int]:
-    """``(the cards of page ``page`` (1-based, clamped; anything else is page 1), the page, how
-    many pages)`` of :data:`CARDS_PER_PAGE` cards."""
-    pages = max(1, -(-len(active) // CARDS_PER_PAGE))
-    try:
-        page = min(max(1, int(page or 1)), pages)
-    except (TypeError, ValueError):
-        page = 1
-    return active[(page - 1) * CARDS_PER_PAGE:page * CARDS_PER_PAGE], page, pages
+    """A page of :data:`CARDS_PER_PAGE` cards (``layout.page_of``)."""
+    return page_of(active, page, CARDS_PER_PAGE)
 
 
 def card_pager(page: int, pages: int, total: int):
