@@ -44,9 +44,11 @@ def _usage_rows(rt, recipe_id) -> list[tuple[str, str, int]]:
 
 # --- item 6: privacy -------------------------------------------------------------------------------
 
-def test_a_users_text_never_reaches_the_statistics_or_a_backlog_job(rt):
+def test_a_users_text_never_reaches_the_statistics_or_a_backlog_job(db_url, make_runtime):
     from delula import generations
 
+    rt = make_runtime(db_url, exploration=0.0)     # every job drawn from what users chose
+    auth.ensure_system_user(rt)
     recipe = recipes.create_recipe(rt, name="Private", credit_cost=1, variables=SCHEMA, min_backlog=8)
     user, _ = auth.create_user(rt, "writer", credits=5)
     private = "my neighbour's address is 12 Elm St"
