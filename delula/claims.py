@@ -199,29 +199,31 @@ def instant_claim(rt, *, recipe_id: int, user_id: str, actor_id: str | None = No
     """
     actor_id = actor_id or user_id
     now = rt.now()
-    asked = request_hash(recipe_id, user_id, ask)
     choices, errors = checked_choices(rt, recipe_id, ask)
-    # Without an idempotency key the claim is one statement (on PostgreSQL one function call),
-    # atomic by itself: no BEGIN/COMMIT round trips around it.
-    with (rt.store.begin() if idempotency_key is not None else rt.store.single_statement()) as s:
-        if idempotency_key is not None and not pool.reserve_key(s, actor_id, idempotency_key, now, asked):
-            stored = pool.stored_response(s, actor_id, idempotency_key)
-            if stored is not None:
-                if stored.request_hash not in (None, asked):
-                    return ClaimResult(Outcome.KEY_REUSED)
-                return _replayed(Outcome(stored.outcome), stored.response)
-        errors = errors or target_error(user_id)
-        if errors is not None:
-            pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=now,
-                                actor_id=actor_id)
-            result = ClaimResult(Outcome.INVALID, errors=errors)
-        else:
-            result = _from_row(pool.claim(s, recipe_id=recipe_id, user_id=user_id, actor_id=actor_id, now=now,
-                                          meta_patch=_meta_patch(now), cooldown_s=rt.settings.instant_cooldown_s,
-                                          max_age_h=rt.settings.max_item_age_h, request_id=audit.request_id(),
-                                          want=ask.want(choices)), ask, choices)
-        if idempotency_key is not None:
-            pool.store_response(s, actor_id, idempotency_key, result.outcome.value, *response(result))
+    errors = errors or target_error(user_id)
+    claim = dict(recipe_id=recipe_id, user_id=user_id, actor_id=actor_id, now=now, meta_patch=_meta_patch(now),
+                 cooldown_s=rt.settings.instant_cooldown_s, max_age_h=rt.settings.max_item_age_h,
+                 request_id=audit.request_id(), want=ask.want(choices) if errors is None else None)
+    if idempotency_key is None and errors is None:
+        # one statement (on PostgreSQL one function call), atomic by itself: no BEGIN/COMMIT around it
+        result = _from_row(pool.claim_alone(rt.store, **claim), ask, choices)
+    else:
+        asked = request_hash(recipe_id, user_id, ask)
+        with rt.store.begin() as s:
+            if idempotency_key is not None and not pool.reserve_key(s, actor_id, idempotency_key, now, asked):
+                stored = pool.stored_response(s, actor_id, idempotency_key)
+                if stored is not None:
+                    if stored.request_hash not in (None, asked):
+                        return ClaimResult(Outcome.KEY_REUSED)
+                    return _replayed(Outcome(stored.outcome), stored.response)
+            if errors is not None:
+                pool.record_refusal(s, user_id=user_id, recipe_id=recipe_id, outcome=Outcome.INVALID.value, now=now,
+                                    actor_id=actor_id)
+                result = ClaimResult(Outcome.INVALID, errors=errors)
+            else:
+                result = _from_row(pool.claim(s, **claim), ask, choices)
+            if idempotency_key is not None:
+                pool.store_response(s, actor_id, idempotency_key, result.outcome.value, *response(result))
     if result.ok:
         rt.invalidate()
     return result
@@ -310,12 +312,11 @@ def instant_claim_with_token(rt, token: str, *, recipe_id: int, target_user_id: 
     if not auth.plausible_token(token):
         return None, None
     now = rt.now()
-    with rt.store.single_statement() as s:
-        done = pool.claim_with_token(s, token_hash=auth.hash_token(token), recipe_id=recipe_id,
-                                     target_user_id=target_user_id, claimers=auth.ROLES, meta_patch=_meta_patch(now),
-                                     now=now, cooldown_s=rt.settings.instant_cooldown_s,
-                                     max_age_h=rt.settings.max_item_age_h, request_id=audit.request_id(),
-                                     want=ask.want(choices))
+    done = pool.claim_with_token(rt.store, token_hash=auth.hash_token(token), recipe_id=recipe_id,
+                                 target_user_id=target_user_id, claimers=auth.ROLES, meta_patch=_meta_patch(now),
+                                 now=now, cooldown_s=rt.settings.instant_cooldown_s,
+                                 max_age_h=rt.settings.max_item_age_h, request_id=audit.request_id(),
+                                 want=ask.want(choices))
     user = auth.caller(done.user)
     if user is None or done.row is None:
         return user, None

@@ -2,6 +2,9 @@
 
 - ``Store.single_statement``: on PostgreSQL the keyless instant claim runs in autocommit (one
   function call, no BEGIN/COMMIT); it commits on its own and sees what other transactions did.
+- ``Store.call``, the same statement on the driver's own cursor: it commits by itself, hands the
+  connection back to transactions, keeps a connection an error of the statement left usable and
+  discards one that died under it (``DatabaseUnavailable``, the next call on a fresh one).
 - The pool's check of a connection before use (instead of a ``SELECT 1`` per checkout): a
   connection the server terminated while it sat in the pool is replaced, not handed out — also
   when the backend is told to terminate but has not closed its socket yet (the transaction's
@@ -143,3 +146,49 @@ def test_recipes_leave_room_for_the_usage_counter(pg_rt):
     with pg_rt.store.begin() as s:
         options = s.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'recipes'")).scalar()
     assert "fillfactor=10" in options and "autovacuum_vacuum_scale_factor=0" in options
+
+
+def test_a_call_commits_by_itself_and_hands_the_connection_back_to_transactions(pg_url, make_runtime):
+    rt = make_runtime(pg_url, pool_size=1)
+    row = rt.store.call("INSERT INTO app_settings (key, value) VALUES (%(k)s, %(v)s) RETURNING key, value",
+                        {"k": "probe", "v": "x"})
+    assert (row.key, row.value) == ("probe", "x")
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as other:
+        assert other.execute("SELECT value FROM app_settings WHERE key = 'probe'").fetchone() == ("x",)
+    with pytest.raises(psycopg.errors.DivisionByZero):   # the statement's own error, as the driver raised it
+        rt.store.call("SELECT 1 / %(zero)s AS n", {"zero": 0})
+    assert rt.store.call("SELECT 2 AS n", {}).n == 2       # the same connection, still usable
+    with pytest.raises(RuntimeError):
+        with rt.store.begin() as s:                        # ... and transactional again: this rolls back
+            assert _autocommit(s) is False
+            s.execute(text("UPDATE app_settings SET value = 'y' WHERE key = 'probe'"))
+            raise RuntimeError("roll back")
+    assert rt.store.call("SELECT value FROM app_settings WHERE key = 'probe'", {}).value == "x"
+
+
+def test_a_call_whose_connection_dies_under_it_is_unavailable_and_the_next_is_not(pg_url, make_runtime):
+    rt = make_runtime(pg_url, pool_size=1)
+    pid = rt.store.call("SELECT pg_backend_pid() AS pid", {}).pid
+    other = make_runtime(pg_url, pool_size=1)
+
+    def terminate_when_asleep():
+        with other.store.begin() as s:
+            for _ in range(200):
+                if s.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE pid = :pid AND query LIKE 'SELECT pg_sleep%'"), {"pid": pid}).first():
+                    return
+                threading.Event().wait(0.02)
+
+    killer = threading.Thread(target=terminate_when_asleep)
+    killer.start()
+    with pytest.raises(db.DatabaseUnavailable):
+        rt.store.call("SELECT pg_sleep(10)", {})
+    killer.join()
+    assert rt.store.call("SELECT pg_backend_pid() AS pid", {}).pid != pid
+
+
+def test_a_call_to_an_unreachable_server_is_unavailable():
+    store = db.Store("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    with pytest.raises(db.DatabaseUnavailable):
+        store.call("SELECT 1", {})
+    store.dispose()

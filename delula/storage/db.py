@@ -138,6 +138,47 @@ class Store:
             _FOR_AUTOCOMMIT.reset(checkout)
         return conn.execution_options(isolation_level="AUTOCOMMIT")
 
+    def call(self, sql: str, params: dict):
+        """PostgreSQL only: ONE statement that is atomic by itself (a call of a SQL function) on
+        the driver's own cursor, psycopg's, of a pooled connection in autocommit; its first row
+        as a named tuple, or ``None``.
+
+        The instant claim's path. :meth:`single_statement` wraps a statement in a session and a
+        Core connection switched to autocommit and back, and processes its result: about as much
+        CPU again as the rest of a claim in Python (``python bench/claims.py --layers``). Here the
+        pool's checkout (with its socket check) is all that remains. ``sql`` is the driver's
+        text with ``%(name)s`` parameters, e.g. a Core statement compiled once
+        (:func:`driver_sql`); it is prepared after a few runs, as every statement is. A
+        connection-level failure raises :class:`DatabaseUnavailable` and discards the
+        connection; like :meth:`single_statement`'s, the statement is not retried.
+        """
+        import psycopg
+        from psycopg.rows import namedtuple_row
+
+        checkout = _FOR_AUTOCOMMIT.set(True)
+        try:
+            with _unavailable_on_disconnect():
+                pooled = self.engine.raw_connection()   # the driver's errors in connecting, unwrapped
+        except psycopg.Error as e:
+            raise DatabaseUnavailable(_short(e)) from e
+        finally:
+            _FOR_AUTOCOMMIT.reset(checkout)
+        driver = pooled.driver_connection
+        try:
+            driver.autocommit = True
+            with driver.cursor(row_factory=namedtuple_row) as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchone()
+        except psycopg.Error as e:
+            if isinstance(e, psycopg.InterfaceError) or driver.broken or _says_disconnected(str(e)):
+                pooled.invalidate(e)
+                raise DatabaseUnavailable(_short(e)) from e
+            raise
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
+            pooled.close()
+
     def ping(self) -> bool:
         try:
             with self.begin() as s:
@@ -240,10 +281,23 @@ def _unavailable_on_disconnect() -> Iterator[None]:
 def _is_disconnect(e: exc.DBAPIError) -> bool:
     if e.connection_invalidated:
         return True
-    msg = str(e.orig).lower() if e.orig is not None else str(e).lower()
+    return isinstance(e, exc.InterfaceError) or _says_disconnected(str(e.orig if e.orig is not None else e))
+
+
+def _says_disconnected(message: str) -> bool:
+    """Whether a driver's error message says the connection is gone or the server unreachable."""
+    msg = message.lower()
     needles = ("connection", "server closed", "terminating", "could not connect", "shutting down",
                "starting up", "recovery", "no such host", "timeout expired", "the database system is")
-    return isinstance(e, exc.InterfaceError) or any(n in msg for n in needles)
+    return any(n in msg for n in needles)
+
+
+def driver_sql(statement) -> str:
+    """A Core statement (or ``text()``) as psycopg's SQL text, ``%(name)s`` parameters, for
+    :meth:`Store.call`: compiled once, where it is defined."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    return str(statement.compile(dialect=psycopg.dialect()))
 
 
 def _short(e: Exception) -> str:

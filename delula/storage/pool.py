@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from . import accounts, audit, catalog
-from .db import is_postgres
+from .db import Store, driver_sql, is_postgres
 from .models import (IN_POOL, STAFF_ROLES, ClaimEvent, Generation, IdempotencyKey, User, UTCDateTime, fresh,
                      fresh_after, may_act_for)
 
@@ -54,12 +54,45 @@ class Want:
 ONE = Want()
 
 
+class Item(NamedTuple):
+    """A generation a claim handed out, as the API's generation object shows it
+    (``generations.generation_json``): the claim function gives it back as ``to_jsonb`` of the
+    row, so no ORM object is built on the hot path."""
+    id: int
+    recipe_id: int
+    user_id: str
+    status: str
+    form_data: dict
+    meta: dict
+    asset_url: str | None
+    thumbnail_url: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, gen: Generation) -> "Item":
+        return cls(*(getattr(gen, f) for f in cls._fields))
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Item":
+        """From the function's ``to_jsonb(row)`` (column names; timestamps as ISO text)."""
+        return cls(doc["id"], doc["recipe_id"], doc["user_id"], doc["status"], doc["form_data"], doc["metadata"],
+                   doc.get("asset_url"), doc.get("thumbnail_url"), doc.get("error"), _utc(doc["created_at"]),
+                   _utc(doc["updated_at"]), _utc(doc.get("completed_at")))
+
+
+def _utc(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).astimezone(timezone.utc)
+
+
 @dataclass(frozen=True)
 class ClaimRow:
     """What a claim did. ``outcome``: claimed, recipe_not_found, invalid (no such user),
     rate_limited, insufficient_credits, race (every item locked by other claims) or no_backlog."""
     outcome: str
-    generations: tuple[Generation, ...] = ()  # handed out, oldest first (matching ones first)
+    generations: tuple[Item, ...] = ()  # handed out, oldest first (matching ones first)
     balance: int | None = None        # after the charge
     cost: int | None = None           # the recipe's credit cost, per item
     available: int | None = None      # the user's credits, when insufficient
@@ -68,12 +101,13 @@ class ClaimRow:
     matched: bool | None = None       # every item has the choices (None without choices)
 
     @property
-    def generation(self) -> Generation | None:
+    def generation(self) -> Item | None:
         return self.generations[0] if self.generations else None
 
 
 _CLAIM_CALL = text("SELECT * FROM delula_instant_claim(:recipe, :user, :actor, CAST(:patch AS jsonb), :now, :cd, "
                    ":request, :fresh, CAST(:choices AS jsonb), :prefer, :count, :all)")
+_CLAIM_SQL = driver_sql(_CLAIM_CALL)
 _CLAIM_COLUMNS = ("o_outcome", "o_generations", "o_balance", "o_cost", "o_available", "o_retry_after", "o_required",
                   "o_matched")
 
@@ -83,27 +117,47 @@ def _want_params(want: Want) -> dict:
             "count": want.count, "all": want.all}
 
 
+def _claim_params(recipe_id: int, user_id: str, actor_id: str, meta_patch: dict, now: datetime, cooldown_s: float,
+                  max_age_h: float, request_id: str | None, want: Want) -> dict:
+    return {"recipe": recipe_id, "user": user_id, "actor": actor_id, "patch": json.dumps(meta_patch), "now": now,
+            "cd": float(cooldown_s), "request": request_id, "fresh": fresh_after(now, max_age_h), **_want_params(want)}
+
+
 def claim(s: Session, *, recipe_id: int, user_id: str, meta_patch: dict, now: datetime, cooldown_s: float,
           max_age_h: float, actor_id: str | None = None, request_id: str | None = None, want: Want = ONE) -> ClaimRow:
     """Claim the oldest fresh pool items of ``recipe_id`` that ``want`` asks for (one, by default)
-    for ``user_id``, charge them, record the events.
+    for ``user_id``, charge them, record the events, in the session's transaction.
 
     ``max_age_h`` is the age bound (``DELULA_MAX_ITEM_AGE_H``): an item completed longer ago
     is never handed out (:func:`models.fresh`). ``actor_id`` is who asked (``None``: the user
     itself); acting for another user follows :func:`models.may_act_for`, and a claim for
     another user is audited."""
     actor_id = actor_id or user_id
-    bound = fresh_after(now, max_age_h)
     if is_postgres(s):
-        params = {"recipe": recipe_id, "user": user_id, "actor": actor_id, "patch": json.dumps(meta_patch),
-                  "now": now, "cd": float(cooldown_s), "request": request_id, "fresh": bound, **_want_params(want)}
+        params = _claim_params(recipe_id, user_id, actor_id, meta_patch, now, cooldown_s, max_age_h, request_id, want)
         return _claim_row(s.connection().execute(_CLAIM_CALL, params).one())  # Core: no ORM work per call
+    bound = fresh_after(now, max_age_h)
     started = time.perf_counter()
     result, matching = _claim_steps(s, recipe_id, user_id, actor_id, meta_patch, now, cooldown_s, request_id, bound,
                                     want)
     _record_events(s, result, want, matching, user_id=user_id, recipe_id=recipe_id, now=now, actor_id=actor_id,
                    latency_ms=(time.perf_counter() - started) * 1000.0)
     return result
+
+
+def claim_alone(store: Store, *, recipe_id: int, user_id: str, meta_patch: dict, now: datetime, cooldown_s: float,
+                max_age_h: float, actor_id: str | None = None, request_id: str | None = None,
+                want: Want = ONE) -> ClaimRow:
+    """:func:`claim` as a transaction of its own: on PostgreSQL the function's one call, in
+    autocommit on the driver (:meth:`Store.call`, the instant claim's hot path); on SQLite
+    :func:`claim` in :meth:`Store.begin`."""
+    if not store.is_postgres:
+        with store.begin() as s:
+            return claim(s, recipe_id=recipe_id, user_id=user_id, meta_patch=meta_patch, now=now,
+                         cooldown_s=cooldown_s, max_age_h=max_age_h, actor_id=actor_id, request_id=request_id,
+                         want=want)
+    return _claim_row(store.call(_CLAIM_SQL, _claim_params(recipe_id, user_id, actor_id or user_id, meta_patch, now,
+                                                           cooldown_s, max_age_h, request_id, want)))
 
 
 def _record_events(s: Session, result: ClaimRow, want: Want, matching: int, **event) -> None:
@@ -165,32 +219,39 @@ def _claim_with_token_statement():
     return select(me, claim).select_from(me.outerjoin(claim, true())).add_cte(accounts.TOKEN_TOUCHED)
 
 
-_CLAIM_WITH_TOKEN = _claim_with_token_statement()
+_CLAIM_WITH_TOKEN_SQL = driver_sql(_claim_with_token_statement())
 
 
-def claim_with_token(s: Session, *, token_hash: str, recipe_id: int, target_user_id: str | None,
+def claim_with_token(store: Store, *, token_hash: str, recipe_id: int, target_user_id: str | None,
                      claimers: tuple[str, ...], meta_patch: dict, now: datetime, cooldown_s: float,
                      max_age_h: float, request_id: str | None = None, want: Want = ONE) -> TokenClaim:
     """Authenticate a token and claim for its user, or for ``target_user_id`` as its user (who
     may do so by :func:`models.may_act_for`). Only users whose role is one of ``claimers`` claim
-    at all. On PostgreSQL ONE statement (an API claim's one round trip); on SQLite the lookup,
-    then :func:`claim`, in the session's transaction."""
-    if not is_postgres(s):
-        user = accounts.user_for_token(s, token_hash, now)
-        if user is None or user.role not in claimers:
-            return TokenClaim(user)
-        return TokenClaim(user, claim(s, recipe_id=recipe_id, user_id=target_user_id or user.id, actor_id=user.id,
-                                      meta_patch=meta_patch, now=now, cooldown_s=cooldown_s, max_age_h=max_age_h,
-                                      request_id=request_id, want=want))
+    at all. On PostgreSQL ONE statement in autocommit (:meth:`Store.call`: an API claim's one
+    round trip); on SQLite the lookup, then :func:`claim`, in one transaction."""
+    if not store.is_postgres:
+        with store.begin() as s:
+            user = accounts.user_for_token(s, token_hash, now)
+            if user is None or user.role not in claimers:
+                return TokenClaim(user)
+            return TokenClaim(user, claim(s, recipe_id=recipe_id, user_id=target_user_id or user.id,
+                                          actor_id=user.id, meta_patch=meta_patch, now=now, cooldown_s=cooldown_s,
+                                          max_age_h=max_age_h, request_id=request_id, want=want))
     params = {**accounts.token_params(token_hash, now), "recipe": recipe_id, "target": target_user_id,
               "patch": json.dumps(meta_patch), "now": now, "cd": float(cooldown_s), "request": request_id,
               "fresh": fresh_after(now, max_age_h), "claimers": list(claimers), **_want_params(want)}
-    row = s.connection().execute(_CLAIM_WITH_TOKEN, params).one_or_none()
+    row = store.call(_CLAIM_WITH_TOKEN_SQL, params)
     if row is None:
         return TokenClaim(None)
-    values = row._mapping
-    user = User(**{a.key: values[a.columns[0].name] for a in User.__mapper__.column_attrs})
+    values = row._asdict()
+    user = User(**{a.key: _aware(values[a.columns[0].name]) for a in User.__mapper__.column_attrs})
     return TokenClaim(user, None if row.o_outcome is None else _claim_row(row))
+
+
+def _aware(value):
+    """A timestamp the driver read, in UTC as :class:`models.UTCDateTime` gives it (the
+    session's time zone may be another)."""
+    return value.astimezone(timezone.utc) if isinstance(value, datetime) else value
 
 
 def _claim_steps(s: Session, recipe_id: int, user_id: str, actor_id: str, meta_patch: dict, now: datetime,
@@ -227,7 +288,7 @@ def _claim_steps(s: Session, recipe_id: int, user_id: str, actor_id: str, meta_p
         return ClaimRow("race" if held >= enough else "no_backlog", cost=cost), 0
     if user.credits < cost * len(ids) and not allow_debit:
         return ClaimRow("insufficient_credits", cost=cost, available=user.credits, required=cost * len(ids)), 0
-    gens = tuple(take_item(s, item, user_id, meta_patch, now, cost) for item in ids)
+    gens = tuple(Item.of(take_item(s, item, user_id, meta_patch, now, cost)) for item in ids)
     cooldown_until = now + timedelta(seconds=cooldown_s) if cooldown_s > 0 else None
     for gen in gens:
         balance = accounts.change_credits(s, user_id, -cost, kind="instant_claim", now=now, generation_id=gen.id,
@@ -245,20 +306,9 @@ def _claim_steps(s: Session, recipe_id: int, user_id: str, actor_id: str, meta_p
 
 def _claim_row(row) -> ClaimRow:
     """A :class:`ClaimRow` from the columns of ``delula_instant_claim``."""
-    gens = tuple(_generation_from_json(doc) for doc in row.o_generations or ())
+    gens = tuple(Item.from_json(doc) for doc in row.o_generations or ())
     return ClaimRow(row.o_outcome, gens, row.o_balance, row.o_cost, row.o_available, row.o_retry_after,
                     row.o_required, row.o_matched)
-
-
-def _generation_from_json(doc: dict) -> Generation:
-    """A detached :class:`Generation` from the function's ``to_jsonb(row)``."""
-    values = {}
-    for attr in Generation.__mapper__.column_attrs:
-        value = doc.get(attr.columns[0].name)
-        if value is not None and attr.key.endswith("_at"):
-            value = datetime.fromisoformat(value).astimezone(timezone.utc)
-        values[attr.key] = value
-    return Generation(**values)
 
 
 def _oldest(s: Session, recipe_id: int, bound: datetime, limit: int, choices: dict | None,
