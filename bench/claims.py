@@ -80,6 +80,11 @@ CHOICE_FIELDS = [
     {"id": "speed", "label": "Speed", "type": "slider", "min": 1, "max": 5, "step": 1},
 ]
 
+# pool items seeded over the recipes per second of the run, when more than --items: pgbench before,
+# our clients and pgbench after claim from the one pool in turn (each up to ~5,000 a second on a
+# fast 2-core VM), and pgbench aborts its run on a recipe it finds dry
+SPREAD_ITEMS_PER_SECOND = 16_000
+
 # items seeded on the hot recipe per second of the run: our clients and then pgbench's claim from it
 # (together up to ~6,000 claims a second on a fast 2-core VM); a run that empties it says so
 HOT_ITEMS_PER_SECOND = 12_000
@@ -98,7 +103,8 @@ def parse_args(argv=None):
                    help="with --http: wrk drives the load (an outside process), not the script's own clients")
     p.add_argument("--hot", action="store_true", help="every client on recipe 1; claims/s per 10 s window")
     p.add_argument("--recipes", type=int, default=50)
-    p.add_argument("--items", type=int, default=2000, help="pool items per recipe")
+    p.add_argument("--items", type=int, default=2000,
+                   help="pool items per recipe (at least; more when the run's claims need them)")
     p.add_argument("--history", type=int, default=300_000, help="claimed generations already in the table")
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--no-raw", action="store_true", help="skip the pgbench runs")
@@ -120,6 +126,11 @@ def parse_args(argv=None):
 
 # --- seeding -----------------------------------------------------------------------------------------
 
+def pool_items(args) -> int:
+    """Pool items per recipe: ``--items``, or enough for the run's claims."""
+    return max(args.items, -(-SPREAD_ITEMS_PER_SECOND * int(args.seconds) // args.recipes))
+
+
 def seed(url: str, args) -> None:
     t0 = time.perf_counter()
     common.migrate(url)
@@ -135,7 +146,7 @@ def seed(url: str, args) -> None:
     common.seed_recipes(url, args.recipes)
     common.seed_generations(url, args.history, recipes=args.recipes, owner="users", users=args.users,
                             spread="30 days", instant=True)
-    common.seed_generations(url, args.items * args.recipes, recipes=args.recipes, owner="system_backlog",
+    common.seed_generations(url, pool_items(args) * args.recipes, recipes=args.recipes, owner="system_backlog",
                             spread="1 day")
     if args.hot:
         common.seed_generations(url, HOT_ITEMS_PER_SECOND * int(args.seconds), recipes=1, owner="system_backlog",
@@ -888,7 +899,7 @@ def main(argv=None) -> dict:
         result = {
             "benchmark": "claims", "mode": mode, "hot": args.hot, "naive": args.naive, "choices": args.choices,
             "clients": args.clients, "seconds": args.seconds, "cores": os.cpu_count(),
-            "data": {"recipes": args.recipes, "poolItemsPerRecipe": args.items, "history": args.history,
+            "data": {"recipes": args.recipes, "poolItemsPerRecipe": pool_items(args), "history": args.history,
                      "users": args.users},
             "ours": ours,
             "raw": {"before": raw_before, "after": raw_after, "meanClaimsPerSecond": raw_mean},
