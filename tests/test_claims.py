@@ -537,6 +537,46 @@ def test_migration_0020_goes_down_and_up(rt):
 
 
 @pytest.mark.postgres
+def test_migration_0021_goes_down_and_up(pg_rt):
+    """Down to 0020: version 8 of the claim function, which inserts misses on every call; up:
+    version 9, which inserts them only when there are some. A claim's events are the same under
+    both: one per item handed out, one per item missed."""
+    from delula import storage
+    from tests.test_freshness import _migrate_down
+
+    rt = pg_rt
+    recipe = _recipe(rt, cost=1)
+    user, _ = auth.create_user(rt, "nine", credits=100)
+    add_pool_items(rt, recipe.id, 6)
+
+    def events_of(count: int) -> Counter:
+        with rt.store.begin() as s:
+            before = Counter(dict(s.execute(text("SELECT outcome, count(*) FROM claim_events GROUP BY outcome")).all()))
+        claims.instant_claim(rt, recipe_id=recipe.id, user_id=user.id, ask=claims.Ask(count=count))
+        with rt.store.begin() as s:
+            after = Counter(dict(s.execute(text("SELECT outcome, count(*) FROM claim_events GROUP BY outcome")).all()))
+        return after - before
+
+    def function_source() -> str:
+        with rt.store.begin() as s:
+            return s.execute(text("SELECT prosrc FROM pg_proc WHERE proname = 'delula_instant_claim'")).scalar()
+
+    head = storage.current_revision(rt.store)
+    _migrate_down(rt.store, "0020")
+    assert "IF v_missed > 0" not in function_source()
+    assert events_of(3) == Counter(claimed=3)
+    storage.upgrade(rt.store)
+    assert storage.current_revision(rt.store) == head and "IF v_missed > 0" in function_source()
+    assert events_of(3) == Counter(claimed=3)
+    assert events_of(1) == Counter(no_backlog=1)
+    add_pool_items(rt, recipe.id, 2)
+    assert events_of(3) == Counter(claimed=2, no_backlog=1)
+    with rt.store.begin() as s:
+        assert accounts.ledger_mismatches(s) == []
+    assert auth.get_user(rt, user_id=user.id).credits == 100 - 8
+
+
+@pytest.mark.postgres
 def test_the_head_never_hides_an_item_under_parallel_claims_and_arrivals(pg_rt):
     """Six connections claim from one recipe while another completes backlog jobs created long
     ago (out of order) and inserts ready rows below the head, and a seventh checks, in snapshot

@@ -300,7 +300,7 @@ class RecipeUsage(Base):
     """How often a recipe was used (claims and users' own generations), in up to 65 rows per
     recipe (migration 0020). A claim on PostgreSQL adds to the row of its server process (slot
     1 + pid mod 64), so claims of one recipe in different sessions do not wait for each other
-    (``sql/instant_claim_v8.sql``); everything else adds to slot 0. ``Recipe.usage_count`` sums
+    (``sql/instant_claim_v8.sql`` and later); everything else adds to slot 0. ``Recipe.usage_count`` sums
     them."""
 
     __tablename__ = "recipe_usage"
