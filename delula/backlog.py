@@ -48,6 +48,7 @@ LEAD_TIME_WINDOW = timedelta(days=1)   # lead time: median over backlog jobs com
 DEFAULT_LEAD_TIME_MIN = policies.DEFAULT_LEAD_TIME_MIN   # when no backlog job completed in the window
 FAILED_RETENTION = timedelta(days=1)   # failed and rejected backlog jobs older than this are deleted ...
 FAILED_KEEP = 10                       # ... except the newest this many per recipe (of each)
+LOGGED_RECIPES = 20                    # a pass's log line names the recipes with the most new jobs, this many
 CHOICE_ROWS = 5000                     # per source, the newest observations a pass reads for its refills
 
 
@@ -185,8 +186,9 @@ def maintain(rt, *, rng: random.Random | None = None) -> dict:
         rt.invalidate()
     total = sum(created.values())
     if total:
-        log.info("backlog: created %d job(s): %s", total,
-                 ", ".join(f"recipe {rid} +{n}" for rid, n in sorted(created.items())))
+        shown = sorted(created.items(), key=lambda kv: (-kv[1], kv[0]))[:LOGGED_RECIPES]
+        more = f" and {len(created) - len(shown)} more recipe(s)" if len(created) > len(shown) else ""
+        log.info("backlog: created %d job(s): %s%s", total, ", ".join(f"recipe {rid} +{n}" for rid, n in shown), more)
     if expired:
         log.info("backlog: %d pool item(s) older than %g h expired", expired, rt.settings.max_item_age_h)
     return {"created": created, "createdTotal": total, "cleanedUp": cleaned, "expired": expired, "recipes": rows}

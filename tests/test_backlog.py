@@ -3,6 +3,7 @@ a constant number of statements per pass, no overshoot with passes in parallel, 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import subprocess
@@ -92,6 +93,17 @@ def test_a_pass_fills_to_the_minimum_and_in_flight_jobs_count(rt):
     _set_status(rt, [created[0].id], "failed")
     again = backlog.maintain(rt)
     assert again["created"] == {created[0].recipe_id: 1}
+
+
+def test_a_pass_logs_one_bounded_line_of_what_it_created(rt, caplog):
+    """The line names the recipes with the most new jobs, not every recipe of a large catalogue."""
+    made = [_recipe(rt, min_backlog=1 + (i == 7)) for i in range(backlog.LOGGED_RECIPES + 5)]
+    with caplog.at_level(logging.INFO, logger="delula.backlog"):
+        backlog.maintain(rt)
+    (line,) = [r.getMessage() for r in caplog.records if "created" in r.getMessage()]
+    total = len(made) + 1
+    assert line.startswith(f"backlog: created {total} job(s): recipe {made[7].id} +2, ")
+    assert line.count("recipe ") == backlog.LOGGED_RECIPES and line.endswith(" and 5 more recipe(s)")
 
 
 def test_inactive_recipes_get_nothing(rt):
