@@ -1,7 +1,7 @@
 """Instant claims near the database's limit, and no decay on a hot recipe.
 
     python bench/claims.py --database-url postgresql://postgres@127.0.0.1/postgres --clients 8 --seconds 10
-    python bench/claims.py ... --http            # through gunicorn app:server (2 workers x 4 threads)
+    python bench/claims.py ... --http            # through gunicorn app:server (--workers 2 --threads 4)
     python bench/claims.py ... --http --wrk --server granian   # wrk drives it; granian serves it
     python bench/claims.py ... --hot --seconds 60  # 10 s spread over every recipe, then every client on
                                                    # one recipe (claims/s per 10 s, hotOverSpread), then
@@ -98,7 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--http", action="store_true", help="through the real API served by gunicorn (or --server)")
     p.add_argument("--server", choices=sorted(SERVERS), default="gunicorn",
-                   help="the WSGI server for --http, 2 workers x 4 threads")
+                   help="the WSGI server for --http")
+    p.add_argument("--workers", type=int, default=2, help="with --http: the server's worker processes")
+    p.add_argument("--threads", type=int, default=4, help="with --http: request threads per worker")
     p.add_argument("--wrk", action="store_true",
                    help="with --http: wrk drives the load (an outside process), not the script's own clients")
     p.add_argument("--hot", action="store_true", help="every client on recipe 1; claims/s per 10 s window")
@@ -453,26 +455,26 @@ def database_cpu_seconds(url: str) -> float | None:
 
 
 # the WSGI servers compared, each with 2 worker processes of 4 request threads on ``port``
-SERVERS = {
-    "gunicorn": lambda port: ["gunicorn", "app:server", "-w", "2", "--threads", "4",
-                              "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
-    "granian": lambda port: ["granian", "--interface", "wsgi", "app:server", "--workers", "2",
-                             "--blocking-threads", "4", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-ws", "--log-level", "warning"],
+SERVERS = {   # (port, worker processes, threads per worker) -> the command after ``python -m``
+    "gunicorn": lambda port, w, t: ["gunicorn", "app:server", "-w", str(w), "--threads", str(t),
+                                    "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+    "granian": lambda port, w, t: ["granian", "--interface", "wsgi", "app:server", "--workers", str(w),
+                                   "--blocking-threads", str(t), "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-ws", "--log-level", "warning"],
 }
 
 
 class WebServer:
     """``app:server`` under one of :data:`SERVERS` on a free port, scheduler off."""
 
-    def __init__(self, url: str, kind: str = "gunicorn"):
-        self.port = common.free_port()
+    def __init__(self, url: str, kind: str = "gunicorn", workers: int = 2, threads: int = 4):
+        self.port, self.workers = common.free_port(), workers
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DELULA_DATABASE_URL": url, "DELULA_SCHEDULER": "off",
                "DELULA_INSTANT_COOLDOWN_S": "0", "DELULA_ADMIN_PASSWORD": "bench-admin-password",
                "DELULA_SECRET_KEY": "bench-secret"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", *SERVERS[kind](self.port)],
+            [sys.executable, "-m", *SERVERS[kind](self.port, workers, threads)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.peak_rss: dict[int, int] = {}
         self._stop = threading.Event()
@@ -480,7 +482,7 @@ class WebServer:
 
     def __enter__(self):
         common.wait_http(f"{self.base}/healthz", timeout=90)
-        time.sleep(1.0)  # both workers booted (each builds the app before it takes traffic)
+        time.sleep(max(1.0, 0.5 * self.workers))  # every worker booted (each builds the app before it takes traffic)
         self._sampler.start()
         return self
 
@@ -836,7 +838,7 @@ def main(argv=None) -> dict:
             log(f"pgbench (before): {raw_before['claimsPerSecond']} tx/s, "
                 f"lean schema {lean_before['claimsPerSecond']} tx/s")
         if args.http:
-            with WebServer(url, args.server) as server:
+            with WebServer(url, args.server, args.workers, args.threads) as server:
                 cpu_before = server.cpu_seconds()
                 clients_before = children_cpu_seconds()
                 if args.wrk:
@@ -851,6 +853,7 @@ def main(argv=None) -> dict:
                 memory = server.memory()
             requests_n = ours["attempts"]
             ours["server"] = args.server
+            ours["workers"], ours["threads"] = args.workers, args.threads
             ours["fiveHundreds"] = sum(n for status, n in ours["outcomes"].items() if status.startswith("5"))
             ours["workerCpuMsPerRequest"] = round(cpu * 1000 / requests_n, 2) if requests_n else None
             # how evenly the keep-alive connections spread over the workers (shares of their CPU)
