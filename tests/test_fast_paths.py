@@ -1,7 +1,8 @@
 """The shortcuts the benchmarks led to keep their promises.
 
-- ``Store.single_statement``: on PostgreSQL the keyless instant claim runs in autocommit (one
-  function call, no BEGIN/COMMIT); it commits on its own and sees what other transactions did.
+- The keyless instant claim runs in autocommit on PostgreSQL (one function call, no
+  BEGIN/COMMIT: ``Store.call``); it commits on its own and sees what other transactions did.
+  ``Store.single_statement`` is autocommit on PostgreSQL only.
 - ``Store.call``, the same statement on the driver's own cursor: it commits by itself, hands the
   connection back to transactions, keeps a connection an error of the statement left usable and
   discards one that died under it (``DatabaseUnavailable``, the next call on a fresh one).

@@ -113,8 +113,9 @@ class Store:
         """A session for ONE statement that is atomic by itself (e.g. a call of a SQL function).
 
         On PostgreSQL the connection is in autocommit mode: the statement is its own transaction,
-        without the round trips of ``BEGIN`` and ``COMMIT`` (an instant claim is one round trip
-        instead of three; the pool checks the connection without one). Two statements in this
+        without the round trips of ``BEGIN`` and ``COMMIT`` (a token's look-up is one round trip
+        instead of three; the pool checks the connection without one). :meth:`call` is the same
+        on the driver's own cursor, for the instant claim. Two statements in this
         session would be two transactions, so use :meth:`begin` for anything more. On SQLite it
         is :meth:`begin` (``BEGIN IMMEDIATE`` takes the write lock the claim's steps need).
 

@@ -117,8 +117,8 @@ def _want_params(want: Want) -> dict:
             "count": want.count, "all": want.all}
 
 
-def _claim_params(recipe_id: int, user_id: str, actor_id: str, meta_patch: dict, now: datetime, cooldown_s: float,
-                  max_age_h: float, request_id: str | None, want: Want) -> dict:
+def _claim_params(recipe_id: int, user_id: str | None, actor_id: str | None, meta_patch: dict, now: datetime,
+                  cooldown_s: float, max_age_h: float, request_id: str | None, want: Want) -> dict:
     return {"recipe": recipe_id, "user": user_id, "actor": actor_id, "patch": json.dumps(meta_patch), "now": now,
             "cd": float(cooldown_s), "request": request_id, "fresh": fresh_after(now, max_age_h), **_want_params(want)}
 
@@ -237,10 +237,9 @@ def claim_with_token(store: Store, *, token_hash: str, recipe_id: int, target_us
             return TokenClaim(user, claim(s, recipe_id=recipe_id, user_id=target_user_id or user.id,
                                           actor_id=user.id, meta_patch=meta_patch, now=now, cooldown_s=cooldown_s,
                                           max_age_h=max_age_h, request_id=request_id, want=want))
-    params = {**accounts.token_params(token_hash, now), "recipe": recipe_id, "target": target_user_id,
-              "patch": json.dumps(meta_patch), "now": now, "cd": float(cooldown_s), "request": request_id,
-              "fresh": fresh_after(now, max_age_h), "claimers": list(claimers), **_want_params(want)}
-    row = store.call(_CLAIM_WITH_TOKEN_SQL, params)
+    params = {**accounts.token_params(token_hash, now), "target": target_user_id, "claimers": list(claimers),
+              **_claim_params(recipe_id, None, None, meta_patch, now, cooldown_s, max_age_h, request_id, want)}
+    row = store.call(_CLAIM_WITH_TOKEN_SQL, params)   # the token's user is the actor: "user", "actor" unused
     if row is None:
         return TokenClaim(None)
     values = row._asdict()
