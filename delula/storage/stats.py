@@ -8,20 +8,27 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
 from .jobs import from_backlog
-from .models import DEMAND_OUTCOMES, SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, JobSource, JobStatus
+from .models import DEMAND_OUTCOMES, IN_POOL, SYSTEM_BACKLOG_USER_ID, ClaimEvent, Generation, JobSource, JobStatus
 
 
 def backlog_counts(s: Session) -> dict[int, dict[str, int]]:
-    """``{recipe_id: {"completed": n, "inFlight": m}}`` for every recipe with backlog rows, one query."""
-    q = (select(Generation.recipe_id, Generation.status, func.count())
-         .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID,
-                Generation.status.in_((JobStatus.COMPLETED, *JobStatus.LIVE)))
-         .group_by(Generation.recipe_id, Generation.status))
+    """``{recipe_id: {"completed": n, "inFlight": m}}`` for every recipe with backlog rows, one query.
+
+    The pool's part is its own ``SELECT``, with the pool index's predicate, so it is an
+    index-only scan of that small index; asked with the live statuses in one ``IN``, PostgreSQL
+    read every backlog row through ``user_id``'s index, the failed ones too (200,000 heap rows at
+    20 M generations: the recipes page's refresh 19 → 208 ms)."""
+    pool = (select(Generation.recipe_id, literal(JobStatus.COMPLETED.value), func.count()).where(IN_POOL)
+            .group_by(Generation.recipe_id))   # the status as a constant: no column outside the index
+    live = (select(Generation.recipe_id, Generation.status, func.count())
+            .where(Generation.user_id == SYSTEM_BACKLOG_USER_ID, Generation.status.in_(JobStatus.LIVE))
+            .group_by(Generation.recipe_id, Generation.status))
+    q = union_all(pool, live)
     out: dict[int, dict[str, int]] = defaultdict(lambda: {"completed": 0, "inFlight": 0})
     for recipe_id, status, n in s.execute(q):
         out[recipe_id]["completed" if status == JobStatus.COMPLETED else "inFlight"] += n
