@@ -9,7 +9,9 @@ times drawn log-normally (median 60 s, clamped to 5 s - 7 min, like real jobs): 
 users' own jobs, failures, a live queue and the pool; ``--events`` claim events over the same
 week (same popularity) and a week of queue samples (one every 30 s), all in bulk SQL
 (``generate_series``, timed), the indexes of ``generations`` and ``claim_events`` built after the
-load (timed apart). Rolls the closed hours up into ``stat_counts`` and
+load (timed apart). Rows go in in the order they were last written (``updated_at``; a claim
+event's ``created_at``), as a live table fills: seeded in random order, a query over the last
+hour read one heap page per row (claim events: 32,893 pages for 39,399 rows at 20 M). Rolls the closed hours up into ``stat_counts`` and
 ``demand_minutes`` as the scheduler would (timed, with the rows it stored).
 
 Then serves the app (``app.create_app``, werkzeug, threaded, on a free port) and, signed in
@@ -105,7 +107,8 @@ def _seed_jobs(conn, n: int, *, recipes: int, users: int, owner: str, status: st
                      now() - interval '{span}' + interval '1 minute' + (interval '{span}' - interval '2 minutes') * u4 AS t,
                      u5
               FROM (SELECT i, random() AS u1, random() AS u2, random() AS u3, random() AS u4, random() AS u5
-                    FROM generate_series(1, {n}) i) r) s""", {"meta": meta})
+                    FROM generate_series(1, {n}) i) r) s
+        ORDER BY 17""", {"meta": meta})   # in the order of updated_at: a table is written as time goes
 
 
 def seed(url: str, args) -> dict:
@@ -143,7 +146,8 @@ def seed(url: str, args) -> dict:
                           'insufficient_credits','rate_limited'])[1 + i % 10],
                    NULL, 2.0 + (i % 7), now() - interval '{WINDOW}' + interval '1 minute'
                                         + (interval '{WINDOW}' - interval '2 minutes') * u2
-            FROM (SELECT i, random() AS u1, random() AS u2 FROM generate_series(1, {args.events}) i) r""")
+            FROM (SELECT i, random() AS u1, random() AS u2 FROM generate_series(1, {args.events}) i) r
+            ORDER BY 6""")
         t1 = time.perf_counter()
         for ddl in deferred:
             conn.execute(ddl)
