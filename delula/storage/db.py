@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -153,9 +155,6 @@ class Store:
         connection-level failure raises :class:`DatabaseUnavailable` and discards the
         connection; like :meth:`single_statement`'s, the statement is not retried.
         """
-        import psycopg
-        from psycopg.rows import namedtuple_row
-
         checkout = _FOR_AUTOCOMMIT.set(True)
         try:
             with _unavailable_on_disconnect():
@@ -296,9 +295,9 @@ def _says_disconnected(message: str) -> bool:
 def driver_sql(statement) -> str:
     """A Core statement (or ``text()``) as psycopg's SQL text, ``%(name)s`` parameters, for
     :meth:`Store.call`: compiled once, where it is defined."""
-    from sqlalchemy.dialects.postgresql import psycopg
+    from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
-    return str(statement.compile(dialect=psycopg.dialect()))
+    return str(statement.compile(dialect=psycopg_dialect.dialect()))
 
 
 def _short(e: Exception) -> str:

@@ -53,8 +53,7 @@ def add_generations(s: Session, rows: list[dict], now: datetime) -> int:
     number, so the statement-level pool trigger runs once (an ``executemany`` ran it per row)."""
     if not rows:
         return 0
-    defaults = {**_model_defaults(), **dict(status=JobStatus.PENDING, attempts=0, poll_count=0, refunded=False,
-                                            credits_charged=0, created_at=now, updated_at=now)}
+    defaults = {**_model_defaults(), "created_at": now, "updated_at": now}
     full = [{**defaults, **row} for row in rows]
     if not (is_postgres(s) and _insert_from_json(s, full)):
         s.execute(insert(Generation), full)

@@ -243,14 +243,14 @@ def claim_with_token(store: Store, *, token_hash: str, recipe_id: int, target_us
     if row is None:
         return TokenClaim(None)
     values = row._asdict()
-    user = User(**{a.key: _aware(values[a.columns[0].name]) for a in User.__mapper__.column_attrs})
+    user = User(**{a.key: _as_read(a.columns[0], values[a.columns[0].name]) for a in User.__mapper__.column_attrs})
     return TokenClaim(user, None if row.o_outcome is None else _claim_row(row))
 
 
-def _aware(value):
-    """A timestamp the driver read, in UTC as :class:`models.UTCDateTime` gives it (the
-    session's time zone may be another)."""
-    return value.astimezone(timezone.utc) if isinstance(value, datetime) else value
+def _as_read(column, value):
+    """A value the driver read, as the ORM would give it: a :class:`models.UTCDateTime` column's
+    timestamp in UTC (the session's time zone may be another), other columns as they came."""
+    return column.type.process_result_value(value, None) if isinstance(column.type, UTCDateTime) else value
 
 
 def _claim_steps(s: Session, recipe_id: int, user_id: str, actor_id: str, meta_patch: dict, now: datetime,
